@@ -1,0 +1,279 @@
+//! The command line: `run`, `validate`, `graph`. Exit codes: 0 success, 1 runtime failure,
+//! 78 (EX_CONFIG) for any configuration error.
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
+use crate::observe::{api, logging};
+use crate::topology;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for configuration errors (sysexits.h EX_CONFIG).
+pub const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A streaming ETL agent: sources -> transforms -> sinks, with backpressure."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent. Without --config, runs the built-in default config (demo -> remap -> console).
+    Run {
+        /// Config file or directory of *.yaml files; repeat to merge several.
+        #[arg(short, long = "config", value_name = "PATH")]
+        config: Vec<PathBuf>,
+    },
+    /// Check config files: syntax, fields, wiring, VRL programs and (unless --no-environment)
+    /// that data_dir is writable and sinks' endpoints are reachable.
+    Validate {
+        /// Config files or directories, merged into one topology.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Skip checks that touch the environment (data_dir, endpoints).
+        #[arg(long)]
+        no_environment: bool,
+    },
+    /// Print the topology as a graph (Graphviz DOT or Mermaid).
+    Graph {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Validate {
+            paths,
+            no_environment,
+        } => validate(paths, no_environment),
+        Command::Graph { paths, format } => graph(paths, format),
+    }
+}
+
+fn load(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    if paths.is_empty() {
+        Config::load_str("<built-in default config>", DEFAULT_CONFIG)
+    } else {
+        Config::load_paths(paths)
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprint!("{error}");
+    ExitCode::from(EX_CONFIG)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn run(paths: Vec<PathBuf>) -> ExitCode {
+    let config = match load(&paths) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    logging::init(&config.global.log.level, config.global.log.format);
+    let _ = crate::observe::metrics::prometheus();
+    let rt = runtime();
+    rt.block_on(async move {
+        let built = match topology::build(&config) {
+            Ok(built) => built,
+            Err(error) => return config_failure(&error),
+        };
+        let api_stop = CancellationToken::new();
+        if config.global.api.enabled {
+            match api::serve(config.global.api.address, api_stop.clone()).await {
+                Ok(address) => tracing::info!(%address, "api listening (/health, /metrics)"),
+                Err(error) => {
+                    eprintln!(
+                        "api: cannot listen on {}: {error}",
+                        config.global.api.address
+                    );
+                    return ExitCode::from(EX_CONFIG);
+                }
+            }
+        }
+        tracing::info!(
+            sources = config.sources.len(),
+            transforms = config.transforms.len(),
+            sinks = config.sinks.len(),
+            "sluice started"
+        );
+        let timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
+        let result = built.run(shutdown_signal(), timeout).await;
+        api_stop.cancel();
+        match result {
+            Ok(()) => {
+                tracing::info!("sluice stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%error, "sluice stopped after a component failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn validate(paths: Vec<PathBuf>, no_environment: bool) -> ExitCode {
+    let config = match load(&paths) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    let _ = crate::observe::metrics::prometheus();
+    let rt = runtime();
+    rt.block_on(async move {
+        // Building compiles VRL programs, parses templates and checks every field.
+        if let Err(error) = topology::build(&config) {
+            return config_failure(&error);
+        }
+        println!(
+            "ok: {} sources, {} transforms, {} sinks, wiring valid",
+            config.sources.len(),
+            config.transforms.len(),
+            config.sinks.len()
+        );
+        if no_environment {
+            return ExitCode::SUCCESS;
+        }
+        let mut failures = Vec::new();
+        if let Err(error) = check_writable(&config.global.data_dir) {
+            failures.push(format!("data_dir: {error}"));
+        }
+        for (id, entry) in &config.sinks {
+            match entry.config.healthcheck().await {
+                Some(Ok(())) => println!("ok: sinks.{id}: healthcheck passed"),
+                Some(Err(error)) => {
+                    failures.push(format!("sinks.{id}: healthcheck failed: {error}"))
+                }
+                None => {}
+            }
+        }
+        if failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            for failure in &failures {
+                eprintln!("  x {failure}");
+            }
+            eprintln!("(use --no-environment to check the config alone)");
+            ExitCode::from(EX_CONFIG)
+        }
+    })
+}
+
+fn check_writable(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(".sluice-write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn graph(paths: Vec<PathBuf>, format: GraphFormat) -> ExitCode {
+    let config = match load(&paths) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    let graph = match config.graph() {
+        Ok(graph) => graph,
+        Err(error) => return config_failure(&error),
+    };
+    let mut nodes = Vec::new();
+    for (id, e) in &config.sources {
+        nodes.push((id, e.config.kind(), "source"));
+    }
+    for (id, e) in &config.transforms {
+        nodes.push((id, e.config.kind(), "transform"));
+    }
+    for (id, e) in &config.sinks {
+        nodes.push((id, e.config.kind(), "sink"));
+    }
+    let mut out = String::new();
+    match format {
+        GraphFormat::Dot => {
+            out.push_str("digraph sluice {\n  rankdir=LR;\n");
+            for (id, kind, role) in &nodes {
+                let shape = match *role {
+                    "source" => "invhouse",
+                    "sink" => "house",
+                    _ => "box",
+                };
+                out.push_str(&format!(
+                    "  \"{id}\" [shape={shape}, label=\"{id}\\n({kind})\"];\n"
+                ));
+            }
+            for (consumer, inputs) in &graph.inputs {
+                for input in inputs {
+                    match &input.port {
+                        Some(port) => out.push_str(&format!(
+                            "  \"{}\" -> \"{consumer}\" [label=\"{port}\"];\n",
+                            input.component
+                        )),
+                        None => {
+                            out.push_str(&format!("  \"{}\" -> \"{consumer}\";\n", input.component))
+                        }
+                    }
+                }
+            }
+            out.push_str("}\n");
+        }
+        GraphFormat::Mermaid => {
+            out.push_str("flowchart LR\n");
+            for (id, kind, role) in &nodes {
+                let (open, close) = match *role {
+                    "source" => ("([", "])"),
+                    "sink" => ("[(", ")]"),
+                    _ => ("[", "]"),
+                };
+                out.push_str(&format!("  {id}{open}\"{id} ({kind})\"{close}\n"));
+            }
+            for (consumer, inputs) in &graph.inputs {
+                for input in inputs {
+                    match &input.port {
+                        Some(port) => {
+                            out.push_str(&format!("  {} -->|{port}| {consumer}\n", input.component))
+                        }
+                        None => out.push_str(&format!("  {} --> {consumer}\n", input.component)),
+                    }
+                }
+            }
+        }
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
+}

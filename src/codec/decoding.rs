@@ -1,0 +1,120 @@
+//! Decoding frames into events: `bytes` (the frame becomes `.message`) or `json` (the frame is
+//! parsed; a top-level array yields one event per element, as in Vector).
+
+use crate::event::{Event, ObjectMap, Value, MESSAGE_KEY};
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// How a frame is turned into an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodingCodec {
+    /// The frame's bytes, untouched, in the `message` field (default). Invalid UTF-8 is kept.
+    #[default]
+    Bytes,
+    /// The frame is parsed as JSON: an object becomes the event, an array one event per
+    /// element, any other value is put in `message`.
+    Json,
+}
+
+/// What happens to a frame that fails to decode. The failure is always counted in
+/// `component_errors_total{error_type="decode_failed"}` and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDecodeError {
+    /// Drop the frame (counted in `component_discarded_events_total{reason="decode_failed"}`).
+    Drop,
+    /// Keep the raw frame as `{ "message": <bytes> }` so nothing is lost.
+    PassRaw,
+    /// http_server only: reject the whole request with 400 and the reason (default there).
+    Reject,
+}
+
+/// Decoding options of a source.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingConfig {
+    /// `bytes` (default) or `json`.
+    #[serde(default)]
+    pub codec: DecodingCodec,
+    /// `drop`, `pass_raw` or (http_server) `reject`. Default: `drop`, and `reject` for
+    /// http_server.
+    #[serde(default)]
+    pub on_error: Option<OnDecodeError>,
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JSON: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// The runtime decoder built from a [`DecodingConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder {
+    codec: DecodingCodec,
+}
+
+impl Decoder {
+    pub fn new(config: &DecodingConfig) -> Self {
+        Decoder {
+            codec: config.codec,
+        }
+    }
+
+    /// Decodes one frame, appending its events to `out`.
+    pub fn decode(&self, frame: Bytes, out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        match self.codec {
+            DecodingCodec::Bytes => out.push(Event::from_message(frame)),
+            DecodingCodec::Json => match serde_json::from_slice::<Value>(&frame)? {
+                Value::Array(items) => out.extend(items.into_iter().map(wrap)),
+                value => out.push(wrap(value)),
+            },
+        }
+        Ok(())
+    }
+}
+
+fn wrap(value: Value) -> Event {
+    match value {
+        Value::Object(_) => Event::from(value),
+        other => {
+            let mut map = ObjectMap::new();
+            map.insert(MESSAGE_KEY.into(), other);
+            Event::from(Value::Object(map))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(codec: DecodingCodec, frame: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        let mut out = Vec::new();
+        Decoder { codec }.decode(Bytes::copy_from_slice(frame), &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn bytes_keeps_invalid_utf8_as_is() {
+        let events = decode(DecodingCodec::Bytes, b"a\xffb").unwrap();
+        assert_eq!(
+            events[0].get("message"),
+            Some(&Value::Bytes(Bytes::from_static(b"a\xffb")))
+        );
+    }
+
+    #[test]
+    fn json_object_becomes_the_event_and_arrays_split() {
+        let events = decode(DecodingCodec::Json, br#"[{"a":1},{"a":2},3]"#).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[1].get("a"), Some(&Value::Integer(2)));
+        assert_eq!(events[2].get("message"), Some(&Value::Integer(3)));
+    }
+
+    #[test]
+    fn invalid_json_and_invalid_utf8_are_errors() {
+        assert!(decode(DecodingCodec::Json, b"{\"a\":").is_err());
+        assert!(decode(DecodingCodec::Json, b"{\"a\":\"\xff\"}").is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Configuration errors: each names the file and line where known, the component path and
+//! field (`sinks.out.uri`), and the cause. Loading collects every error before failing, so a
+//! user fixes a config in one pass.
+
+use std::fmt;
+
+/// One problem in a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// `file:line` where known.
+    pub location: Option<(String, usize)>,
+    /// The dotted path of the component or field, e.g. `sources.app.include`. Empty for a
+    /// problem with a whole file.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((file, line)) = &self.location {
+            write!(f, "{file}:{line}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found while loading or validating a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ConfigError {
+    pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            diagnostics: vec![Diagnostic {
+                location: None,
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.diagnostics.len();
+        writeln!(
+            f,
+            "configuration has {count} error{}:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for diagnostic in &self.diagnostics {
+            writeln!(f, "  x {diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Suggests the closest candidate to a misspelt name, if one is close enough.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let best = candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(2))
+        .min_by_key(|(distance, _)| *distance);
+    match best {
+        Some((_, candidate)) => format!(" (did you mean `{candidate}`?)"),
+        None => String::new(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(
+            did_you_mean("fiel", ["file", "stdin"]),
+            " (did you mean `file`?)"
+        );
+        assert_eq!(did_you_mean("kafka", ["file", "stdin"]), "");
+    }
+}

@@ -1,0 +1,482 @@
+//! Loading a config: read files (or every `*.yaml` of a directory), interpolate the environment,
+//! parse the global options and each component, merge files, then validate the graph.
+//!
+//! Components are parsed one by one: the `type` field picks the config struct (see the
+//! registries in `sources/mod.rs`, `transforms/mod.rs`, `sinks/mod.rs`) and
+//! `serde_path_to_error` names the failing field, which [`locate`] turns into a line.
+
+pub mod error;
+pub mod graph;
+pub mod interpolate;
+pub mod locate;
+
+pub use error::{ConfigError, Diagnostic};
+pub use graph::{Graph, OutputId};
+
+use crate::observe::logging::LogFormat;
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+use crate::transforms::TransformConfig;
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The built-in default config: demo generator -> remap -> console. Used by `sluice run` when
+/// no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/sluice.yaml");
+
+/// The api server: `/health` and `/metrics`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the api. Off unless set.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Address to listen on. Loopback by default so metrics are not exposed by accident.
+    #[serde(default = "default_api_address")]
+    pub address: SocketAddr,
+}
+
+fn default_api_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8686))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: false,
+            address: default_api_address(),
+        }
+    }
+}
+
+/// Logging options.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Minimum level: `error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter
+    /// (`sluice=debug`). The `SLUICE_LOG` environment variable overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Options that apply to the whole agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalOptions {
+    /// Where sources keep checkpoints (and sinks their disk buffers).
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub log: LogConfig,
+    /// Whether sources wait for sinks to deliver before advancing checkpoints or answering.
+    pub acknowledgements: bool,
+    /// How long a shutdown may take to drain in-flight events before it is forced.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for GlobalOptions {
+    fn default() -> Self {
+        GlobalOptions {
+            data_dir: PathBuf::from("sluice-data"),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+            acknowledgements: true,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+/// The top level of one config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    /// Directory for checkpoints and buffers (default `./sluice-data`).
+    data_dir: Option<PathBuf>,
+    api: Option<ApiConfig>,
+    log: Option<LogConfig>,
+    /// End-to-end acknowledgements (default true).
+    acknowledgements: Option<bool>,
+    /// Drain deadline on SIGTERM/SIGINT, seconds (default 30).
+    shutdown_timeout_secs: Option<u64>,
+    #[serde(default)]
+    sources: IndexMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    transforms: IndexMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    sinks: IndexMap<String, serde_yaml::Value>,
+}
+
+/// A component's config and where it was written.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    pub config: T,
+    pub file: String,
+    pub line: Option<usize>,
+    /// The interpolated text of the file, kept to locate fields in later errors.
+    text: std::sync::Arc<str>,
+}
+
+impl<T> Entry<T> {
+    /// A diagnostic about this component (or one of its fields).
+    pub fn diagnostic(
+        &self,
+        section: &str,
+        id: &str,
+        field: &[&str],
+        message: String,
+    ) -> Diagnostic {
+        let line = self
+            .line
+            .and_then(|line| locate::field_line(&self.text, line, field));
+        let mut path = format!("{section}.{id}");
+        for part in field {
+            path.push('.');
+            path.push_str(part);
+        }
+        Diagnostic {
+            location: line.map(|l| (self.file.clone(), l)),
+            path,
+            message,
+        }
+    }
+}
+
+/// A whole, merged, not yet validated config.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub global: GlobalOptions,
+    pub sources: IndexMap<String, Entry<SourceConfig>>,
+    pub transforms: IndexMap<String, Entry<TransformConfig>>,
+    pub sinks: IndexMap<String, Entry<SinkConfig>>,
+}
+
+/// A field-level failure while parsing one component.
+#[derive(Debug)]
+pub struct FieldError {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+/// Deserializes a component's fields, naming the failing field on error.
+pub fn parse_fields<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let mut path: Vec<String> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = error.inner().to_string();
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            path.push(field.to_string());
+        }
+        FieldError { path, message }
+    })
+}
+
+/// Parses the components of one section with the section's `type` registry.
+fn parse_section<T>(
+    section: &'static str,
+    raw: IndexMap<String, serde_yaml::Value>,
+    file: &str,
+    text: &std::sync::Arc<str>,
+    parse: impl Fn(&str, serde_yaml::Value) -> Result<T, FieldError>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> IndexMap<String, Entry<T>> {
+    let mut out = IndexMap::new();
+    for (id, value) in raw {
+        let line = locate::component_line(text, section, &id);
+        let at = |field: &[String]| {
+            let field: Vec<&str> = field.iter().map(String::as_str).collect();
+            let line = line.and_then(|l| locate::field_line(text, l, &field));
+            let mut path = format!("{section}.{id}");
+            for part in &field {
+                path.push('.');
+                path.push_str(part);
+            }
+            (line.map(|l| (file.to_string(), l)), path)
+        };
+        if id.is_empty() || id.contains(['.', ' ', '*', '?', '[']) {
+            let (location, path) = at(&[]);
+            diagnostics.push(Diagnostic {
+                location,
+                path,
+                message: "component ids may not be empty or contain '.', spaces or glob characters"
+                    .into(),
+            });
+            continue;
+        }
+        let mut value = value;
+        let kind = match value.as_mapping_mut().map(|m| m.remove("type")) {
+            Some(Some(serde_yaml::Value::String(kind))) => kind,
+            Some(_) => {
+                let (location, path) = at(&[]);
+                diagnostics.push(Diagnostic {
+                    location,
+                    path: path + ".type",
+                    message: "missing field `type` (a string naming the component type)".into(),
+                });
+                continue;
+            }
+            None => {
+                let (location, path) = at(&[]);
+                diagnostics.push(Diagnostic {
+                    location,
+                    path,
+                    message: "expected a mapping with a `type` field".into(),
+                });
+                continue;
+            }
+        };
+        // A component with no other fields is written `id: {type: x}`; give serde a mapping.
+        if value.as_mapping().is_some_and(|m| m.is_empty()) {
+            value = serde_yaml::Value::Mapping(Default::default());
+        }
+        match parse(&kind, value) {
+            Ok(config) => {
+                out.insert(
+                    id.clone(),
+                    Entry {
+                        config,
+                        file: file.to_string(),
+                        line,
+                        text: text.clone(),
+                    },
+                );
+            }
+            Err(error) => {
+                let (location, path) = at(&error.path);
+                diagnostics.push(Diagnostic {
+                    location,
+                    path,
+                    message: error.message,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The result of parsing a `type` that no registry knows.
+pub fn unknown_type(kind: &str, known: &[&str]) -> FieldError {
+    FieldError {
+        path: vec!["type".into()],
+        message: format!(
+            "unknown component type `{kind}`{}; known types: {}",
+            error::did_you_mean(kind, known.iter().copied()),
+            known.join(", ")
+        ),
+    }
+}
+
+impl Config {
+    /// Loads and merges config files; a directory contributes its `*.yaml` and `*.yml` files
+    /// in name order.
+    pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+        let mut files = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                    .map_err(|e| ConfigError::single("", format!("{}: {e}", path.display())))?
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                    })
+                    .collect();
+                entries.sort();
+                if entries.is_empty() {
+                    return Err(ConfigError::single(
+                        "",
+                        format!("{}: directory has no *.yaml files", path.display()),
+                    ));
+                }
+                files.extend(entries);
+            } else {
+                files.push(path.clone());
+            }
+        }
+        let mut texts = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::single("", format!("cannot read {}: {e}", file.display()))
+            })?;
+            texts.push((file.display().to_string(), text));
+        }
+        Self::load_texts(&texts)
+    }
+
+    /// Loads one config from text (the built-in default, tests).
+    pub fn load_str(name: &str, text: &str) -> Result<Config, ConfigError> {
+        Self::load_texts(&[(name.to_string(), text.to_string())])
+    }
+
+    fn load_texts(files: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let mut diagnostics = Vec::new();
+        let mut globals_from: IndexMap<&'static str, String> = IndexMap::new();
+        for (name, raw_text) in files {
+            let text = match interpolate::interpolate(raw_text, |var| std::env::var(var).ok()) {
+                Ok(text) => text,
+                Err(missing) => {
+                    for (line, var) in missing {
+                        diagnostics.push(Diagnostic {
+                            location: Some((name.clone(), line)),
+                            path: String::new(),
+                            message: format!(
+                                "environment variable `{var}` is not set and has no default \
+                                 (write ${{{var}:-default}}, or $$ for a literal $)"
+                            ),
+                        });
+                    }
+                    continue;
+                }
+            };
+            let raw: RawFile = match serde_yaml::from_str::<Option<RawFile>>(&text) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => continue,
+                Err(error) => {
+                    let location = error.location().map(|l| (name.clone(), l.line()));
+                    let mut message = error.to_string();
+                    if let Some(pos) = message.find(" at line ") {
+                        message.truncate(pos);
+                    }
+                    diagnostics.push(Diagnostic {
+                        location,
+                        path: String::new(),
+                        message,
+                    });
+                    continue;
+                }
+            };
+            let text: std::sync::Arc<str> = text.into();
+            let mut set_global = |key: &'static str, present: bool| {
+                if !present {
+                    return true;
+                }
+                if let Some(previous) = globals_from.insert(key, name.clone()) {
+                    diagnostics.push(Diagnostic {
+                        location: None,
+                        path: key.to_string(),
+                        message: format!("set in both {previous} and {name}; set it in one file"),
+                    });
+                    return false;
+                }
+                true
+            };
+            if set_global("data_dir", raw.data_dir.is_some()) {
+                if let Some(v) = raw.data_dir {
+                    config.global.data_dir = v;
+                }
+            }
+            if set_global("api", raw.api.is_some()) {
+                if let Some(v) = raw.api {
+                    config.global.api = v;
+                }
+            }
+            if set_global("log", raw.log.is_some()) {
+                if let Some(v) = raw.log {
+                    config.global.log = v;
+                }
+            }
+            if set_global("acknowledgements", raw.acknowledgements.is_some()) {
+                if let Some(v) = raw.acknowledgements {
+                    config.global.acknowledgements = v;
+                }
+            }
+            if set_global("shutdown_timeout_secs", raw.shutdown_timeout_secs.is_some()) {
+                if let Some(v) = raw.shutdown_timeout_secs {
+                    config.global.shutdown_timeout_secs = v;
+                }
+            }
+            let sources = parse_section(
+                "sources",
+                raw.sources,
+                name,
+                &text,
+                SourceConfig::parse,
+                &mut diagnostics,
+            );
+            let transforms = parse_section(
+                "transforms",
+                raw.transforms,
+                name,
+                &text,
+                TransformConfig::parse,
+                &mut diagnostics,
+            );
+            let sinks = parse_section(
+                "sinks",
+                raw.sinks,
+                name,
+                &text,
+                SinkConfig::parse,
+                &mut diagnostics,
+            );
+            merge(&mut config.sources, sources, "sources", &mut diagnostics);
+            merge(
+                &mut config.transforms,
+                transforms,
+                "transforms",
+                &mut diagnostics,
+            );
+            merge(&mut config.sinks, sinks, "sinks", &mut diagnostics);
+        }
+        if diagnostics.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { diagnostics })
+        }
+    }
+
+    /// Validates ids and wiring; returns the resolved graph.
+    pub fn graph(&self) -> Result<Graph, ConfigError> {
+        graph::build(self)
+    }
+
+    /// The directory a component may keep state in (created on demand by the component).
+    pub fn component_data_dir(&self, id: &str) -> PathBuf {
+        self.global.data_dir.join(id)
+    }
+}
+
+fn merge<T>(
+    into: &mut IndexMap<String, Entry<T>>,
+    from: IndexMap<String, Entry<T>>,
+    section: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for (id, entry) in from {
+        if let Some(existing) = into.get(&id) {
+            diagnostics.push(Diagnostic {
+                location: entry.line.map(|l| (entry.file.clone(), l)),
+                path: format!("{section}.{id}"),
+                message: format!("defined twice (also in {})", existing.file),
+            });
+            continue;
+        }
+        into.insert(id, entry);
+    }
+}

@@ -1,0 +1,16 @@
+//! Sluice: a single-binary streaming ETL agent. A YAML topology of sources, transforms and
+//! sinks, moving events in batches over bounded channels (backpressure), with end-to-end
+//! acknowledgements so sources checkpoint only what sinks delivered.
+//!
+//! Start reading at [`config`] (what a user writes), then [`topology`] (how it runs).
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod event;
+pub mod observe;
+pub mod sinks;
+pub mod sources;
+pub mod template;
+pub mod topology;
+pub mod transforms;

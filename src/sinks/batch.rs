@@ -1,0 +1,164 @@
+//! Batching for sinks: collect events until `max_events`, `max_bytes` or `timeout_secs`
+//! since the first one, then flush. Acknowledgement handles travel with the batch.
+
+use crate::event::{Event, EventBatch, Finalizers};
+use crate::observe::ComponentMetrics;
+use crate::topology::BufferReceiver;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// When a sink sends what it has collected.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events in one request or write (default 1000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Most bytes in one request or write, measured as raw event size (default 1 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Longest time an event waits for its batch to fill, in seconds (default 1).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+fn default_max_events() -> usize {
+    1000
+}
+fn default_max_bytes() -> usize {
+    1 << 20
+}
+fn default_timeout_secs() -> f64 {
+    1.0
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
+            timeout_secs: default_timeout_secs(),
+        }
+    }
+}
+
+impl BatchConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_events == 0 || self.max_bytes == 0 {
+            return Err("max_events and max_bytes must be greater than 0".into());
+        }
+        if !self.timeout_secs.is_finite() || self.timeout_secs < 0.0 {
+            return Err("timeout_secs must be a number >= 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a batching sink does with a full batch.
+pub trait Flush {
+    /// Delivers the events, then marks `finalizers` delivered or rejected.
+    fn flush(
+        &mut self,
+        events: Vec<Event>,
+        byte_size: usize,
+        finalizers: Finalizers,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Reads the sink's input, batching, until the input ends; flushes the remainder at the end.
+pub async fn drive(
+    mut input: BufferReceiver,
+    config: BatchConfig,
+    metrics: &ComponentMetrics,
+    sink: &mut impl Flush,
+) {
+    let mut events: Vec<Event> = Vec::new();
+    let mut bytes = 0usize;
+    let mut finalizers = Finalizers::default();
+    let timeout = Duration::from_secs_f64(config.timeout_secs);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let wait = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = input.recv() => match received {
+                Some(batch) => {
+                    metrics.received(batch.len(), batch.byte_size);
+                    let EventBatch { events: incoming, byte_size, finalizers: incoming_finalizers } = batch;
+                    let per_event = byte_size / incoming.len().max(1);
+                    for event in incoming {
+                        if events.is_empty() {
+                            deadline = Some(tokio::time::Instant::now() + timeout);
+                            finalizers = incoming_finalizers.clone();
+                        }
+                        events.push(event);
+                        bytes += per_event;
+                        if events.len() >= config.max_events || bytes >= config.max_bytes {
+                            finalizers.merge(incoming_finalizers.clone());
+                            sink.flush(std::mem::take(&mut events), std::mem::take(&mut bytes), std::mem::take(&mut finalizers)).await;
+                            deadline = None;
+                        }
+                    }
+                    if !events.is_empty() {
+                        finalizers.merge(incoming_finalizers);
+                    }
+                }
+                None => break,
+            },
+            _ = wait => {
+                sink.flush(std::mem::take(&mut events), std::mem::take(&mut bytes), std::mem::take(&mut finalizers)).await;
+                deadline = None;
+            }
+        }
+    }
+    if !events.is_empty() {
+        sink.flush(events, bytes, finalizers).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::channel::{channel, ChannelLimits};
+
+    #[derive(Default)]
+    struct Collect(Vec<usize>);
+
+    impl Flush for Collect {
+        async fn flush(&mut self, events: Vec<Event>, _bytes: usize, _f: Finalizers) {
+            self.0.push(events.len());
+        }
+    }
+
+    fn batch(n: usize) -> EventBatch {
+        EventBatch::new(
+            (0..n).map(|_| Event::from_message("x".into())).collect(),
+            n * 10,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flushes_on_count_and_on_timeout_and_at_the_end() {
+        let (tx, rx) = channel(ChannelLimits::default());
+        let config = BatchConfig {
+            max_events: 4,
+            max_bytes: 1 << 20,
+            timeout_secs: 5.0,
+        };
+        let metrics = ComponentMetrics::new("t", "test");
+        let task = tokio::spawn(async move {
+            let mut sink = Collect::default();
+            drive(rx, config, &metrics, &mut sink).await;
+            sink.0
+        });
+        tx.send(batch(6)).await.unwrap(); // 4 flushed by count, 2 wait
+        tokio::time::sleep(Duration::from_secs(6)).await; // timeout flushes the 2
+        tx.send(batch(3)).await.unwrap();
+        drop(tx); // end of input flushes the 3
+        assert_eq!(task.await.unwrap(), vec![4, 2, 3]);
+    }
+}

@@ -1,0 +1,66 @@
+//! Sources: where events come from. Every source type is registered here, in one place.
+
+pub mod acks;
+pub mod demo;
+pub mod file;
+pub mod http_server;
+pub mod stdin;
+
+use crate::config::{parse_fields, unknown_type, FieldError};
+use crate::observe::ComponentMetrics;
+use crate::topology::{BuildError, Fanout, RunFuture, Shutdown};
+use std::path::PathBuf;
+
+/// What a running source is handed.
+pub struct SourceContext {
+    pub id: String,
+    /// Where its events go.
+    pub out: Fanout,
+    pub shutdown: Shutdown,
+    /// The source's own state directory (`data_dir/<id>`), created on demand.
+    pub data_dir: PathBuf,
+    /// Wait for delivery before advancing checkpoints / answering clients.
+    pub acknowledgements: bool,
+    pub metrics: ComponentMetrics,
+}
+
+/// Every source type, selected by `type:`.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Demo(demo::DemoConfig),
+    File(file::FileSourceConfig),
+    HttpServer(http_server::HttpServerConfig),
+    Stdin(stdin::StdinConfig),
+}
+
+const TYPES: &[&str] = &["demo", "file", "http_server", "stdin"];
+
+impl SourceConfig {
+    pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
+        Ok(match kind {
+            "demo" => Self::Demo(parse_fields(value)?),
+            "file" => Self::File(parse_fields(value)?),
+            "http_server" => Self::HttpServer(parse_fields(value)?),
+            "stdin" => Self::Stdin(parse_fields(value)?),
+            other => return Err(unknown_type(other, TYPES)),
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Demo(_) => "demo",
+            Self::File(_) => "file",
+            Self::HttpServer(_) => "http_server",
+            Self::Stdin(_) => "stdin",
+        }
+    }
+
+    pub fn build(&self, cx: SourceContext) -> Result<RunFuture, BuildError> {
+        match self {
+            Self::Demo(c) => c.build(cx),
+            Self::File(c) => c.build(cx),
+            Self::HttpServer(c) => c.build(cx),
+            Self::Stdin(c) => c.build(cx),
+        }
+    }
+}

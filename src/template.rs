@@ -1,0 +1,166 @@
+//! Templates for paths and names: `{{ field.path }}` inserts an event field, and strftime
+//! specifiers (`%Y-%m-%d`) format the event's `timestamp` field (or the current time when the
+//! event has no timestamp). Example: `/var/log/out/{{ service }}/%Y-%m-%d.log`.
+
+use crate::event::{Event, Value};
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use vrl::path::OwnedValuePath;
+
+#[derive(Debug, Clone)]
+enum Part {
+    Literal(String),
+    Field(String, OwnedValuePath),
+}
+
+/// A parsed template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+    has_strftime: bool,
+    has_fields: bool,
+}
+
+/// A template could not be rendered for an event.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("field `{0}` is missing or not a string or number")]
+pub struct RenderError(pub String);
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Literal(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed `{{{{` in template `{text}`"))?;
+            let name = after[..end].trim();
+            let path_text = if name.starts_with('.') {
+                name.to_string()
+            } else {
+                format!(".{name}")
+            };
+            let path = vrl::path::parse_value_path(&path_text)
+                .map_err(|e| format!("invalid field `{name}` in template `{text}`: {e}"))?;
+            parts.push(Part::Field(name.to_string(), path));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        let mut has_strftime = false;
+        for part in &parts {
+            if let Part::Literal(literal) = part {
+                if literal.contains('%') {
+                    has_strftime = true;
+                    if StrftimeItems::new(literal).any(|item| matches!(item, Item::Error)) {
+                        return Err(format!("invalid strftime specifier in template `{text}`"));
+                    }
+                }
+            }
+        }
+        let has_fields = parts.iter().any(|p| matches!(p, Part::Field(..)));
+        Ok(Template {
+            parts,
+            has_strftime,
+            has_fields,
+        })
+    }
+
+    /// True when every event renders the same string.
+    pub fn is_static(&self) -> bool {
+        !self.has_strftime && !self.has_fields
+    }
+
+    /// Renders for one event. Field values have `/` replaced by `_` so an event cannot steer
+    /// a path outside the directory the template names.
+    pub fn render(&self, event: &Event) -> Result<String, RenderError> {
+        let time = if self.has_strftime {
+            Some(event_time(event))
+        } else {
+            None
+        };
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(literal) => match time {
+                    Some(time) if literal.contains('%') => {
+                        use std::fmt::Write;
+                        let _ = write!(out, "{}", time.format(literal));
+                    }
+                    _ => out.push_str(literal),
+                },
+                Part::Field(name, path) => {
+                    let text = match event.value.get(path) {
+                        Some(v @ (Value::Bytes(_) | Value::String(_))) => {
+                            v.to_str_lossy().unwrap_or_default().into_owned()
+                        }
+                        Some(Value::Integer(i)) => i.to_string(),
+                        Some(Value::Float(f)) => f.to_string(),
+                        Some(Value::Boolean(b)) => b.to_string(),
+                        Some(Value::Timestamp(t)) => t.to_rfc3339(),
+                        _ => return Err(RenderError(name.clone())),
+                    };
+                    let text = text.replace(['/', '\0'], "_");
+                    out.push_str(if text == ".." { "__" } else { &text });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn event_time(event: &Event) -> DateTime<Utc> {
+    match event.get("timestamp") {
+        Some(Value::Timestamp(t)) => *t,
+        Some(v @ (Value::Bytes(_) | Value::String(_))) => v
+            .to_str_lossy()
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now),
+        _ => Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Event {
+        Event::from(serde_json::from_str::<Value>(json).unwrap())
+    }
+
+    #[test]
+    fn renders_fields_and_event_time() {
+        let t = Template::parse("/out/{{ service }}/{{.a.b}}-%Y-%m-%d.log").unwrap();
+        let e = event(r#"{"service":"api","a":{"b":7},"timestamp":"2024-03-05T10:00:00Z"}"#);
+        assert_eq!(t.render(&e).unwrap(), "/out/api/7-2024-03-05.log");
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_naming_it() {
+        let t = Template::parse("{{ service }}.log").unwrap();
+        assert_eq!(t.render(&event("{}")), Err(RenderError("service".into())));
+    }
+
+    #[test]
+    fn field_values_cannot_escape_the_directory() {
+        let t = Template::parse("/out/{{ s }}.log").unwrap();
+        assert_eq!(
+            t.render(&event(r#"{"s":"../../etc/passwd"}"#)).unwrap(),
+            "/out/.._.._etc_passwd.log"
+        );
+        assert_eq!(t.render(&event(r#"{"s":".."}"#)).unwrap(), "/out/__.log");
+    }
+
+    #[test]
+    fn bad_templates_are_rejected_at_parse_time() {
+        assert!(Template::parse("{{ x").is_err());
+        assert!(Template::parse("%Q").is_err());
+        assert!(Template::parse("plain.log").unwrap().is_static());
+    }
+}

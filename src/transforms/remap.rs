@@ -1,0 +1,195 @@
+//! The `remap` transform: runs a VRL program on every event, in place.
+//! Vector users can paste their programs: this is the real VRL compiler and standard library.
+
+use super::vrl_program::{compile, Runner};
+use super::Transform;
+use crate::event::Event;
+use crate::observe::ComponentMetrics;
+use crate::topology::BuildError;
+use serde::Deserialize;
+use std::path::PathBuf;
+use vrl::compiler::runtime::Terminate;
+use vrl::compiler::Program;
+
+/// Modify events with a VRL program.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemapConfig {
+    /// Components whose events this transform reads (ids, `id.output`, or globs like `app_*`).
+    pub inputs: Vec<String>,
+    /// The VRL program, inline. Exactly one of `source` and `file` is required.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// A file holding the VRL program.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Drop an event whose program fails at runtime (default false: the event passes on
+    /// unmodified). Failures are counted in `component_errors_total{error_type="remap_failed"}`.
+    #[serde(default)]
+    pub drop_on_error: bool,
+    /// Drop an event whose program calls `abort` (default true).
+    #[serde(default = "default_true")]
+    pub drop_on_abort: bool,
+    /// Send dropped events (failed or aborted) to the named output `<id>.dropped` instead of
+    /// discarding them.
+    #[serde(default)]
+    pub reroute_dropped: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl RemapConfig {
+    pub fn outputs(&self) -> Vec<Option<String>> {
+        let mut outputs = vec![None];
+        if self.reroute_dropped {
+            outputs.push(Some("dropped".into()));
+        }
+        outputs
+    }
+
+    pub fn build(&self, id: &str) -> Result<Remap, BuildError> {
+        let (field, source) = match (&self.source, &self.file) {
+            (Some(source), None) => ("source", source.clone()),
+            (None, Some(file)) => (
+                "file",
+                std::fs::read_to_string(file).map_err(|e| {
+                    BuildError::new("file", format!("cannot read {}: {e}", file.display()))
+                })?,
+            ),
+            _ => {
+                return Err(BuildError::new(
+                    "source",
+                    "set exactly one of `source` and `file`",
+                ))
+            }
+        };
+        let program = compile(id, &source).map_err(|message| BuildError::new(field, message))?;
+        let info = program.info();
+        // Keeping a copy of the original is only needed when the program can fail or abort
+        // and the event should survive that.
+        let may_terminate = info.fallible || info.abortable;
+        let keep_original =
+            may_terminate && (!self.drop_on_error || !self.drop_on_abort || self.reroute_dropped);
+        Ok(Remap {
+            program,
+            runner: Runner::default(),
+            keep_original,
+            config: self.clone(),
+            metrics: ComponentMetrics::new(id, "remap"),
+        })
+    }
+}
+
+pub struct Remap {
+    program: Program,
+    runner: Runner,
+    keep_original: bool,
+    config: RemapConfig,
+    metrics: ComponentMetrics,
+}
+
+impl Transform for Remap {
+    fn transform(&mut self, events: Vec<Event>, outputs: &mut [Vec<Event>]) {
+        let (kept, rest) = outputs.split_at_mut(1);
+        let kept = &mut kept[0];
+        let mut dropped = rest.first_mut();
+        kept.reserve(events.len());
+        for mut event in events {
+            let original = self.keep_original.then(|| event.clone());
+            match self.runner.run(&self.program, &mut event.value) {
+                Ok(_) => kept.push(event),
+                Err(terminate) => {
+                    let (drop, reason) = match &terminate {
+                        Terminate::Abort(_) => (self.config.drop_on_abort, "aborted"),
+                        _ => {
+                            self.metrics.error("remap_failed");
+                            tracing::debug!(component_id = self.metrics.id(), error = %terminate, "remap failed");
+                            (self.config.drop_on_error, "remap_failed")
+                        }
+                    };
+                    let original = original.unwrap_or(event);
+                    match (drop, dropped.as_deref_mut()) {
+                        (false, _) => kept.push(original),
+                        (true, Some(dropped)) => dropped.push(original),
+                        (true, None) => self.metrics.discarded(reason, 1),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Value;
+
+    fn remap(source: &str, extra: &str) -> Remap {
+        let yaml = format!("inputs: [x]\nsource: '{source}'\n{extra}");
+        let config: RemapConfig = serde_yaml::from_str(&yaml).unwrap();
+        config.build("test").unwrap()
+    }
+
+    fn run(remap: &mut Remap, events: Vec<Event>) -> Vec<Vec<Event>> {
+        let mut outputs = vec![Vec::new(); remap.config.outputs().len()];
+        remap.transform(events, &mut outputs);
+        outputs
+    }
+
+    #[test]
+    fn parses_json_sets_and_deletes_nested_fields() {
+        let mut r = remap(
+            ". = parse_json!(.message); .a.b[0] = upcase!(.name); del(.name)",
+            "",
+        );
+        let out = run(
+            &mut r,
+            vec![Event::from_message(r#"{"name":"x","keep":1}"#.into())],
+        );
+        let event = &out[0][0];
+        assert_eq!(event.get("name"), None);
+        assert_eq!(event.get("keep"), Some(&Value::Integer(1)));
+        let json = serde_json::to_string(&event.value).unwrap();
+        assert_eq!(json, r#"{"a":{"b":["X"]},"keep":1}"#);
+    }
+
+    #[test]
+    fn a_failing_event_passes_unmodified_by_default() {
+        let mut r = remap(".touched = true; . = parse_json!(.message)", "");
+        let out = run(&mut r, vec![Event::from_message("not json".into())]);
+        assert_eq!(out[0], vec![Event::from_message("not json".into())]);
+    }
+
+    #[test]
+    fn failures_and_aborts_can_be_rerouted() {
+        let mut r = remap(
+            "if .message == \"bad\" { abort }; .ok = true",
+            "reroute_dropped: true",
+        );
+        let out = run(
+            &mut r,
+            vec![
+                Event::from_message("bad".into()),
+                Event::from_message("good".into()),
+            ],
+        );
+        assert_eq!(out[0].len(), 1);
+        assert_eq!(out[0][0].get("ok"), Some(&Value::Boolean(true)));
+        assert_eq!(out[1], vec![Event::from_message("bad".into())]);
+    }
+
+    #[test]
+    fn compile_errors_carry_vrl_diagnostics() {
+        let config: RemapConfig =
+            serde_yaml::from_str("inputs: [x]\nsource: '.a = parse_json(.b'").unwrap();
+        let error = config.build("bad").err().unwrap();
+        assert_eq!(error.field, Some("source"));
+        assert!(
+            error.message.contains("error["),
+            "VRL diagnostic codes are shown: {}",
+            error.message
+        );
+    }
+}
