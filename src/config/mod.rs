@@ -191,7 +191,9 @@ pub fn parse_fields<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, 
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
         {
-            path.push(field.to_string());
+            if path.last().map(String::as_str) != Some(field) {
+                path.push(field.to_string());
+            }
         }
         FieldError { path, message }
     })

@@ -1,0 +1,137 @@
+//! stdin -> remap/filter/route -> file and console sinks, run as a real `sluice` process fed
+//! through a pipe. Checks exact outputs, that bad input is counted not fatal, and that the
+//! agent drains and exits 0 at end of input.
+
+mod common;
+use common::Agent;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn run_with_input(dir: &std::path::Path, config: &str, input: &[u8]) -> (Agent, String) {
+    let mut agent = Agent::start_with(dir, config, Stdio::piped(), Stdio::piped());
+    let mut stdin = agent.child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    let stdout = agent.read_stdout();
+    let status = agent.wait(Duration::from_secs(30));
+    assert!(status.success(), "exit {status:?}; stderr:\n{}", agent.stderr());
+    (agent, stdout)
+}
+
+#[test]
+fn remap_and_route_split_events_into_files_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let config = format!(
+        r#"
+data_dir: {data}
+sources:
+  in:
+    type: stdin
+    decoding:
+      codec: json
+transforms:
+  shape:
+    type: remap
+    inputs: [in]
+    source: |
+      .level = downcase(string!(.level))
+      .n = to_int!(.n) * 10
+      del(.secret)
+  split:
+    type: route
+    inputs: [shape]
+    route:
+      errors: .level == "error"
+      big: (to_int(.n) ?? 0) >= 50
+sinks:
+  errors:
+    type: file
+    inputs: [split.errors]
+    path: {out}/errors.ndjson
+  per_level:
+    type: file
+    inputs: [split._unmatched, split.big]
+    path: "{out}/{{{{ level }}}}.log"
+    encoding:
+      codec: ndjson
+"#,
+        data = dir.path().join("data").display(),
+        out = out.display()
+    );
+    let mut input = String::new();
+    for n in 0..10 {
+        let level = if n % 3 == 0 { "ERROR" } else { "Info" };
+        input.push_str(&format!("{{\"n\":{n},\"level\":\"{level}\",\"secret\":\"s{n}\"}}\n"));
+    }
+    let (_agent, _) = run_with_input(dir.path(), &config, input.as_bytes());
+
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let errors = read("errors.ndjson");
+    let ns: Vec<i64> = errors.iter().map(|e| e["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![0, 30, 60, 90], "order is preserved within a stream");
+    assert!(errors.iter().all(|e| e.get("secret").is_none() && e["level"] == "error"));
+
+    // n*10 >= 50 goes to `big` too; errors with n >= 5 (60, 90) are in both outputs.
+    let mut info: Vec<i64> = read("info.log").iter().map(|e| e["n"].as_i64().unwrap()).collect();
+    info.sort();
+    assert_eq!(info, vec![10, 20, 40, 50, 70, 80]);
+    let big_errors: Vec<i64> = read("error.log").iter().map(|e| e["n"].as_i64().unwrap()).collect();
+    assert_eq!(big_errors, vec![60, 90]);
+}
+
+#[test]
+fn invalid_json_and_utf8_are_counted_and_passed_raw_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "sources:\n  in:\n    type: stdin\n    decoding:\n      codec: json\n      on_error: pass_raw\nsinks:\n  out:\n    type: console\n    inputs: [in]\n";
+    let input = b"{\"ok\":1}\nnot json\n{\"bad\":\"\xff\"}\n{\"ok\":2}\n";
+    let (agent, stdout) = run_with_input(dir.path(), config, input);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], r#"{"ok":1}"#);
+    assert_eq!(lines[1], r#"{"message":"not json"}"#);
+    assert_eq!(lines[2], "{\"message\":\"{\\\"bad\\\":\\\"\u{fffd}\\\"}\"}", "raw bytes kept, shown lossily");
+    assert_eq!(lines[3], r#"{"ok":2}"#);
+    assert_eq!(agent.stderr().matches("cannot decode line").count(), 2, "{}", agent.stderr());
+
+    let dir = tempfile::tempdir().unwrap();
+    let dropping = config.replace("pass_raw", "drop");
+    let (_, stdout) = run_with_input(dir.path(), &dropping, input);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec![r#"{"ok":1}"#, r#"{"ok":2}"#]);
+}
+
+#[test]
+fn oversize_lines_are_truncated_and_text_codec_writes_raw_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "sources:\n  in:\n    type: stdin\n    max_line_bytes: 8\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding:\n      codec: text\n";
+    let (_, stdout) = run_with_input(dir.path(), config, b"short\n0123456789abcdef\ntail");
+    assert_eq!(stdout, "short\n01234567\ntail\n", "a last line without newline still counts");
+}
+
+#[test]
+fn filter_keeps_only_matching_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "sources:\n  in:\n    type: stdin\ntransforms:\n  f:\n    type: filter\n    inputs: [in]\n    condition: starts_with(string!(.message), \"keep\")\nsinks:\n  out:\n    type: console\n    inputs: [f]\n    encoding:\n      codec: text\n";
+    let (_, stdout) = run_with_input(dir.path(), config, b"keep 1\ndrop 2\nkeep 3\n");
+    assert_eq!(stdout, "keep 1\nkeep 3\n");
+}
+
+#[test]
+fn many_events_pass_in_order_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all.log");
+    let config = format!("sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {}\n    encoding:\n      codec: text\n    compression: gzip\n", out.display());
+    let input: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+    run_with_input(dir.path(), &config, input.as_bytes());
+    let mut text = String::new();
+    use std::io::Read;
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&out).unwrap()).read_to_string(&mut text).unwrap();
+    assert_eq!(text, input, "every line, in order, through a gzip file written batch by batch");
+}
