@@ -8,18 +8,30 @@ use std::path::Path;
 fn validate(dir: &Path, name: &str, text: &str) -> (i32, String, String) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    let out = sluice().args(["validate", "--no-environment"]).arg(&path).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = sluice()
+        .args(["validate", "--no-environment"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
-const GOOD: &str = "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n";
+const GOOD: &str =
+    "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n";
 
 #[test]
 fn a_valid_config_passes() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = validate(dir.path(), "ok.yaml", GOOD);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("1 sources, 0 transforms, 1 sinks"), "{stdout}");
+    assert!(
+        stdout.contains("1 sources, 0 transforms, 1 sinks"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -28,7 +40,12 @@ fn a_misspelt_type_names_the_component_line_and_suggestion() {
     let text = "sources:\n  in:\n    type: stdin\n  logs:\n    type: fiel\n    include: [/tmp/x]\nsinks:\n  out:\n    type: console\n    inputs: [in]\n";
     let (code, _, stderr) = validate(dir.path(), "typo.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("typo.yaml:5: sources.logs.type: unknown component type `fiel` (did you mean `file`?)"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "typo.yaml:5: sources.logs.type: unknown component type `fiel` (did you mean `file`?)"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -37,7 +54,10 @@ fn an_unknown_field_names_the_field_and_its_line() {
     let text = "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encodng:\n      codec: json\n";
     let (code, _, stderr) = validate(dir.path(), "field.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("field.yaml:8: sinks.out.encodng: unknown field `encodng`"), "{stderr}");
+    assert!(
+        stderr.contains("field.yaml:8: sinks.out.encodng: unknown field `encodng`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -46,7 +66,10 @@ fn a_wrong_value_type_names_the_nested_field() {
     let text = "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: http\n    inputs: [in]\n    uri: http://127.0.0.1:1/\n    batch:\n      max_events: lots\n";
     let (code, _, stderr) = validate(dir.path(), "value.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("value.yaml:10: sinks.out.batch.max_events: invalid type"), "{stderr}");
+    assert!(
+        stderr.contains("value.yaml:10: sinks.out.batch.max_events: invalid type"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -55,12 +78,24 @@ fn every_error_is_reported_in_one_run_and_missing_inputs_are_named() {
     let text = "sources:\n  in:\n    type: file\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding:\n      codec: yaml\n";
     let (code, _, stderr) = validate(dir.path(), "two.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("two.yaml:2: sources.in: missing field `include`"), "{stderr}");
-    assert!(stderr.contains("two.yaml:9: sinks.out.encoding.codec: unknown variant `yaml`"), "{stderr}");
+    assert!(
+        stderr.contains("two.yaml:2: sources.in: missing field `include`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("two.yaml:9: sinks.out.encoding.codec: unknown variant `yaml`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("configuration has 2 errors"), "{stderr}");
-    let text = "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [inn]\n";
+    let text =
+        "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: console\n    inputs: [inn]\n";
     let (_, _, stderr) = validate(dir.path(), "input.yaml", text);
-    assert!(stderr.contains("input.yaml:7: sinks.out.inputs: input `inn` does not exist (did you mean `in`?)"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "input.yaml:7: sinks.out.inputs: input `inn` does not exist (did you mean `in`?)"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -69,13 +104,20 @@ fn a_cycle_is_rejected() {
     let text = "sources:\n  in:\n    type: stdin\ntransforms:\n  a:\n    type: remap\n    inputs: [in, b]\n    source: '.x = 1'\n  b:\n    type: remap\n    inputs: [a]\n    source: '.y = 1'\nsinks:\n  out:\n    type: console\n    inputs: [b]\n";
     let (code, _, stderr) = validate(dir.path(), "cycle.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("cycle in the topology: a -> b -> a"), "{stderr}");
+    assert!(
+        stderr.contains("cycle in the topology: a -> b -> a"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn invalid_yaml_reports_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, stderr) = validate(dir.path(), "bad.yaml", "sources:\n  in:\n    type: stdin\n   bad: [\n");
+    let (code, _, stderr) = validate(
+        dir.path(),
+        "bad.yaml",
+        "sources:\n  in:\n    type: stdin\n   bad: [\n",
+    );
     assert_eq!(code, 78);
     assert!(stderr.contains("bad.yaml:4:"), "{stderr}");
 }
@@ -86,7 +128,10 @@ fn an_unset_environment_variable_is_named() {
     let text = "sources:\n  in:\n    type: http_server\n    address: ${SLUICE_TEST_SURELY_UNSET}\nsinks:\n  out:\n    type: console\n    inputs: [in]\n";
     let (code, _, stderr) = validate(dir.path(), "env.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("env.yaml:4: environment variable `SLUICE_TEST_SURELY_UNSET` is not set"), "{stderr}");
+    assert!(
+        stderr.contains("env.yaml:4: environment variable `SLUICE_TEST_SURELY_UNSET` is not set"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -103,8 +148,14 @@ fn a_vrl_error_shows_the_component_and_vrl_diagnostic() {
     let text = "sources:\n  in:\n    type: stdin\ntransforms:\n  parse:\n    type: remap\n    inputs: [in]\n    source: '. = parse_json(.message'\nsinks:\n  out:\n    type: console\n    inputs: [parse]\n";
     let (code, _, stderr) = validate(dir.path(), "vrl.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("vrl.yaml:8: transforms.parse.source: VRL program does not compile"), "{stderr}");
-    assert!(stderr.contains("error[E"), "VRL's own diagnostic code: {stderr}");
+    assert!(
+        stderr.contains("vrl.yaml:8: transforms.parse.source: VRL program does not compile"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error[E"),
+        "VRL's own diagnostic code: {stderr}"
+    );
 }
 
 #[test]
@@ -113,7 +164,10 @@ fn route_outputs_are_addressed_by_name() {
     let text = "sources:\n  in:\n    type: stdin\ntransforms:\n  r:\n    type: route\n    inputs: [in]\n    route:\n      errors: '.level == \"error\"'\nsinks:\n  bad:\n    type: console\n    inputs: [r]\n";
     let (code, _, stderr) = validate(dir.path(), "route.yaml", text);
     assert_eq!(code, 78);
-    assert!(stderr.contains("input `r` has no default output; use one of `r.errors`, `r._unmatched`"), "{stderr}");
+    assert!(
+        stderr.contains("input `r` has no default output; use one of `r.errors`, `r._unmatched`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -121,13 +175,38 @@ fn several_files_and_directories_merge_and_duplicates_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf.d");
     std::fs::create_dir(&conf).unwrap();
-    std::fs::write(conf.join("a.yaml"), "sources:\n  app_one:\n    type: stdin\n  app_two:\n    type: demo\n").unwrap();
-    std::fs::write(conf.join("b.yaml"), "sinks:\n  out:\n    type: blackhole\n    inputs: ['app_*']\n").unwrap();
-    let out = sluice().args(["validate", "--no-environment"]).arg(&conf).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        conf.join("a.yaml"),
+        "sources:\n  app_one:\n    type: stdin\n  app_two:\n    type: demo\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("b.yaml"),
+        "sinks:\n  out:\n    type: blackhole\n    inputs: ['app_*']\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["validate", "--no-environment"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    std::fs::write(conf.join("c.yaml"), "sources:\n  app_one:\n    type: stdin\n").unwrap();
-    let out = sluice().args(["validate", "--no-environment"]).arg(&conf).output().unwrap();
+    std::fs::write(
+        conf.join("c.yaml"),
+        "sources:\n  app_one:\n    type: stdin\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["validate", "--no-environment"])
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sources.app_one: defined twice"));
 }
@@ -141,8 +220,15 @@ fn graph_prints_dot_and_mermaid() {
     let dot = String::from_utf8(dot.stdout).unwrap();
     assert!(dot.starts_with("digraph sluice {"), "{dot}");
     assert!(dot.contains("\"in\" -> \"r\";"), "{dot}");
-    assert!(dot.contains("\"r\" -> \"out\" [label=\"errors\"];"), "{dot}");
-    let mermaid = sluice().args(["graph", "--format", "mermaid"]).arg(&path).output().unwrap();
+    assert!(
+        dot.contains("\"r\" -> \"out\" [label=\"errors\"];"),
+        "{dot}"
+    );
+    let mermaid = sluice()
+        .args(["graph", "--format", "mermaid"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let mermaid = String::from_utf8(mermaid.stdout).unwrap();
     assert!(mermaid.contains("r -->|errors| out"), "{mermaid}");
 }
@@ -150,7 +236,10 @@ fn graph_prints_dot_and_mermaid() {
 #[test]
 fn version_and_help_work() {
     let out = sluice().arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = sluice().arg("help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for command in ["run", "validate", "graph"] {
@@ -167,7 +256,12 @@ fn validate_with_environment_checks_sink_endpoints() {
     std::fs::write(&path, text).unwrap();
     let out = sluice().arg("validate").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("sinks.out: healthcheck failed: cannot connect to 127.0.0.1"));
-    let out = sluice().args(["validate", "--no-environment"]).arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("sinks.out: healthcheck failed: cannot connect to 127.0.0.1"));
+    let out = sluice()
+        .args(["validate", "--no-environment"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }

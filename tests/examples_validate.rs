@@ -15,7 +15,11 @@ fn every_example_and_the_default_config_validate() {
     assert!(paths.len() >= 4, "examples/ holds the documented pipelines");
     paths.push(root.join("config/sluice.yaml"));
     for path in paths {
-        let out = common::sluice().args(["validate", "--no-environment"]).arg(&path).output().unwrap();
+        let out = common::sluice()
+            .args(["validate", "--no-environment"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{} does not validate:\n{}",

@@ -38,17 +38,27 @@ sinks:
 }
 
 fn append(path: &Path, lines: impl IntoIterator<Item = String>) {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let text: String = lines.into_iter().map(|l| l + "\n").collect();
     file.write_all(text.as_bytes()).unwrap();
 }
 
 fn output(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("out.log")).unwrap_or_default().lines().map(String::from).collect()
+    std::fs::read_to_string(dir.join("out.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn lines(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!("{prefix} line {i:06} {}", "x".repeat(40))).collect()
+    range
+        .map(|i| format!("{prefix} line {i:06} {}", "x".repeat(40)))
+        .collect()
 }
 
 #[test]
@@ -60,7 +70,12 @@ fn tails_lines_appended_while_running() {
     wait_until(WAIT, "first 100 lines", || output(dir.path()).len() == 100);
     append(&log, lines("a", 100..250));
     wait_until(WAIT, "250 lines", || output(dir.path()).len() >= 250);
-    assert_eq!(output(dir.path()), lines("a", 0..250), "stderr:\n{}", agent.stderr());
+    assert_eq!(
+        output(dir.path()),
+        lines("a", 0..250),
+        "stderr:\n{}",
+        agent.stderr()
+    );
 }
 
 #[test]
@@ -90,10 +105,21 @@ fn restarts_from_the_start_after_truncation() {
     append(&log, lines("old", 0..200));
     let agent = Agent::start(dir.path(), &config(dir.path(), &log.display().to_string()));
     wait_until(WAIT, "old lines", || output(dir.path()).len() == 200);
-    std::fs::OpenOptions::new().write(true).truncate(true).open(&log).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
     append(&log, lines("new", 0..50));
-    wait_until(WAIT, "new lines after truncation", || output(dir.path()).len() >= 250);
-    assert_eq!(output(dir.path()), [lines("old", 0..200), lines("new", 0..50)].concat(), "stderr:\n{}", agent.stderr());
+    wait_until(WAIT, "new lines after truncation", || {
+        output(dir.path()).len() >= 250
+    });
+    assert_eq!(
+        output(dir.path()),
+        [lines("old", 0..200), lines("new", 0..50)].concat(),
+        "stderr:\n{}",
+        agent.stderr()
+    );
 }
 
 #[test]
@@ -109,7 +135,12 @@ fn a_restart_neither_rereads_nor_skips() {
     let mut agent = Agent::start(dir.path(), &cfg);
     wait_until(WAIT, "450 lines", || output(dir.path()).len() >= 450);
     assert!(agent.terminate(WAIT).success());
-    assert_eq!(output(dir.path()), lines("a", 0..450), "stderr:\n{}", agent.stderr());
+    assert_eq!(
+        output(dir.path()),
+        lines("a", 0..450),
+        "stderr:\n{}",
+        agent.stderr()
+    );
 }
 
 #[test]
@@ -120,15 +151,23 @@ fn sigterm_mid_stream_then_restart_delivers_every_line_exactly_once() {
     append(&log, lines("big", 0..total));
     let cfg = config(dir.path(), &log.display().to_string());
     let mut agent = Agent::start(dir.path(), &cfg);
-    wait_until(WAIT, "some lines delivered", || !output(dir.path()).is_empty());
+    wait_until(WAIT, "some lines delivered", || {
+        !output(dir.path()).is_empty()
+    });
     let status = agent.terminate(WAIT);
     assert!(status.success(), "clean exit; stderr:\n{}", agent.stderr());
     let after_stop = output(dir.path()).len();
     let mut agent = Agent::start(dir.path(), &cfg);
-    wait_until(Duration::from_secs(60), "all lines", || output(dir.path()).len() >= total);
+    wait_until(Duration::from_secs(60), "all lines", || {
+        output(dir.path()).len() >= total
+    });
     assert!(agent.terminate(WAIT).success());
     let got = output(dir.path());
-    assert_eq!(got.len(), total, "no duplicates (stopped after {after_stop})");
+    assert_eq!(
+        got.len(),
+        total,
+        "no duplicates (stopped after {after_stop})"
+    );
     assert!(got == lines("big", 0..total), "every line once, in order");
     eprintln!("stopped after {after_stop} of {total} lines; resumed without loss or duplicates");
 }
@@ -141,12 +180,23 @@ fn files_matching_a_glob_are_discovered_and_excludes_apply() {
     append(&logs.join("one.log"), lines("one", 0..10));
     append(&logs.join("skip.log"), lines("skip", 0..10));
     let mut cfg = config(dir.path(), &format!("{}/*.log", logs.display()));
-    cfg = cfg.replace("    glob_interval_ms: 100", &format!("    exclude: [\"{}/skip*\"]\n    glob_interval_ms: 100", logs.display()));
+    cfg = cfg.replace(
+        "    glob_interval_ms: 100",
+        &format!(
+            "    exclude: [\"{}/skip*\"]\n    glob_interval_ms: 100",
+            logs.display()
+        ),
+    );
     let agent = Agent::start(dir.path(), &cfg);
     wait_until(WAIT, "one.log", || output(dir.path()).len() == 10);
     append(&logs.join("two.log"), lines("two", 0..10)); // appears later
     wait_until(WAIT, "two.log", || output(dir.path()).len() >= 20);
     let mut got = output(dir.path());
     got.sort();
-    assert_eq!(got, [lines("one", 0..10), lines("two", 0..10)].concat(), "stderr:\n{}", agent.stderr());
+    assert_eq!(
+        got,
+        [lines("one", 0..10), lines("two", 0..10)].concat(),
+        "stderr:\n{}",
+        agent.stderr()
+    );
 }

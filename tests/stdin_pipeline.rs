@@ -15,7 +15,11 @@ fn run_with_input(dir: &std::path::Path, config: &str, input: &[u8]) -> (Agent, 
     drop(stdin);
     let stdout = agent.read_stdout();
     let status = agent.wait(Duration::from_secs(30));
-    assert!(status.success(), "exit {status:?}; stderr:\n{}", agent.stderr());
+    assert!(
+        status.success(),
+        "exit {status:?}; stderr:\n{}",
+        agent.stderr()
+    );
     (agent, stdout)
 }
 
@@ -63,7 +67,9 @@ sinks:
     let mut input = String::new();
     for n in 0..10 {
         let level = if n % 3 == 0 { "ERROR" } else { "Info" };
-        input.push_str(&format!("{{\"n\":{n},\"level\":\"{level}\",\"secret\":\"s{n}\"}}\n"));
+        input.push_str(&format!(
+            "{{\"n\":{n},\"level\":\"{level}\",\"secret\":\"s{n}\"}}\n"
+        ));
     }
     let (_agent, _) = run_with_input(dir.path(), &config, input.as_bytes());
 
@@ -76,14 +82,26 @@ sinks:
     };
     let errors = read("errors.ndjson");
     let ns: Vec<i64> = errors.iter().map(|e| e["n"].as_i64().unwrap()).collect();
-    assert_eq!(ns, vec![0, 30, 60, 90], "order is preserved within a stream");
-    assert!(errors.iter().all(|e| e.get("secret").is_none() && e["level"] == "error"));
+    assert_eq!(
+        ns,
+        vec![0, 30, 60, 90],
+        "order is preserved within a stream"
+    );
+    assert!(errors
+        .iter()
+        .all(|e| e.get("secret").is_none() && e["level"] == "error"));
 
     // n*10 >= 50 goes to `big` too; errors with n >= 5 (60, 90) are in both outputs.
-    let mut info: Vec<i64> = read("info.log").iter().map(|e| e["n"].as_i64().unwrap()).collect();
+    let mut info: Vec<i64> = read("info.log")
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
     info.sort();
     assert_eq!(info, vec![10, 20, 40, 50, 70, 80]);
-    let big_errors: Vec<i64> = read("error.log").iter().map(|e| e["n"].as_i64().unwrap()).collect();
+    let big_errors: Vec<i64> = read("error.log")
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(big_errors, vec![60, 90]);
 }
 
@@ -97,14 +115,25 @@ fn invalid_json_and_utf8_are_counted_and_passed_raw_or_dropped() {
     assert_eq!(lines.len(), 4, "{stdout}");
     assert_eq!(lines[0], r#"{"ok":1}"#);
     assert_eq!(lines[1], r#"{"message":"not json"}"#);
-    assert_eq!(lines[2], "{\"message\":\"{\\\"bad\\\":\\\"\u{fffd}\\\"}\"}", "raw bytes kept, shown lossily");
+    assert_eq!(
+        lines[2], "{\"message\":\"{\\\"bad\\\":\\\"\u{fffd}\\\"}\"}",
+        "raw bytes kept, shown lossily"
+    );
     assert_eq!(lines[3], r#"{"ok":2}"#);
-    assert_eq!(agent.stderr().matches("cannot decode line").count(), 2, "{}", agent.stderr());
+    assert_eq!(
+        agent.stderr().matches("cannot decode line").count(),
+        2,
+        "{}",
+        agent.stderr()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let dropping = config.replace("pass_raw", "drop");
     let (_, stdout) = run_with_input(dir.path(), &dropping, input);
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec![r#"{"ok":1}"#, r#"{"ok":2}"#]);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![r#"{"ok":1}"#, r#"{"ok":2}"#]
+    );
 }
 
 #[test]
@@ -112,7 +141,10 @@ fn oversize_lines_are_truncated_and_text_codec_writes_raw_messages() {
     let dir = tempfile::tempdir().unwrap();
     let config = "sources:\n  in:\n    type: stdin\n    max_line_bytes: 8\nsinks:\n  out:\n    type: console\n    inputs: [in]\n    encoding:\n      codec: text\n";
     let (_, stdout) = run_with_input(dir.path(), config, b"short\n0123456789abcdef\ntail");
-    assert_eq!(stdout, "short\n01234567\ntail\n", "a last line without newline still counts");
+    assert_eq!(
+        stdout, "short\n01234567\ntail\n",
+        "a last line without newline still counts"
+    );
 }
 
 #[test]
@@ -132,6 +164,11 @@ fn many_events_pass_in_order_without_loss() {
     run_with_input(dir.path(), &config, input.as_bytes());
     let mut text = String::new();
     use std::io::Read;
-    flate2::read::MultiGzDecoder::new(std::fs::File::open(&out).unwrap()).read_to_string(&mut text).unwrap();
-    assert_eq!(text, input, "every line, in order, through a gzip file written batch by batch");
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&out).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(
+        text, input,
+        "every line, in order, through a gzip file written batch by batch"
+    );
 }

@@ -77,19 +77,4 @@ impl EventBatch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
-
-    /// A new batch with the given events, sharing this batch's finalizers; the byte size is
-    /// apportioned by event count.
-    pub fn derive(&self, events: Vec<Event>) -> EventBatch {
-        let byte_size = if self.events.is_empty() {
-            0
-        } else {
-            self.byte_size * events.len() / self.events.len()
-        };
-        EventBatch {
-            events,
-            byte_size,
-            finalizers: self.finalizers.clone(),
-        }
-    }
 }

@@ -133,7 +133,7 @@ impl Flush for FileSink {
         let mut by_path: IndexMap<PathBuf, Vec<u8>> = IndexMap::new();
         let mut sent = 0;
         for event in &events {
-            let path = match self.template.render(&event) {
+            let path = match self.template.render(event) {
                 Ok(path) => PathBuf::from(path),
                 Err(error) => {
                     self.metrics.error("template_failed");

@@ -75,12 +75,10 @@ pub async fn read_lines(
             bytes += line.len() + 1;
             decode(&decoder, on_error, line, &mut events, &cx);
         }
-        if read == 0 {
-            if !buf.is_empty() {
-                let line = buf.split().freeze();
-                bytes += line.len();
-                decode(&decoder, on_error, line, &mut events, &cx);
-            }
+        if read == 0 && !buf.is_empty() {
+            let line = buf.split().freeze();
+            bytes += line.len();
+            decode(&decoder, on_error, line, &mut events, &cx);
         }
         if !events.is_empty() {
             cx.metrics.received(events.len(), bytes);

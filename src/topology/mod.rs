@@ -216,11 +216,9 @@ async fn run_transform(
                 continue;
             }
             let events = std::mem::take(bucket);
-            let byte_size = if count == 0 {
-                0
-            } else {
-                batch.byte_size * events.len() / count
-            };
+            let byte_size = (batch.byte_size * events.len())
+                .checked_div(count)
+                .unwrap_or(0);
             let derived = EventBatch {
                 events,
                 byte_size,

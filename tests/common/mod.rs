@@ -20,7 +20,11 @@ pub fn sluice() -> Command {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes (then panics with `what`).
@@ -60,7 +64,10 @@ impl Agent {
     pub fn start_with(dir: &Path, config: &str, stdin: Stdio, stdout: Stdio) -> Agent {
         let config_path = dir.join("sluice.yaml");
         std::fs::write(&config_path, config).unwrap();
-        let stderr_path = dir.join(format!("stderr-{}.log", std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos()));
+        let stderr_path = dir.join(format!(
+            "stderr-{}.log",
+            std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos()
+        ));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let child = sluice()
             .arg("run")
@@ -95,7 +102,10 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("sluice did not exit within {timeout:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "sluice did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -119,9 +129,11 @@ impl Drop for Agent {
 
 /// Waits until something accepts TCP connections on `port`.
 pub fn wait_for_port(port: u16) {
-    wait_until(Duration::from_secs(20), &format!("port {port} to accept connections"), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    wait_until(
+        Duration::from_secs(20),
+        &format!("port {port} to accept connections"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }
 
 /// How the test receiver answers.
@@ -156,7 +168,12 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { addr, lines, requests, mode }
+        Receiver {
+            addr,
+            lines,
+            requests,
+            mode,
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -176,9 +193,17 @@ impl Receiver {
     }
 }
 
-type ReceiverState = (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<HeaderMap>>>, Arc<AtomicU8>);
+type ReceiverState = (
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<HeaderMap>>>,
+    Arc<AtomicU8>,
+);
 
-async fn receive(State((lines, requests, mode)): State<ReceiverState>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State((lines, requests, mode)): State<ReceiverState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     loop {
         match mode.load(Ordering::SeqCst) {
             0 => break,
@@ -187,10 +212,15 @@ async fn receive(State((lines, requests, mode)): State<ReceiverState>, headers: 
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    let body = match headers.get("content-encoding").and_then(|v| v.to_str().ok()) {
+    let body = match headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("gzip") => {
             let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut out).unwrap();
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .unwrap();
             out
         }
         Some("zstd") => zstd::decode_all(&body[..]).unwrap(),
@@ -207,11 +237,24 @@ async fn receive(State((lines, requests, mode)): State<ReceiverState>, headers: 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
