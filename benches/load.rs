@@ -1,0 +1,244 @@
+//! Load harness: runs the real `sluice` binary (release) on fixed-seed generated NDJSON
+//! (~250-byte lines) and reports events/s, MiB/s, CPU seconds and peak RSS per scenario.
+//!
+//! Usage: `cargo bench --bench load` (env: `BENCH_LINES`, default 2,000,000;
+//! `BENCH_CORES`, default 1: the agent is pinned with `taskset` and runs that many tokio
+//! workers). Progress is read from the agent's own /metrics, so the harness does not perturb
+//! the pipeline; CPU and peak RSS come from /proc.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Scenario {
+    name: &'static str,
+    /// Topology after the file source `in`; `{out}` is replaced by an output path.
+    rest: &'static str,
+    /// The component whose `component_sent_events_total` reaching the input count means done.
+    done_component: &'static str,
+    done_metric: &'static str,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "file -> blackhole (passthrough)",
+        rest: "sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        done_component: "out",
+        done_metric: "component_received_events_total",
+    },
+    Scenario {
+        name: "file -> remap(parse_json, add, del) -> file ndjson",
+        rest: "transforms:\n  parse:\n    type: remap\n    inputs: [in]\n    drop_on_error: true\n    source: |\n      . = parse_json!(.message)\n      .pipeline = \"bench\"\n      del(.trace_id)\nsinks:\n  out:\n    type: file\n    inputs: [parse]\n    path: {out}\n    encoding:\n      codec: ndjson\n",
+        done_component: "out",
+        done_metric: "component_sent_events_total",
+    },
+];
+
+fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a no-op.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load harness: run with `cargo bench --bench load`");
+        return;
+    }
+    let lines: usize = std::env::var("BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let cores: usize = std::env::var("BENCH_CORES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("load");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let input = work.join("input.ndjson");
+    let bytes = generate(&input, lines);
+    println!(
+        "input: {lines} lines, {:.1} MiB ({} B/line), {cores} core(s)",
+        mib(bytes),
+        bytes / lines as u64
+    );
+    println!(
+        "{:<52} {:>12} {:>9} {:>8} {:>12} {:>10}",
+        "scenario", "events/s", "MiB/s", "CPU s", "MiB/CPU-s", "peak RSS"
+    );
+    for scenario in SCENARIOS {
+        let result = run(scenario, &work, &input, lines, cores);
+        println!(
+            "{:<52} {:>12.0} {:>9.1} {:>8.2} {:>12.1} {:>7.1} MiB",
+            scenario.name,
+            lines as f64 / result.wall,
+            mib(bytes) / result.wall,
+            result.cpu,
+            mib(bytes) / result.cpu,
+            result.peak_rss_kib as f64 / 1024.0
+        );
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Writes `lines` JSON access-log lines from a fixed seed; returns the byte count.
+fn generate(path: &Path, lines: usize) -> u64 {
+    let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let services = [
+        "checkout", "catalog", "auth", "search", "payments", "gateway",
+    ];
+    let methods = ["GET", "GET", "POST", "PUT", "DELETE"];
+    let statuses = [200, 200, 200, 201, 204, 404, 500];
+    let mut total = 0u64;
+    for i in 0..lines {
+        let r = next();
+        let line = format!(
+            r#"{{"timestamp":"2026-01-01T00:{:02}:{:02}.{:03}Z","level":"info","service":"{}","host":"node-{}","method":"{}","path":"/api/v1/items/{}","status":{},"bytes":{},"latency_ms":{}.{:02},"trace_id":"{:016x}{:016x}","message":"request {i}"}}"#,
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            i % 1000,
+            services[(r % 6) as usize],
+            r % 50,
+            methods[(r >> 8) as usize % 5],
+            r % 100_000,
+            statuses[(r >> 16) as usize % 7],
+            (r >> 20) % 50_000,
+            (r >> 30) % 900,
+            (r >> 40) % 100,
+            next(),
+            next()
+        );
+        out.write_all(line.as_bytes()).unwrap();
+        out.write_all(b"\n").unwrap();
+        total += line.len() as u64 + 1;
+    }
+    out.flush().unwrap();
+    total
+}
+
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    peak_rss_kib: u64,
+}
+
+fn run(scenario: &Scenario, work: &Path, input: &Path, lines: usize, cores: usize) -> Measured {
+    let dir = work
+        .join(scenario.name.split_whitespace().next().unwrap_or("s"))
+        .join(format!("{}", Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: file\n    include: [{input}]\n{rest}",
+        data = dir.join("data").display(),
+        input = input.display(),
+        rest = scenario.rest.replace("{out}", &dir.join("out.ndjson").display().to_string())
+    );
+    let config_path = dir.join("bench.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let cpus = (0..cores)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let use_taskset = Command::new("taskset").arg("--version").output().is_ok();
+    let mut command = if use_taskset {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpus]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let started = Instant::now();
+    let mut child = command
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("TOKIO_WORKER_THREADS", cores.to_string())
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start sluice");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        std::thread::sleep(Duration::from_millis(25));
+        if metric(api_port, scenario.done_metric, scenario.done_component) >= lines as f64 {
+            break;
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            panic!("scenario `{}` did not finish", scenario.name);
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid);
+    let peak_rss_kib = peak_rss_kib(pid);
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Measured {
+        wall,
+        cpu,
+        peak_rss_kib,
+    }
+}
+
+fn metric(port: u16, name: &str, component: &str) -> f64 {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0.0;
+    };
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let label = format!("component_id=\"{component}\"");
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`; utime and stime are the 14th and 15th of the whole line.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
