@@ -137,9 +137,17 @@ fn run(paths: Vec<PathBuf>) -> ExitCode {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT. SIGHUP is caught and logged: reloading is not implemented
+/// yet, and its default action (terminate at once, no drain) would be the worst outcome.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::warn!("SIGHUP received: config reload is not supported yet; still running the current config");
+            }
+        });
+    }
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

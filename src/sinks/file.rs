@@ -232,9 +232,10 @@ impl FileSink {
     }
 }
 
-/// `out.log` -> `out.log.20240305T100000.123Z`; `out.log.gz` -> `out.log.20240305T100000.123Z.gz`.
+/// `out.log` -> `out.log.20240305T100000.123456789Z`; `out.log.gz` -> `out.log.<time>.gz`.
+/// Nanoseconds keep names unique and sortable in rotation order.
 fn rotated_name(path: &Path) -> PathBuf {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ").to_string();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
