@@ -121,7 +121,7 @@ fn invalid_json_and_utf8_are_counted_and_passed_raw_or_dropped() {
     );
     assert_eq!(lines[3], r#"{"ok":2}"#);
     assert_eq!(
-        agent.stderr().matches("cannot decode line").count(),
+        agent.stderr().matches("cannot decode frame").count(),
         2,
         "{}",
         agent.stderr()

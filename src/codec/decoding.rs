@@ -2,6 +2,7 @@
 //! parsed; a top-level array yields one event per element, as in Vector).
 
 use crate::event::{Event, ObjectMap, Value, MESSAGE_KEY};
+use crate::observe::ComponentMetrics;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -71,6 +72,25 @@ impl Decoder {
             },
         }
         Ok(())
+    }
+}
+
+/// Decodes a frame applying the source's `on_error` policy (`drop` or `pass_raw`; `reject` is
+/// the caller's business and is treated as `drop` here). Failures are counted and logged.
+pub fn decode_frame(
+    decoder: &Decoder,
+    on_error: OnDecodeError,
+    frame: Bytes,
+    out: &mut Vec<Event>,
+    metrics: &ComponentMetrics,
+) {
+    if let Err(error) = decoder.decode(frame.clone(), out) {
+        metrics.error("decode_failed");
+        tracing::warn!(component_id = metrics.id(), %error, "cannot decode frame");
+        match on_error {
+            OnDecodeError::PassRaw => out.push(Event::from_message(frame)),
+            OnDecodeError::Drop | OnDecodeError::Reject => metrics.discarded("decode_failed", 1),
+        }
     }
 }
 

@@ -374,45 +374,24 @@ impl Config {
                 }
             };
             let text: std::sync::Arc<str> = text.into();
-            let mut set_global = |key: &'static str, present: bool| {
-                if !present {
-                    return true;
-                }
-                if let Some(previous) = globals_from.insert(key, name.clone()) {
-                    diagnostics.push(Diagnostic {
-                        location: None,
-                        path: key.to_string(),
-                        message: format!("set in both {previous} and {name}; set it in one file"),
-                    });
-                    return false;
-                }
-                true
+            let mut merge_global = Globals {
+                file: name,
+                seen: &mut globals_from,
+                diagnostics: &mut diagnostics,
             };
-            if set_global("data_dir", raw.data_dir.is_some()) {
-                if let Some(v) = raw.data_dir {
-                    config.global.data_dir = v;
-                }
-            }
-            if set_global("api", raw.api.is_some()) {
-                if let Some(v) = raw.api {
-                    config.global.api = v;
-                }
-            }
-            if set_global("log", raw.log.is_some()) {
-                if let Some(v) = raw.log {
-                    config.global.log = v;
-                }
-            }
-            if set_global("acknowledgements", raw.acknowledgements.is_some()) {
-                if let Some(v) = raw.acknowledgements {
-                    config.global.acknowledgements = v;
-                }
-            }
-            if set_global("shutdown_timeout_secs", raw.shutdown_timeout_secs.is_some()) {
-                if let Some(v) = raw.shutdown_timeout_secs {
-                    config.global.shutdown_timeout_secs = v;
-                }
-            }
+            merge_global.take("data_dir", raw.data_dir, &mut config.global.data_dir);
+            merge_global.take("api", raw.api, &mut config.global.api);
+            merge_global.take("log", raw.log, &mut config.global.log);
+            merge_global.take(
+                "acknowledgements",
+                raw.acknowledgements,
+                &mut config.global.acknowledgements,
+            );
+            merge_global.take(
+                "shutdown_timeout_secs",
+                raw.shutdown_timeout_secs,
+                &mut config.global.shutdown_timeout_secs,
+            );
             let sources = parse_section(
                 "sources",
                 raw.sources,
@@ -461,6 +440,31 @@ impl Config {
     /// The directory a component may keep state in (created on demand by the component).
     pub fn component_data_dir(&self, id: &str) -> PathBuf {
         self.global.data_dir.join(id)
+    }
+}
+
+/// Merges global options from several files: each may be set in one file only.
+struct Globals<'a> {
+    file: &'a str,
+    seen: &'a mut IndexMap<&'static str, String>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl Globals<'_> {
+    fn take<T>(&mut self, key: &'static str, value: Option<T>, slot: &mut T) {
+        let Some(value) = value else { return };
+        if let Some(previous) = self.seen.insert(key, self.file.to_string()) {
+            self.diagnostics.push(Diagnostic {
+                location: None,
+                path: key.to_string(),
+                message: format!(
+                    "set in both {previous} and {}; set it in one file",
+                    self.file
+                ),
+            });
+            return;
+        }
+        *slot = value;
     }
 }
 

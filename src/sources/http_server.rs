@@ -12,7 +12,7 @@
 
 use super::SourceContext;
 use crate::codec::compression::{decompress, DecompressError};
-use crate::codec::decoding::OnDecodeError;
+use crate::codec::decoding::{decode_frame, OnDecodeError};
 use crate::codec::{Decoder, DecodingConfig};
 use crate::event::{BatchNotifier, BatchStatus, Event, EventBatch, Finalizers};
 use crate::observe::ComponentMetrics;
@@ -316,18 +316,16 @@ fn decode_body(shared: &Shared, body: Bytes) -> Result<Vec<Event>, String> {
         }
     };
     for (index, frame) in frames.into_iter().enumerate() {
-        if let Err(error) = shared.decoder.decode(frame.clone(), &mut events) {
-            match shared.on_error {
-                OnDecodeError::Reject => return Err(format!("frame {}: {error}", index + 1)),
-                OnDecodeError::PassRaw => {
-                    shared.metrics.error("decode_failed");
-                    events.push(Event::from_message(frame));
-                }
-                OnDecodeError::Drop => {
-                    shared.metrics.error("decode_failed");
-                    shared.metrics.discarded("decode_failed", 1);
-                }
-            }
+        if shared.on_error != OnDecodeError::Reject {
+            decode_frame(
+                &shared.decoder,
+                shared.on_error,
+                frame,
+                &mut events,
+                &shared.metrics,
+            );
+        } else if let Err(error) = shared.decoder.decode(frame, &mut events) {
+            return Err(format!("frame {}: {error}", index + 1));
         }
     }
     Ok(events)

@@ -2,10 +2,10 @@
 //! `sluice run` work as a filter in a shell pipeline (the agent drains and exits).
 
 use super::SourceContext;
-use crate::codec::decoding::OnDecodeError;
+use crate::codec::decoding::{decode_frame, OnDecodeError};
 use crate::codec::framing::{Frame, LineFramer, Oversize};
 use crate::codec::{Decoder, DecodingConfig};
-use crate::event::{Event, EventBatch};
+use crate::event::EventBatch;
 use crate::topology::{BuildError, ComponentError, RunFuture};
 use bytes::BytesMut;
 use serde::Deserialize;
@@ -73,12 +73,12 @@ pub async fn read_lines(
                 }
             };
             bytes += line.len() + 1;
-            decode(&decoder, on_error, line, &mut events, &cx);
+            decode_frame(&decoder, on_error, line, &mut events, &cx.metrics);
         }
         if read == 0 && !buf.is_empty() {
             let line = buf.split().freeze();
             bytes += line.len();
-            decode(&decoder, on_error, line, &mut events, &cx);
+            decode_frame(&decoder, on_error, line, &mut events, &cx.metrics);
         }
         if !events.is_empty() {
             cx.metrics.received(events.len(), bytes);
@@ -91,21 +91,4 @@ pub async fn read_lines(
         }
     }
     Ok(())
-}
-
-fn decode(
-    decoder: &Decoder,
-    on_error: OnDecodeError,
-    line: bytes::Bytes,
-    events: &mut Vec<Event>,
-    cx: &SourceContext,
-) {
-    if let Err(error) = decoder.decode(line.clone(), events) {
-        cx.metrics.error("decode_failed");
-        tracing::warn!(component_id = %cx.id, %error, "cannot decode line");
-        match on_error {
-            OnDecodeError::PassRaw => events.push(Event::from_message(line)),
-            _ => cx.metrics.discarded("decode_failed", 1),
-        }
-    }
 }

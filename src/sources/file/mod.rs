@@ -11,7 +11,7 @@ mod checkpoint;
 
 use super::acks::OrderedAcks;
 use super::SourceContext;
-use crate::codec::decoding::OnDecodeError;
+use crate::codec::decoding::{decode_frame, OnDecodeError};
 use crate::codec::framing::{Frame, LineFramer, Oversize};
 use crate::codec::{Decoder, DecodingConfig};
 use crate::event::{BatchStatus, Event, EventBatch};
@@ -153,8 +153,7 @@ impl Watched {
 
 struct Reader {
     config: FileSourceConfig,
-    decoder: Decoder,
-    on_error: OnDecodeError,
+    lines: LineDecoder,
     include: Vec<String>,
     exclude: Vec<glob::Pattern>,
     watched: Vec<Watched>,
@@ -165,8 +164,11 @@ struct Reader {
 impl Reader {
     fn new(config: FileSourceConfig, cx: &SourceContext) -> Self {
         Reader {
-            decoder: Decoder::new(&config.decoding),
-            on_error: config.decoding.on_error.unwrap_or(OnDecodeError::Drop),
+            lines: LineDecoder {
+                decoder: Decoder::new(&config.decoding),
+                on_error: config.decoding.on_error.unwrap_or(OnDecodeError::Drop),
+                file_key: config.file_key.clone(),
+            },
             include: config.include.clone(),
             exclude: config
                 .exclude
@@ -378,15 +380,8 @@ impl Reader {
                         }
                     };
                     bytes += line.len() + 1;
-                    decode_line(
-                        &self.decoder,
-                        self.on_error,
-                        line,
-                        &watched.path_value,
-                        &self.config.file_key,
-                        &mut events,
-                        cx,
-                    );
+                    self.lines
+                        .decode(line, &watched.path_value, &mut events, &cx.metrics);
                     if events.len() >= max_events || bytes >= MAX_BATCH_BYTES {
                         break;
                     }
@@ -437,15 +432,8 @@ impl Reader {
                     if !watched.buf.is_empty() {
                         let line = watched.buf.split().freeze();
                         bytes += line.len();
-                        decode_line(
-                            &self.decoder,
-                            self.on_error,
-                            line,
-                            &watched.path_value,
-                            &self.config.file_key,
-                            &mut events,
-                            cx,
-                        );
+                        self.lines
+                            .decode(line, &watched.path_value, &mut events, &cx.metrics);
                     }
                     finished.push(index);
                 }
@@ -467,30 +455,27 @@ impl Reader {
     }
 }
 
-fn decode_line(
-    decoder: &Decoder,
+/// Turns lines into events: decoding policy plus the file path field.
+struct LineDecoder {
+    decoder: Decoder,
     on_error: OnDecodeError,
-    line: Bytes,
-    path: &Bytes,
-    file_key: &str,
-    events: &mut Vec<Event>,
-    cx: &SourceContext,
-) {
-    let first = events.len();
-    if let Err(error) = decoder.decode(line.clone(), events) {
-        cx.metrics.error("decode_failed");
-        tracing::warn!(component_id = %cx.id, %error, "cannot decode line");
-        match on_error {
-            OnDecodeError::PassRaw => events.push(Event::from_message(line)),
-            _ => {
-                cx.metrics.discarded("decode_failed", 1);
-                return;
+    file_key: String,
+}
+
+impl LineDecoder {
+    fn decode(
+        &self,
+        line: Bytes,
+        path: &Bytes,
+        events: &mut Vec<Event>,
+        metrics: &ComponentMetrics,
+    ) {
+        let first = events.len();
+        decode_frame(&self.decoder, self.on_error, line, events, metrics);
+        if !self.file_key.is_empty() {
+            for event in &mut events[first..] {
+                event.insert(&self.file_key, crate::event::Value::Bytes(path.clone()));
             }
-        }
-    }
-    if !file_key.is_empty() {
-        for event in &mut events[first..] {
-            event.insert(file_key, crate::event::Value::Bytes(path.clone()));
         }
     }
 }
