@@ -230,7 +230,8 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_of_it_is_accepted() {
 
     let bomb = sluice::codec::Compression::Gzip
         .compress(&vec![b' '; 1 << 20])
-        .unwrap();
+        .unwrap()
+        .into_owned();
     let response = client
         .post(&s.url)
         .header("content-encoding", "gzip")
@@ -251,7 +252,8 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_of_it_is_accepted() {
 
     let gz = sluice::codec::Compression::Gzip
         .compress(body(100..103).as_bytes())
-        .unwrap();
+        .unwrap()
+        .into_owned();
     let response = client
         .post(&s.url)
         .header("content-encoding", "gzip")
@@ -262,7 +264,8 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_of_it_is_accepted() {
     assert_eq!(response.status(), 200);
     let zst = sluice::codec::Compression::Zstd
         .compress(b"[{\"id\":200},{\"id\":201}]")
-        .unwrap();
+        .unwrap()
+        .into_owned();
     let response = client
         .post(&s.url)
         .header("content-encoding", "zstd")

@@ -71,8 +71,11 @@ impl FileSinkConfig {
         self.batch
             .check()
             .map_err(|m| BuildError::new("batch", m))?;
+        let static_path = template.is_static().then(|| PathBuf::from(&self.path));
         let sink = FileSink {
             template,
+            static_path,
+            buffers: IndexMap::new(),
             encoder: Encoder::new(&self.encoding),
             compression: self.compression,
             rotate: self.rotate,
@@ -123,24 +126,30 @@ struct FileSink {
     compression: Compression,
     rotate: RotateConfig,
     idle_timeout: Duration,
+    /// The path when the template has no fields and no strftime: rendered once.
+    static_path: Option<PathBuf>,
+    /// Encode buffers per path, reused between batches for a static path.
+    buffers: IndexMap<PathBuf, Vec<u8>>,
     open: IndexMap<PathBuf, OpenFile>,
     metrics: ComponentMetrics,
 }
 
 impl Flush for FileSink {
     async fn flush(&mut self, events: Vec<Event>, _byte_size: usize, finalizers: Finalizers) {
-        let count = events.len();
-        let mut by_path: IndexMap<PathBuf, Vec<u8>> = IndexMap::new();
+        let mut by_path = std::mem::take(&mut self.buffers);
         let mut sent = 0;
         for event in &events {
-            let path = match self.template.render(event) {
-                Ok(path) => PathBuf::from(path),
-                Err(error) => {
-                    self.metrics.error("template_failed");
-                    self.metrics.discarded("template_failed", 1);
-                    tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path; event dropped");
-                    continue;
-                }
+            let path = match &self.static_path {
+                Some(path) => path.clone(),
+                None => match self.template.render(event) {
+                    Ok(path) => PathBuf::from(path),
+                    Err(error) => {
+                        self.metrics.error("template_failed");
+                        self.metrics.discarded("template_failed", 1);
+                        tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path; event dropped");
+                        continue;
+                    }
+                },
             };
             let buf = by_path.entry(path).or_default();
             match self.encoder.encode_line(event, buf) {
@@ -154,11 +163,11 @@ impl Flush for FileSink {
         }
         let mut bytes_out = 0;
         let mut failed = false;
-        for (path, data) in by_path {
+        for (path, data) in by_path.iter_mut() {
             if data.is_empty() {
                 continue;
             }
-            match self.write(&path, &data) {
+            match self.write(path, data) {
                 Ok(n) => bytes_out += n,
                 Err(error) => {
                     failed = true;
@@ -166,13 +175,17 @@ impl Flush for FileSink {
                     tracing::error!(component_id = self.metrics.id(), path = %path.display(), %error, "cannot write file");
                 }
             }
+            data.clear();
+        }
+        // Keep the buffers (and their capacity) of the static path; templated paths come and go.
+        if self.static_path.is_some() {
+            self.buffers = by_path;
         }
         if failed {
             finalizers.update_status(BatchStatus::Rejected);
         } else {
             self.metrics.sent(sent, bytes_out);
         }
-        let _ = count;
         self.close_idle();
     }
 }

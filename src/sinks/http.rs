@@ -227,7 +227,7 @@ impl Flush for HttpSink {
             return;
         }
         let body = match self.compression.compress(&body) {
-            Ok(body) => bytes::Bytes::from(body),
+            Ok(packed) => bytes::Bytes::from(packed.into_owned()),
             Err(error) => {
                 self.metrics.error("compress_failed");
                 tracing::error!(component_id = self.metrics.id(), %error, "cannot compress request body; batch rejected");
