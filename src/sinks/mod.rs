@@ -6,6 +6,7 @@ pub mod console;
 pub mod file;
 pub mod http;
 
+use crate::buffer::disk::DiskSettings;
 use crate::config::{parse_fields, unknown_type, FieldError};
 use crate::observe::ComponentMetrics;
 use crate::topology::{BufferReceiver, BuildError, ChannelLimits, RunFuture, WhenFull};
@@ -25,55 +26,95 @@ pub struct SinkContext {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
-    /// In memory, bounded (default).
+    /// In memory, bounded (default). Lost on a crash; sources re-read what was not
+    /// acknowledged.
     #[default]
     Memory,
+    /// Segment files under `data_dir/buffers/<sink id>/`: survives restarts and crashes.
+    Disk,
 }
 
-/// The buffer in front of a sink: how many events and bytes may wait for it.
+/// The buffer in front of a sink: how much may wait for it, and where.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// `memory` (default).
+    /// `memory` (default) or `disk`.
     #[serde(default, rename = "type")]
     pub kind: BufferType,
-    /// Most events waiting (default 8192).
+    /// Memory buffers: most events waiting (default 8192).
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// Most bytes waiting, measured as the events' raw size (default 8 MiB).
-    #[serde(default = "default_max_size")]
-    pub max_size: usize,
+    /// Most bytes waiting: memory buffers count the events' raw size (default 8 MiB), disk
+    /// buffers the segment files (default 256 MiB).
+    #[serde(default)]
+    pub max_size: Option<u64>,
     /// `block` (default: upstream waits, backpressure) or `drop_newest` (drop and count in
     /// `component_discarded_events_total{reason="buffer_full"}`).
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Disk buffers: how often written data is fsynced, in milliseconds (default 200); `0`
+    /// fsyncs after every batch. Sources are acknowledged only after the fsync, so this trades
+    /// latency for throughput, never safety (see README).
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// Disk buffers: size at which a new segment file is started (default 16 MiB). Space is
+    /// reclaimed a whole segment at a time, once every event in it is delivered.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
 }
 
 fn default_max_events() -> usize {
     ChannelLimits::default().max_events
 }
-fn default_max_size() -> usize {
-    ChannelLimits::default().max_bytes
+fn default_fsync_interval_ms() -> u64 {
+    200
 }
+fn default_segment_bytes() -> u64 {
+    16 << 20
+}
+const DEFAULT_DISK_MAX_SIZE: u64 = 256 << 20;
 
 impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {
             kind: BufferType::Memory,
             max_events: default_max_events(),
-            max_size: default_max_size(),
+            max_size: None,
             when_full: WhenFull::Block,
+            fsync_interval_ms: default_fsync_interval_ms(),
+            segment_bytes: default_segment_bytes(),
         }
     }
 }
 
 impl BufferConfig {
+    /// Limits of the channel in front of the sink (memory), or in front of the disk writer.
     pub fn limits(&self) -> ChannelLimits {
-        ChannelLimits {
-            max_events: self.max_events,
-            max_bytes: self.max_size,
-            when_full: self.when_full,
+        match self.kind {
+            BufferType::Memory => ChannelLimits {
+                max_events: self.max_events,
+                max_bytes: self
+                    .max_size
+                    .map_or(ChannelLimits::default().max_bytes, |s| s as usize),
+                when_full: self.when_full,
+            },
+            // A short staging queue: the disk is the buffer, and it applies `when_full`.
+            BufferType::Disk => ChannelLimits {
+                max_events: 2048,
+                max_bytes: 2 << 20,
+                when_full: WhenFull::Block,
+            },
         }
+    }
+
+    /// Settings of a disk buffer.
+    pub fn disk(&self) -> Option<DiskSettings> {
+        (self.kind == BufferType::Disk).then(|| DiskSettings {
+            max_size: self.max_size.unwrap_or(DEFAULT_DISK_MAX_SIZE),
+            when_full: self.when_full,
+            fsync_interval: std::time::Duration::from_millis(self.fsync_interval_ms),
+            segment_bytes: self.segment_bytes.max(1),
+        })
     }
 }
 

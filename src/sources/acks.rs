@@ -1,12 +1,12 @@
-//! Ordered acknowledgements for checkpointing sources.
+//! Ordered acknowledgements for checkpointing readers (the file source, the disk buffer).
 //!
-//! A source sends each batch together with the position it reached (file offsets, later Kafka
-//! offsets). Positions come back strictly in send order, each once its batch is resolved, so a
-//! checkpoint built from them never passes an unacknowledged event. With acknowledgements off,
-//! a position comes back as soon as its batch is handed downstream.
+//! A reader attaches a notifier to each batch together with the position it reached (file
+//! offsets, buffer segment offsets, later Kafka offsets). Positions come back strictly in the
+//! order they were attached, each once its batch is resolved, so a checkpoint built from them
+//! never passes an unacknowledged event. With acknowledgements off, a position comes back as
+//! soon as it is attached.
 
 use crate::event::{BatchNotifier, BatchStatus, EventBatch, Finalizers};
-use crate::topology::fanout::{Closed, Fanout};
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
 
@@ -23,33 +23,30 @@ impl<P: Send + 'static> OrderedAcks<P> {
         }
     }
 
-    /// Sends a batch downstream; its position is returned by [`Self::ready`] or
-    /// [`Self::next`] once it is acknowledged.
-    pub async fn send(
-        &mut self,
-        out: &mut Fanout,
-        mut batch: EventBatch,
-        position: P,
-    ) -> Result<(), Closed> {
-        if self.enabled {
-            let (notifier, rx) = BatchNotifier::new();
-            batch.finalizers = Finalizers::new(notifier);
-            out.send(batch).await?;
-            self.pending.push_back(
-                async move {
-                    // A dropped sender without a status cannot happen (Drop always sends), but
-                    // if it did, not advancing is the safe answer.
-                    let status = rx.await.unwrap_or(BatchStatus::Rejected);
-                    (position, status)
-                }
-                .boxed(),
-            );
-        } else {
-            out.send(batch).await?;
-            self.pending
-                .push_back(futures::future::ready((position, BatchStatus::Delivered)).boxed());
+    /// Gives `batch` a fresh acknowledgement handle whose resolution returns `position`.
+    /// Send the batch downstream afterwards.
+    pub fn attach(&mut self, batch: &mut EventBatch, position: P) {
+        if !self.enabled {
+            self.resolved(position);
+            return;
         }
-        Ok(())
+        let (notifier, rx) = BatchNotifier::new();
+        batch.finalizers = Finalizers::new(notifier);
+        self.pending.push_back(
+            async move {
+                // Drop always sends; a missing status can only mean a bug, and not advancing
+                // is the safe answer then.
+                let status = rx.await.unwrap_or(BatchStatus::Rejected);
+                (position, status)
+            }
+            .boxed(),
+        );
+    }
+
+    /// Records a position that needs no acknowledgement (skipped data), in order.
+    pub fn resolved(&mut self, position: P) {
+        self.pending
+            .push_back(futures::future::ready((position, BatchStatus::Delivered)).boxed());
     }
 
     /// Positions acknowledged so far, in order, without waiting.

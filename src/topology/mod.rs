@@ -174,9 +174,30 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     }
 
     for (id, entry) in &config.sinks {
-        let input = receivers
+        let mut input = receivers
             .swap_remove(id)
             .expect("every sink has an input channel");
+        if let Some(settings) = entry.config.buffer().disk() {
+            // upstream -> [staging] -> disk buffer -> [feed] -> sink
+            let (feed_tx, feed_rx) = channel::channel(ChannelLimits {
+                max_events: 2048,
+                max_bytes: 2 << 20,
+                when_full: WhenFull::Block,
+            });
+            let dir = config.global.data_dir.join("buffers").join(id);
+            let run = crate::buffer::disk::run(
+                dir,
+                settings,
+                input,
+                feed_tx,
+                senders[id].1.clone(),
+                shutdown.clone(),
+            );
+            built
+                .sinks
+                .push((format!("{id} (disk buffer)"), Box::pin(run)));
+            input = feed_rx;
+        }
         let cx = SinkContext {
             id: id.clone(),
             input,

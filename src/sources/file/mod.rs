@@ -158,6 +158,8 @@ struct Reader {
     exclude: Vec<glob::Pattern>,
     watched: Vec<Watched>,
     checkpoints: Checkpoints,
+    /// Files with a rejected batch: their checkpoint is frozen for this run.
+    rejected: std::collections::HashSet<u64>,
     first_scan: bool,
 }
 
@@ -177,6 +179,7 @@ impl Reader {
                 .collect(),
             watched: Vec::new(),
             checkpoints: Checkpoints::load(&cx.data_dir),
+            rejected: Default::default(),
             first_scan: true,
             config,
         }
@@ -202,8 +205,12 @@ impl Reader {
             }
             let (batch, positions) = self.read_batch(&cx);
             let idle = batch.is_empty() && positions.is_empty();
-            if !positions.is_empty() && acks.send(&mut cx.out, batch, positions).await.is_err() {
-                break;
+            if !positions.is_empty() {
+                let mut batch = batch;
+                acks.attach(&mut batch, positions);
+                if cx.out.send(batch).await.is_err() {
+                    break;
+                }
             }
             for (positions, status) in acks.ready() {
                 self.apply(positions, status, &cx.metrics);
@@ -250,14 +257,17 @@ impl Reader {
         status: BatchStatus,
         metrics: &ComponentMetrics,
     ) {
-        if status == BatchStatus::Rejected {
-            // Delivery failed downstream and was counted there. Advancing anyway keeps the
-            // source from stalling forever; dead-letter routing comes with disk buffers.
-            metrics.error("delivery_rejected");
-        }
         for (fingerprint, offset, path) in positions {
-            self.checkpoints
-                .set(fingerprint, offset, &path.to_string_lossy());
+            if status == BatchStatus::Rejected && self.rejected.insert(fingerprint) {
+                // A sink gave up on these lines: never checkpoint past them, so a restart reads
+                // them again. Later lines of this file are still delivered in this run.
+                metrics.error("delivery_rejected");
+                tracing::error!(component_id = metrics.id(), path = %path.display(), offset, "a sink rejected lines of this file; its checkpoint stays before them until restart");
+            }
+            if !self.rejected.contains(&fingerprint) {
+                self.checkpoints
+                    .set(fingerprint, offset, &path.to_string_lossy());
+            }
         }
     }
 
