@@ -233,10 +233,13 @@ async fn receive(
     StatusCode::OK
 }
 
-/// Fetches a URL's body with a blocking HTTP/1.1 GET (no client library needed).
+/// Fetches a URL's body with a blocking HTTP/1.1 GET (no client library needed). Status 0
+/// when nothing listens.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new()); // not listening (yet)
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

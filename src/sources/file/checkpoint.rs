@@ -77,9 +77,11 @@ impl Checkpoints {
         self.dirty = true;
     }
 
-    /// Writes the checkpoint if anything changed since the last write.
-    pub fn persist(&mut self) -> std::io::Result<()> {
-        if !self.dirty {
+    /// Writes the checkpoint if anything changed since the last write. `durable` adds the
+    /// fsyncs that make it survive an OS crash; without them it still survives the process
+    /// being killed (the page cache outlives the process), which keeps routine writes cheap.
+    pub fn persist(&mut self, durable: bool) -> std::io::Result<()> {
+        if !self.dirty && !durable {
             return Ok(());
         }
         let stored = Stored {
@@ -97,10 +99,12 @@ impl Checkpoints {
         {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?)?;
-            file.sync_all()?;
+            if durable {
+                file.sync_all()?;
+            }
         }
         std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
+        if let Some(dir) = self.path.parent().filter(|_| durable) {
             // Make the rename itself durable.
             if let Ok(dir) = std::fs::File::open(dir) {
                 let _ = dir.sync_all();
@@ -120,7 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cp = Checkpoints::load(dir.path());
         cp.set(0xabc, 42, "/var/log/a.log");
-        cp.persist().unwrap();
+        cp.persist(true).unwrap();
         let again = Checkpoints::load(dir.path());
         assert_eq!(again.get(0xabc).map(|p| p.offset), Some(42));
 
