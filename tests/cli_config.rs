@@ -171,6 +171,28 @@ fn route_outputs_are_addressed_by_name() {
 }
 
 #[test]
+fn a_sinks_dead_letter_output_can_be_read_but_a_sink_itself_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: http\n    inputs: [in]\n    uri: http://127.0.0.1:9/\n  dlq:\n    type: console\n    inputs: [out.dead_letter]\n";
+    let (code, _, stderr) = validate(dir.path(), "dlq.yaml", text);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = validate(
+        dir.path(),
+        "sink.yaml",
+        &text.replace("[out.dead_letter]", "[out]"),
+    );
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("input `out` is a sink; its only output is `out.dead_letter`"),
+        "{stderr}"
+    );
+    let cycle = "sources:\n  in:\n    type: stdin\ntransforms:\n  t:\n    type: remap\n    inputs: [in, out.dead_letter]\n    source: '.x = 1'\nsinks:\n  out:\n    type: console\n    inputs: [t]\n";
+    let (code, _, stderr) = validate(dir.path(), "loop.yaml", cycle);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("cycle in the topology"), "{stderr}");
+}
+
+#[test]
 fn several_files_and_directories_merge_and_duplicates_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf.d");

@@ -387,3 +387,49 @@ async fn a_permanent_4xx_is_counted_as_rejected_not_retried_forever() {
         "the rejected batch was not retried"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_batches_go_to_the_dead_letter_output_and_count_as_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.ndjson");
+    let dlq = format!(
+        "  dlq:\n    type: file\n    inputs: [out.dead_letter]\n    path: {}\n    batch:\n      timeout_secs: 0.05\n",
+        dead.display()
+    );
+    let s = setup(
+        "    ack_timeout_secs: 10\n",
+        &format!("    batch:\n      timeout_secs: 0.05\n{dlq}"),
+        "acknowledgements: true",
+    )
+    .await;
+    s.receiver.set_mode(Mode::Reject);
+    let client = reqwest::Client::new();
+    let response = client.post(&s.url).body(body(0..5)).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "delivered to the dead-letter file, so acknowledged"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["id"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(lines[0]["_dead_letter"]["sink"], "out");
+    assert!(
+        lines[0]["_dead_letter"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("400"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(s.receiver.count(), 0);
+}

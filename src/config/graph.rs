@@ -6,6 +6,9 @@ use super::{error::did_you_mean, Config, ConfigError, Diagnostic};
 use indexmap::{IndexMap, IndexSet};
 use std::fmt;
 
+/// The named output of every sink: events it gave up on (see `sinks::reject`).
+pub const DEAD_LETTER: &str = "dead_letter";
+
 /// One output of a component: its default output (`id`) or a named one (`id.name`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OutputId {
@@ -77,6 +80,12 @@ pub fn build(config: &Config) -> Result<Graph, ConfigError> {
             });
         }
     }
+    for id in config.sinks.keys() {
+        graph.outputs.push(OutputId {
+            component: id.clone(),
+            port: Some(DEAD_LETTER.to_string()),
+        });
+    }
 
     let wanted = config
         .transforms
@@ -142,7 +151,9 @@ pub fn build(config: &Config) -> Result<Graph, ConfigError> {
                         .map(|o| format!("`{o}`"))
                         .collect();
                     if config.sinks.contains_key(input.as_str()) {
-                        fail(format!("input `{input}` is a sink; sinks have no outputs"));
+                        fail(format!(
+                            "input `{input}` is a sink; its only output is `{input}.{DEAD_LETTER}`"
+                        ));
                     } else if !named.is_empty() {
                         fail(format!(
                             "input `{input}` has no default output; use one of {}",
@@ -164,10 +175,10 @@ pub fn build(config: &Config) -> Result<Graph, ConfigError> {
             .insert(id.clone(), resolved.into_iter().collect());
     }
 
-    if let Some(cycle) = find_cycle(config, &graph) {
+    if let Some(cycle) = find_cycle(&graph) {
         diagnostics.push(Diagnostic {
             location: None,
-            path: format!("transforms.{}", cycle[0]),
+            path: cycle[0].clone(),
             message: format!("cycle in the topology: {}", cycle.join(" -> ")),
         });
     }
@@ -179,8 +190,9 @@ pub fn build(config: &Config) -> Result<Graph, ConfigError> {
     }
 }
 
-/// A cycle among transforms, as the list of ids along it (first id repeated at the end).
-fn find_cycle(config: &Config, graph: &Graph) -> Option<Vec<String>> {
+/// A cycle among components with inputs (transforms, and sinks through their dead-letter
+/// outputs), as the list of ids along it (first id repeated at the end).
+fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -189,7 +201,6 @@ fn find_cycle(config: &Config, graph: &Graph) -> Option<Vec<String>> {
     }
     fn visit(
         id: &str,
-        config: &Config,
         graph: &Graph,
         marks: &mut IndexMap<String, Mark>,
         stack: &mut Vec<String>,
@@ -207,8 +218,8 @@ fn find_cycle(config: &Config, graph: &Graph) -> Option<Vec<String>> {
         marks.insert(id.to_string(), Mark::Active);
         stack.push(id.to_string());
         for input in graph.inputs.get(id).into_iter().flatten() {
-            if config.transforms.contains_key(&input.component) {
-                if let Some(cycle) = visit(&input.component, config, graph, marks, stack) {
+            if graph.inputs.contains_key(&input.component) {
+                if let Some(cycle) = visit(&input.component, graph, marks, stack) {
                     return Some(cycle);
                 }
             }
@@ -218,9 +229,9 @@ fn find_cycle(config: &Config, graph: &Graph) -> Option<Vec<String>> {
         None
     }
     let mut marks = IndexMap::new();
-    for id in config.transforms.keys() {
+    for id in graph.inputs.keys() {
         let mut stack = Vec::new();
-        if let Some(cycle) = visit(id, config, graph, &mut marks, &mut stack) {
+        if let Some(cycle) = visit(id, graph, &mut marks, &mut stack) {
             return Some(cycle);
         }
     }

@@ -6,9 +6,9 @@
 //! the concatenation. Events are acknowledged once written to the file (page cache; no fsync).
 
 use super::batch::{drive, BatchConfig, Flush};
-use super::{BufferConfig, SinkContext};
+use super::{reject, BufferConfig, SinkContext};
 use crate::codec::{Compression, Encoder, EncodingConfig};
-use crate::event::{BatchStatus, Event, Finalizers};
+use crate::event::{Event, Finalizers};
 use crate::observe::ComponentMetrics;
 use crate::template::Template;
 use crate::topology::{BuildError, ComponentError, RunFuture};
@@ -82,8 +82,9 @@ impl FileSinkConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             open: IndexMap::new(),
             metrics: cx.metrics.clone(),
+            dead_letter: cx.dead_letter,
         };
-        Ok(Box::pin(run(sink, self.batch, cx)))
+        Ok(Box::pin(run(sink, self.batch, cx.input, cx.metrics)))
     }
 
     /// The directory of the path's fixed prefix must be creatable.
@@ -105,10 +106,10 @@ impl FileSinkConfig {
 async fn run(
     mut sink: FileSink,
     batch: BatchConfig,
-    cx: SinkContext,
+    input: crate::topology::BufferReceiver,
+    metrics: ComponentMetrics,
 ) -> Result<(), ComponentError> {
-    let metrics = cx.metrics.clone();
-    drive(cx.input, batch, &metrics, &mut sink).await;
+    drive(input, batch, &metrics, &mut sink).await;
     sink.close_all();
     Ok(())
 }
@@ -129,7 +130,8 @@ struct FileSink {
     /// The path when the template has no fields and no strftime: rendered once.
     static_path: Option<PathBuf>,
     /// Encode buffers per path, reused between batches for a static path.
-    buffers: IndexMap<PathBuf, Vec<u8>>,
+    buffers: IndexMap<PathBuf, (Vec<u8>, Vec<usize>)>,
+    dead_letter: crate::topology::Fanout,
     open: IndexMap<PathBuf, OpenFile>,
     metrics: ComponentMetrics,
 }
@@ -137,54 +139,70 @@ struct FileSink {
 impl Flush for FileSink {
     async fn flush(&mut self, events: Vec<Event>, _byte_size: usize, finalizers: Finalizers) {
         let mut by_path = std::mem::take(&mut self.buffers);
-        let mut sent = 0;
-        for event in &events {
+        // Events that could not be written, with the reason: dead-lettered or rejected below.
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
             let path = match &self.static_path {
                 Some(path) => path.clone(),
                 None => match self.template.render(event) {
                     Ok(path) => PathBuf::from(path),
                     Err(error) => {
                         self.metrics.error("template_failed");
-                        self.metrics.discarded("template_failed", 1);
-                        tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path; event dropped");
+                        tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path");
+                        failed.push((index, format!("path template: {error}")));
                         continue;
                     }
                 },
             };
-            let buf = by_path.entry(path).or_default();
+            let (buf, members) = by_path.entry(path).or_default();
             match self.encoder.encode_line(event, buf) {
-                Ok(()) => sent += 1,
+                Ok(()) => members.push(index),
                 Err(error) => {
                     self.metrics.error("encode_failed");
-                    self.metrics.discarded("encode_failed", 1);
-                    tracing::warn!(component_id = self.metrics.id(), %error, "cannot encode event; dropped");
+                    tracing::warn!(component_id = self.metrics.id(), %error, "cannot encode event");
+                    failed.push((index, format!("encoding: {error}")));
                 }
             }
         }
-        let mut bytes_out = 0;
-        let mut failed = false;
-        for (path, data) in by_path.iter_mut() {
+        let (mut sent, mut bytes_out) = (0, 0);
+        for (path, (data, members)) in by_path.iter_mut() {
             if data.is_empty() {
                 continue;
             }
             match self.write(path, data) {
-                Ok(n) => bytes_out += n,
+                Ok(n) => {
+                    bytes_out += n;
+                    sent += members.len();
+                }
                 Err(error) => {
-                    failed = true;
                     self.metrics.error("write_failed");
                     tracing::error!(component_id = self.metrics.id(), path = %path.display(), %error, "cannot write file");
+                    failed.extend(
+                        members
+                            .iter()
+                            .map(|i| (*i, format!("write {}: {error}", path.display()))),
+                    );
                 }
             }
             data.clear();
+            members.clear();
         }
         // Keep the buffers (and their capacity) of the static path; templated paths come and go.
         if self.static_path.is_some() {
             self.buffers = by_path;
         }
-        if failed {
-            finalizers.update_status(BatchStatus::Rejected);
-        } else {
-            self.metrics.sent(sent, bytes_out);
+        self.metrics.sent(sent, bytes_out);
+        if !failed.is_empty() {
+            let reason = failed[0].1.clone();
+            let rejected = failed.iter().map(|(i, _)| events[*i].clone()).collect();
+            reject(
+                &mut self.dead_letter,
+                &self.metrics,
+                rejected,
+                finalizers,
+                &reason,
+            )
+            .await;
         }
         self.close_idle();
     }

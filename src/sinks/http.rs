@@ -157,7 +157,14 @@ impl HttpSinkConfig {
             .default_headers(headers)
             .build()
             .map_err(|e| BuildError::new("uri", format!("cannot build HTTP client: {e}")))?;
-        let sink = HttpSink {
+        let SinkContext {
+            input,
+            metrics,
+            dead_letter,
+            ..
+        } = cx;
+        let mut sink = HttpSink {
+            dead_letter,
             client,
             url,
             method: match self.method {
@@ -167,12 +174,10 @@ impl HttpSinkConfig {
             encoder: Encoder::new(&self.encoding),
             compression: self.compression,
             request,
-            metrics: cx.metrics.clone(),
+            metrics: metrics.clone(),
         };
         let batch = self.batch;
         Ok(Box::pin(async move {
-            let SinkContext { input, metrics, .. } = cx;
-            let mut sink = sink;
             drive(input, batch, &metrics, &mut sink).await;
             Ok::<(), ComponentError>(())
         }))
@@ -206,6 +211,7 @@ struct HttpSink {
     compression: Compression,
     request: RequestConfig,
     metrics: ComponentMetrics,
+    dead_letter: crate::topology::Fanout,
 }
 
 enum Outcome {
@@ -244,18 +250,31 @@ impl Flush for HttpSink {
                 }
                 Outcome::Permanent(reason) => {
                     self.metrics.error("request_rejected");
-                    self.metrics.discarded("rejected", count);
                     tracing::error!(component_id = self.metrics.id(), %reason, events = count, "endpoint rejected the batch; not retrying");
-                    finalizers.update_status(BatchStatus::Rejected);
+                    super::reject(
+                        &mut self.dead_letter,
+                        &self.metrics,
+                        events,
+                        finalizers,
+                        &reason,
+                    )
+                    .await;
                     return;
                 }
                 Outcome::Retry(reason, retry_after) => {
                     self.metrics.error("request_failed");
                     attempt += 1;
                     if self.request.retry_attempts.is_some_and(|max| attempt > max) {
-                        self.metrics.discarded("retries_exhausted", count);
-                        tracing::error!(component_id = self.metrics.id(), %reason, attempts = attempt, "giving up on batch");
-                        finalizers.update_status(BatchStatus::Rejected);
+                        tracing::error!(component_id = self.metrics.id(), %reason, attempts = attempt, "retries exhausted; giving up on batch");
+                        let reason = format!("retries exhausted: {reason}");
+                        super::reject(
+                            &mut self.dead_letter,
+                            &self.metrics,
+                            events,
+                            finalizers,
+                            &reason,
+                        )
+                        .await;
                         return;
                     }
                     let wait = retry_after

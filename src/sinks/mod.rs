@@ -8,8 +8,9 @@ pub mod http;
 
 use crate::buffer::disk::DiskSettings;
 use crate::config::{parse_fields, unknown_type, FieldError};
+use crate::event::{BatchStatus, Event, EventBatch, Finalizers, ObjectMap, Value};
 use crate::observe::ComponentMetrics;
-use crate::topology::{BufferReceiver, BuildError, ChannelLimits, RunFuture, WhenFull};
+use crate::topology::{BufferReceiver, BuildError, ChannelLimits, Fanout, RunFuture, WhenFull};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -20,6 +21,44 @@ pub struct SinkContext {
     pub metrics: ComponentMetrics,
     /// The sink's own state directory (`data_dir/<id>`).
     pub data_dir: PathBuf,
+    /// `<id>.dead_letter`: where events the sink gives up on go, if anything reads it.
+    pub dead_letter: Fanout,
+}
+
+/// Disposes of events a sink gave up on. When a component reads `<id>.dead_letter`, they go
+/// there, tagged with `_dead_letter: {sink, reason}`, still carrying their acknowledgement
+/// handles (so their source advances once the dead-letter path delivers them). Otherwise they
+/// are marked rejected: their source does not advance past them, and they are counted.
+pub async fn reject(
+    dead_letter: &mut Fanout,
+    metrics: &ComponentMetrics,
+    mut events: Vec<Event>,
+    finalizers: Finalizers,
+    reason: &str,
+) {
+    let count = events.len();
+    if count == 0 {
+        return;
+    }
+    if dead_letter.is_connected() {
+        for event in &mut events {
+            let mut tag = ObjectMap::new();
+            tag.insert("sink".into(), Value::from(metrics.id()));
+            tag.insert("reason".into(), Value::from(reason));
+            event.insert("_dead_letter", Value::Object(tag));
+        }
+        // If the dead-letter path has stopped, the channel marks them rejected itself.
+        let _ = dead_letter
+            .send(EventBatch {
+                events,
+                byte_size: 0,
+                finalizers,
+            })
+            .await;
+        return;
+    }
+    metrics.discarded("rejected", count);
+    finalizers.update_status(BatchStatus::Rejected);
 }
 
 /// The kind of buffer in front of a sink.

@@ -9,6 +9,7 @@
 pub mod channel;
 pub mod fanout;
 
+use crate::config::graph::DEAD_LETTER;
 use crate::config::{Config, ConfigError, Diagnostic, Graph, OutputId};
 use crate::event::EventBatch;
 use crate::observe::ComponentMetrics;
@@ -198,9 +199,19 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
                 .push((format!("{id} (disk buffer)"), Box::pin(run)));
             input = feed_rx;
         }
+        let dead_letter_metrics =
+            ComponentMetrics::new(&format!("{id}.{DEAD_LETTER}"), entry.config.kind());
+        let dead_letter = fanout_for(
+            &OutputId {
+                component: id.clone(),
+                port: Some(DEAD_LETTER.to_string()),
+            },
+            &dead_letter_metrics,
+        );
         let cx = SinkContext {
             id: id.clone(),
             input,
+            dead_letter,
             metrics: senders[id].1.clone(),
             data_dir: config.component_data_dir(id),
         };
