@@ -1,6 +1,8 @@
 //! Load harness: runs the real `sluice` binary (release) on fixed-seed generated NDJSON
 //! (~250-byte lines) and reports events/s, MiB/s, CPU seconds and peak RSS per scenario.
 //!
+//! Also http_server -> memory or disk buffer -> http sink, and the peak RSS of a disk backlog.
+//!
 //! Usage: `cargo bench --bench load` (env: `BENCH_LINES`, default 2,000,000;
 //! `BENCH_CORES`, default 1: the agent is pinned with `taskset` and runs that many tokio
 //! workers). Progress is read from the agent's own /metrics, so the harness does not perturb
@@ -65,16 +67,51 @@ fn main() {
     );
     for scenario in SCENARIOS {
         let result = run(scenario, &work, &input, lines, cores);
-        println!(
-            "{:<52} {:>12.0} {:>9.1} {:>8.2} {:>12.1} {:>7.1} MiB",
-            scenario.name,
-            lines as f64 / result.wall,
-            mib(bytes) / result.wall,
-            result.cpu,
-            mib(bytes) / result.cpu,
-            result.peak_rss_kib as f64 / 1024.0
-        );
+        report(scenario.name, lines, bytes, &result);
     }
+    // http -> buffer -> http: requests of 500 events from 4 concurrent clients, acknowledgements
+    // on (a request is answered once its events are delivered, or fsynced into the disk buffer).
+    let http_events = (lines / 4).max(500);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, buffer) in [
+        ("http -> memory buffer -> http", "      type: memory\n"),
+        (
+            "http -> disk buffer (fsync 200 ms) -> http",
+            "      type: disk\n      fsync_interval_ms: 200\n",
+        ),
+    ] {
+        let (result, sent) = runtime.block_on(http_run(&work, buffer, http_events, cores, false));
+        report(name, http_events, sent, &result);
+    }
+    // A backlog on disk while the endpoint is down: memory must not grow with it.
+    let (result, sent) = runtime.block_on(http_run(
+        &work,
+        "      type: disk\n      max_size: 4294967296\n",
+        http_events,
+        cores,
+        true,
+    ));
+    println!(
+        "disk backlog of {:.0} MiB built while the endpoint was down, then drained: peak RSS {:.1} MiB",
+        mib(sent),
+        result.peak_rss_kib as f64 / 1024.0
+    );
+}
+
+fn report(name: &str, events: usize, bytes: u64, result: &Measured) {
+    println!(
+        "{:<52} {:>12.0} {:>9.1} {:>8.2} {:>12.1} {:>7.1} MiB",
+        name,
+        events as f64 / result.wall,
+        mib(bytes) / result.wall,
+        result.cpu,
+        mib(bytes) / result.cpu,
+        result.peak_rss_kib as f64 / 1024.0
+    );
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -130,15 +167,9 @@ struct Measured {
 }
 
 fn run(scenario: &Scenario, work: &Path, input: &Path, lines: usize, cores: usize) -> Measured {
-    let dir = work
-        .join(scenario.name.split_whitespace().next().unwrap_or("s"))
-        .join(format!("{}", Instant::now().elapsed().as_nanos()));
+    let dir = work.join(format!("file-{}", Instant::now().elapsed().as_nanos()));
     std::fs::create_dir_all(&dir).unwrap();
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let api_port = free_port();
     let config = format!(
         "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: file\n    include: [{input}]\n{rest}",
         data = dir.join("data").display(),
@@ -147,26 +178,10 @@ fn run(scenario: &Scenario, work: &Path, input: &Path, lines: usize, cores: usiz
     );
     let config_path = dir.join("bench.yaml");
     std::fs::write(&config_path, config).unwrap();
-    let bin = env!("CARGO_BIN_EXE_sluice");
-    let cpus = (0..cores)
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let use_taskset = Command::new("taskset").arg("--version").output().is_ok();
-    let mut command = if use_taskset {
-        let mut c = Command::new("taskset");
-        c.args(["-c", &cpus]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
     let started = Instant::now();
-    let mut child = command
+    let mut child = sluice_command(cores)
         .args(["run", "--config"])
         .arg(&config_path)
-        .env("TOKIO_WORKER_THREADS", cores.to_string())
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::null())
         .spawn()
         .expect("start sluice");
     let pid = child.id();
@@ -180,19 +195,162 @@ fn run(scenario: &Scenario, work: &Path, input: &Path, lines: usize, cores: usiz
             panic!("scenario `{}` did not finish", scenario.name);
         }
     }
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid);
-    let peak_rss_kib = peak_rss_kib(pid);
+    let measured = Measured {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(pid),
+        peak_rss_kib: peak_rss_kib(pid),
+    };
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
+fn stop(child: &mut std::process::Child) {
     unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
+        libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    Measured {
-        wall,
-        cpu,
-        peak_rss_kib,
+}
+
+/// Runs http_server -> (buffer) -> http sink against an in-process receiver. With
+/// `endpoint_down_first`, the receiver answers 503 until every event is accepted (a backlog
+/// builds in the buffer), then recovers. Returns the measurements and the bytes sent.
+async fn http_run(
+    work: &Path,
+    buffer: &str,
+    events: usize,
+    cores: usize,
+    endpoint_down_first: bool,
+) -> (Measured, u64) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let received = Arc::new(AtomicUsize::new(0));
+    let down = Arc::new(AtomicBool::new(endpoint_down_first));
+    let app = {
+        let (received, down) = (received.clone(), down.clone());
+        axum::Router::new().route(
+            "/",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (received, down) = (received.clone(), down.clone());
+                async move {
+                    if down.load(Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    received.fetch_add(
+                        body.iter().filter(|b| **b == b'\n').count(),
+                        Ordering::SeqCst,
+                    );
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = work.join(format!("http-{}", Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source_port = free_port();
+    let config = format!(
+        "data_dir: {data}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{source_port}\n    ack_timeout_secs: 600\nsinks:\n  out:\n    type: http\n    inputs: [in]\n    uri: http://127.0.0.1:{sink_port}/\n    request:\n      retry_initial_backoff_ms: 50\n      retry_max_backoff_secs: 0.5\n    buffer:\n{buffer}",
+        data = dir.join("data").display()
+    );
+    let config_path = dir.join("bench.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let started = Instant::now();
+    let mut child = sluice_command(cores)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .spawn()
+        .expect("start sluice");
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{source_port}/");
+    let client = reqwest::Client::new();
+    while client.post(&url).body("").send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let per_request = 500;
+    let requests = events.div_ceil(per_request);
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent_bytes = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (client, url, next, sent_bytes) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            sent_bytes.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            loop {
+                let r = next.fetch_add(1, Ordering::SeqCst);
+                if r >= requests {
+                    break;
+                }
+                let body: String = (r * per_request..(r + 1) * per_request)
+                    .map(http_line)
+                    .collect();
+                sent_bytes.fetch_add(body.len(), Ordering::SeqCst);
+                loop {
+                    match client.post(&url).body(body.clone()).send().await {
+                        Ok(response) if response.status().is_success() => break,
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    down.store(false, Ordering::SeqCst);
+    let total = requests * per_request;
+    while received.load(Ordering::SeqCst) < total {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let measured = Measured {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(pid),
+        peak_rss_kib: peak_rss_kib(pid),
+    };
+    stop(&mut child);
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    (measured, sent_bytes.load(Ordering::SeqCst) as u64)
+}
+
+/// One ~250-byte JSON event for the HTTP scenarios.
+fn http_line(i: usize) -> String {
+    format!("{{\"seq\":{i},\"service\":\"checkout\",\"level\":\"info\",\"path\":\"/api/v1/items/{i}\",\"status\":200,\"message\":\"{}\"}}\n", "m".repeat(150))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent, pinned to `cores` CPUs (with `taskset`, when present) with that many tokio workers.
+fn sluice_command(cores: usize) -> Command {
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let cpus = (0..cores)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut command = if Command::new("taskset").arg("--version").output().is_ok() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpus]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    command
+        .env("TOKIO_WORKER_THREADS", cores.to_string())
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null());
+    command
 }
 
 fn metric(port: u16, name: &str, component: &str) -> f64 {

@@ -433,3 +433,28 @@ async fn rejected_batches_go_to_the_dead_letter_output_and_count_as_delivered() 
     );
     assert_eq!(s.receiver.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_disk_buffer_200_means_fsynced_even_while_the_sink_is_down() {
+    let s = setup(
+        "    ack_timeout_secs: 10\n",
+        "    batch:\n      timeout_secs: 0.05\n    buffer:\n      type: disk\n      fsync_interval_ms: 20\n",
+        "acknowledgements: true",
+    )
+    .await;
+    s.receiver.set_mode(Mode::Unavailable);
+    let client = reqwest::Client::new();
+    let response = client.post(&s.url).body(body(0..10)).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "acknowledged by the disk buffer, not the endpoint"
+    );
+    assert_eq!(s.receiver.count(), 0);
+    s.receiver.set_mode(Mode::Accept);
+    wait_until_async(WAIT, "delivery from the buffer", || {
+        s.receiver.count() >= 10
+    })
+    .await;
+    assert_eq!(ids(&s.receiver.lines()), (0..10).collect::<Vec<_>>());
+}
