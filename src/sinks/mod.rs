@@ -91,9 +91,10 @@ pub struct BufferConfig {
     /// `component_discarded_events_total{reason="buffer_full"}`).
     #[serde(default)]
     pub when_full: WhenFull,
-    /// Disk buffers: how often written data is fsynced, in milliseconds (default 200); `0`
-    /// fsyncs after every batch. Sources are acknowledged only after the fsync, so this trades
-    /// latency for throughput, never safety (see README).
+    /// Disk buffers: longest time written data waits for its fsync, in milliseconds (default
+    /// 200); `0` fsyncs after every batch. When the queue runs empty while a source waits for
+    /// acknowledgements, the fsync happens at once (group commit). Sources are acknowledged only
+    /// after the fsync, so this trades latency for throughput, never safety (see README).
     #[serde(default = "default_fsync_interval_ms")]
     pub fsync_interval_ms: u64,
     /// Disk buffers: size at which a new segment file is started (default 16 MiB). Space is

@@ -171,6 +171,11 @@ impl BufferReceiver {
     pub async fn recv(&mut self) -> Option<EventBatch> {
         self.rx.recv().await.map(|envelope| envelope.batch)
     }
+
+    /// Nothing is queued right now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@
 //! ```text
 //! upstream -> [small channel] -> writer -> data_dir/buffers/<sink>/<id>.seg -> reader -> [small channel] -> sink
 //! ```
-//! - The **writer** appends one CRC32C-checked record per batch and fsyncs every
-//!   `fsync_interval_ms` (or after every batch). Only after the fsync does it release the
-//!   batches' acknowledgement handles: a source checkpoints nothing that is not on disk.
+//! - The **writer** appends one CRC32C-checked record per batch and fsyncs at most
+//!   `fsync_interval_ms` after a write (or after every batch with `0`), and at once when its
+//!   queue runs empty while a source waits for acknowledgements (group commit). Only after the
+//!   fsync does it release the batches' handles: a source checkpoints nothing not on disk.
 //! - The **reader** reads records in order and hands them to the sink with handles of its
 //!   own. When the sink delivers, the reader's position advances (in order), is written to
 //!   `reader.json` (temp file, fsync, rename), and only then are segments before it deleted —
@@ -261,8 +262,13 @@ impl Writer {
                 batch = input.recv() => match batch {
                     Some(batch) => {
                         self.append(batch).await;
-                        if self.settings.fsync_interval.is_zero() {
+                        // Group commit: sync at once when nothing else is queued and someone
+                        // waits for the acknowledgement (an HTTP client, say); under steady load
+                        // the interval batches many writes into one fsync.
+                        let waiting = self.unsynced.iter().any(|f| !f.is_empty());
+                        if self.settings.fsync_interval.is_zero() || (waiting && input.is_empty()) {
                             self.sync().await;
+                            sync_at = None;
                         } else if sync_at.is_none() && !self.unsynced.is_empty() {
                             sync_at = Some(tokio::time::Instant::now() + self.settings.fsync_interval);
                         }
