@@ -242,7 +242,7 @@ impl Flush for HttpSink {
             }
         };
         let mut attempt = 0u32;
-        loop {
+        let failure = loop {
             match self.send(body.clone()).await {
                 Outcome::Delivered => {
                     self.metrics.sent(count, body.len());
@@ -251,31 +251,14 @@ impl Flush for HttpSink {
                 Outcome::Permanent(reason) => {
                     self.metrics.error("request_rejected");
                     tracing::error!(component_id = self.metrics.id(), %reason, events = count, "endpoint rejected the batch; not retrying");
-                    super::reject(
-                        &mut self.dead_letter,
-                        &self.metrics,
-                        events,
-                        finalizers,
-                        &reason,
-                    )
-                    .await;
-                    return;
+                    break reason;
                 }
                 Outcome::Retry(reason, retry_after) => {
                     self.metrics.error("request_failed");
                     attempt += 1;
                     if self.request.retry_attempts.is_some_and(|max| attempt > max) {
                         tracing::error!(component_id = self.metrics.id(), %reason, attempts = attempt, "retries exhausted; giving up on batch");
-                        let reason = format!("retries exhausted: {reason}");
-                        super::reject(
-                            &mut self.dead_letter,
-                            &self.metrics,
-                            events,
-                            finalizers,
-                            &reason,
-                        )
-                        .await;
-                        return;
+                        break format!("retries exhausted: {reason}");
                     }
                     let wait = retry_after
                         .unwrap_or_else(|| self.backoff(attempt))
@@ -284,7 +267,15 @@ impl Flush for HttpSink {
                     tokio::time::sleep(wait).await;
                 }
             }
-        }
+        };
+        super::reject(
+            &mut self.dead_letter,
+            &self.metrics,
+            events,
+            finalizers,
+            &failure,
+        )
+        .await;
     }
 }
 
