@@ -11,11 +11,12 @@ pub mod fanout;
 
 use crate::config::graph::DEAD_LETTER;
 use crate::config::{Config, ConfigError, Diagnostic, Graph, OutputId};
+use crate::event::Event;
 use crate::event::EventBatch;
 use crate::observe::ComponentMetrics;
 use crate::sinks::SinkContext;
 use crate::sources::SourceContext;
-use crate::transforms::Transform;
+use crate::transforms::{BuiltTransform, Emitted, StatefulTransform, Transform};
 pub use channel::{BufferReceiver, BufferSender, ChannelLimits, WhenFull};
 pub use fanout::Fanout;
 use futures::future::BoxFuture;
@@ -230,14 +231,28 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     }
 }
 
-/// Runs a transform: one batch in, buckets out to its outputs.
+/// Runs a transform until its input ends.
 async fn run_transform(
+    transform: BuiltTransform,
+    input: BufferReceiver,
+    outputs: Vec<Fanout>,
+    metrics: ComponentMetrics,
+) -> Result<(), ComponentError> {
+    match transform {
+        BuiltTransform::Stateless(t) => run_stateless(t, input, outputs, metrics).await,
+        BuiltTransform::Stateful(t) => run_stateful(t, input, outputs, metrics).await,
+    }
+    Ok(())
+}
+
+/// One batch in, buckets out; every output carries the batch's acknowledgement handles.
+async fn run_stateless(
     mut transform: Box<dyn Transform>,
     mut input: BufferReceiver,
     mut outputs: Vec<Fanout>,
     metrics: ComponentMetrics,
-) -> Result<(), ComponentError> {
-    let mut buckets: Vec<Vec<crate::event::Event>> = outputs.iter().map(|_| Vec::new()).collect();
+) {
+    let mut buckets: Vec<Vec<Event>> = outputs.iter().map(|_| Vec::new()).collect();
     while let Some(mut batch) = input.recv().await {
         metrics.received(batch.len(), batch.byte_size);
         let events = std::mem::take(&mut batch.events);
@@ -260,7 +275,54 @@ async fn run_transform(
             let _ = output.send(derived).await;
         }
     }
-    Ok(())
+}
+
+/// Batches in, plus periodic ticks; the transform decides which acknowledgement handles go
+/// with what it emits. At the end of input it flushes what it still holds.
+async fn run_stateful(
+    mut transform: Box<dyn StatefulTransform>,
+    mut input: BufferReceiver,
+    mut outputs: Vec<Fanout>,
+    metrics: ComponentMetrics,
+) {
+    let mut buckets: Vec<Emitted> = outputs.iter().map(|_| Emitted::default()).collect();
+    let mut ticker = tokio::time::interval(transform.tick_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = input.recv() => match batch {
+                Some(batch) => {
+                    metrics.received(batch.len(), batch.byte_size);
+                    transform.transform(batch, &mut buckets);
+                }
+                None => {
+                    transform.finish(&mut buckets);
+                    ship(&mut buckets, &mut outputs).await;
+                    return;
+                }
+            },
+            _ = ticker.tick() => transform.tick(&mut buckets),
+        }
+        ship(&mut buckets, &mut outputs).await;
+    }
+}
+
+async fn ship(buckets: &mut [Emitted], outputs: &mut [Fanout]) {
+    for (bucket, output) in buckets.iter_mut().zip(outputs.iter_mut()) {
+        if bucket.events.is_empty() {
+            // Handles with nothing to carry them resolve here (e.g. windows dropped).
+            bucket.finalizers = Default::default();
+            continue;
+        }
+        let emitted = std::mem::take(bucket);
+        let _ = output
+            .send(EventBatch {
+                events: emitted.events,
+                byte_size: emitted.byte_size,
+                finalizers: emitted.finalizers,
+            })
+            .await;
+    }
 }
 
 impl Built {

@@ -5,15 +5,44 @@ pub mod filter;
 pub mod remap;
 pub mod route;
 pub mod vrl_program;
+pub mod window;
 
 use crate::config::{parse_fields, unknown_type, FieldError};
-use crate::event::Event;
+use crate::event::{Event, EventBatch, Finalizers};
 use crate::topology::BuildError;
 
-/// A running transform. `outputs` has one bucket per entry of
-/// [`TransformConfig::outputs`], in that order; the runner ships non-empty buckets downstream.
+/// A running stateless transform. `outputs` has one bucket per entry of
+/// [`TransformConfig::outputs`], in that order; the runner ships non-empty buckets downstream
+/// with the input batch's acknowledgement handles.
 pub trait Transform: Send {
     fn transform(&mut self, events: Vec<Event>, outputs: &mut [Vec<Event>]);
+}
+
+/// What a stateful transform emits on one output, with the acknowledgement handles of the
+/// events it stands for.
+#[derive(Default)]
+pub struct Emitted {
+    pub events: Vec<Event>,
+    pub byte_size: usize,
+    pub finalizers: Finalizers,
+}
+
+/// A transform that holds events (or what they add up to) across batches. It keeps the
+/// acknowledgement handles of what it holds and attaches them to what it emits, so a source
+/// never checkpoints past an event whose result has not been delivered.
+pub trait StatefulTransform: Send {
+    fn transform(&mut self, batch: EventBatch, outputs: &mut [Emitted]);
+    /// How often [`Self::tick`] runs (processing-time progress: idle timeouts, expiries).
+    fn tick_interval(&self) -> std::time::Duration;
+    fn tick(&mut self, outputs: &mut [Emitted]);
+    /// The input ended (shutdown or upstream finished): emit or drop what is still held.
+    fn finish(&mut self, outputs: &mut [Emitted]);
+}
+
+/// A built transform of either kind.
+pub enum BuiltTransform {
+    Stateless(Box<dyn Transform>),
+    Stateful(Box<dyn StatefulTransform>),
 }
 
 /// Every transform type, selected by `type:`.
@@ -22,9 +51,10 @@ pub enum TransformConfig {
     Filter(filter::FilterConfig),
     Remap(remap::RemapConfig),
     Route(route::RouteConfig),
+    Window(window::WindowConfig),
 }
 
-const TYPES: &[&str] = &["filter", "remap", "route"];
+const TYPES: &[&str] = &["filter", "remap", "route", "window"];
 
 impl TransformConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
@@ -32,6 +62,7 @@ impl TransformConfig {
             "filter" => Self::Filter(parse_fields(value)?),
             "remap" => Self::Remap(parse_fields(value)?),
             "route" => Self::Route(parse_fields(value)?),
+            "window" => Self::Window(parse_fields(value)?),
             other => return Err(unknown_type(other, TYPES)),
         })
     }
@@ -41,6 +72,7 @@ impl TransformConfig {
             Self::Filter(_) => "filter",
             Self::Remap(_) => "remap",
             Self::Route(_) => "route",
+            Self::Window(_) => "window",
         }
     }
 
@@ -49,6 +81,7 @@ impl TransformConfig {
             Self::Filter(c) => &c.inputs,
             Self::Remap(c) => &c.inputs,
             Self::Route(c) => &c.inputs,
+            Self::Window(c) => &c.inputs,
         }
     }
 
@@ -58,14 +91,17 @@ impl TransformConfig {
             Self::Filter(_) => vec![None],
             Self::Remap(c) => c.outputs(),
             Self::Route(c) => c.outputs(),
+            Self::Window(c) => c.outputs(),
         }
     }
 
-    pub fn build(&self, id: &str) -> Result<Box<dyn Transform>, BuildError> {
+    pub fn build(&self, id: &str) -> Result<BuiltTransform, BuildError> {
+        use BuiltTransform::{Stateful, Stateless};
         Ok(match self {
-            Self::Filter(c) => Box::new(c.build(id)?),
-            Self::Remap(c) => Box::new(c.build(id)?),
-            Self::Route(c) => Box::new(c.build(id)?),
+            Self::Filter(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Remap(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Route(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Window(c) => Stateful(Box::new(c.build(id)?)),
         })
     }
 }
