@@ -1,9 +1,14 @@
 //! Transforms: per-batch processing between sources and sinks. Every transform type is
 //! registered here, in one place.
 
+pub mod dedupe;
 pub mod filter;
+pub mod reduce;
 pub mod remap;
 pub mod route;
+pub mod sample;
+pub mod support;
+pub mod throttle;
 pub mod vrl_program;
 pub mod window;
 
@@ -48,18 +53,28 @@ pub enum BuiltTransform {
 /// Every transform type, selected by `type:`.
 #[derive(Debug, Clone)]
 pub enum TransformConfig {
+    Dedupe(dedupe::DedupeConfig),
     Filter(filter::FilterConfig),
+    Reduce(reduce::ReduceConfig),
     Remap(remap::RemapConfig),
     Route(route::RouteConfig),
+    Sample(sample::SampleConfig),
+    Throttle(throttle::ThrottleConfig),
     Window(window::WindowConfig),
 }
 
-const TYPES: &[&str] = &["filter", "remap", "route", "window"];
+const TYPES: &[&str] = &[
+    "dedupe", "filter", "reduce", "remap", "route", "sample", "throttle", "window",
+];
 
 impl TransformConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         Ok(match kind {
+            "dedupe" => Self::Dedupe(parse_fields(value)?),
             "filter" => Self::Filter(parse_fields(value)?),
+            "reduce" => Self::Reduce(parse_fields(value)?),
+            "sample" => Self::Sample(parse_fields(value)?),
+            "throttle" => Self::Throttle(parse_fields(value)?),
             "remap" => Self::Remap(parse_fields(value)?),
             "route" => Self::Route(parse_fields(value)?),
             "window" => Self::Window(parse_fields(value)?),
@@ -69,7 +84,11 @@ impl TransformConfig {
 
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Dedupe(_) => "dedupe",
             Self::Filter(_) => "filter",
+            Self::Reduce(_) => "reduce",
+            Self::Sample(_) => "sample",
+            Self::Throttle(_) => "throttle",
             Self::Remap(_) => "remap",
             Self::Route(_) => "route",
             Self::Window(_) => "window",
@@ -78,7 +97,11 @@ impl TransformConfig {
 
     pub fn inputs(&self) -> &[String] {
         match self {
+            Self::Dedupe(c) => &c.inputs,
             Self::Filter(c) => &c.inputs,
+            Self::Reduce(c) => &c.inputs,
+            Self::Sample(c) => &c.inputs,
+            Self::Throttle(c) => &c.inputs,
             Self::Remap(c) => &c.inputs,
             Self::Route(c) => &c.inputs,
             Self::Window(c) => &c.inputs,
@@ -88,7 +111,8 @@ impl TransformConfig {
     /// The outputs: `None` is the default output (`id`), `Some(name)` a named one (`id.name`).
     pub fn outputs(&self) -> Vec<Option<String>> {
         match self {
-            Self::Filter(_) => vec![None],
+            Self::Dedupe(_) | Self::Filter(_) | Self::Reduce(_) | Self::Sample(_) => vec![None],
+            Self::Throttle(c) => c.outputs(),
             Self::Remap(c) => c.outputs(),
             Self::Route(c) => c.outputs(),
             Self::Window(c) => c.outputs(),
@@ -98,7 +122,11 @@ impl TransformConfig {
     pub fn build(&self, id: &str) -> Result<BuiltTransform, BuildError> {
         use BuiltTransform::{Stateful, Stateless};
         Ok(match self {
+            Self::Dedupe(c) => Stateless(Box::new(c.build(id)?)),
             Self::Filter(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Reduce(c) => Stateful(Box::new(c.build(id)?)),
+            Self::Sample(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Throttle(c) => Stateless(Box::new(c.build(id)?)),
             Self::Remap(c) => Stateless(Box::new(c.build(id)?)),
             Self::Route(c) => Stateless(Box::new(c.build(id)?)),
             Self::Window(c) => Stateful(Box::new(c.build(id)?)),

@@ -1,6 +1,7 @@
 //! Aggregations of the window transform: one accumulator per (window, key, aggregation).
 
 use crate::event::{Event, Value};
+use crate::transforms::support::parse_path;
 use cardinality_estimator::CardinalityEstimator;
 use serde::Deserialize;
 use sketches_ddsketch::{Config as SketchConfig, DDSketch};
@@ -302,14 +303,4 @@ fn float_value(x: f64) -> Value {
     vrl::prelude::NotNan::new(x)
         .map(Value::Float)
         .unwrap_or(Value::Null)
-}
-
-/// Parses a field path written `a.b` or `.a.b`.
-pub fn parse_path(field: &str) -> Result<OwnedValuePath, String> {
-    let text = if field.starts_with('.') {
-        field.to_string()
-    } else {
-        format!(".{field}")
-    };
-    vrl::path::parse_value_path(&text).map_err(|e| format!("invalid field path `{field}`: {e}"))
 }

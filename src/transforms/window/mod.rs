@@ -17,16 +17,16 @@ mod aggregate;
 
 pub use aggregate::{AggregationConfig, Op};
 
+use super::support::{parse_path, Clock};
 use super::{Emitted, StatefulTransform};
 use crate::event::{Event, EventBatch, Finalizers, ObjectMap, Value};
 use crate::observe::ComponentMetrics;
 use crate::topology::BuildError;
-use aggregate::{parse_path, Acc, Aggregation};
+use aggregate::{Acc, Aggregation};
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use vrl::path::OwnedValuePath;
 
@@ -194,7 +194,7 @@ impl WindowConfig {
             watermark: i64::MIN,
             max_time: i64::MIN,
             last_arrival: i64::MIN,
-            clock: Arc::new(|| Utc::now().timestamp_millis()),
+            clock: Clock::system(),
             metrics: ComponentMetrics::new(id, "window"),
             late_counter: metrics::counter!("window_late_events_total", "component_id" => id.to_string()),
         })
@@ -252,14 +252,14 @@ pub struct Window {
     max_time: i64,
     /// Wall-clock milliseconds of the last batch.
     last_arrival: i64,
-    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    clock: Clock,
     metrics: ComponentMetrics,
     late_counter: metrics::Counter,
 }
 
 impl Window {
     /// Replaces the wall clock (milliseconds since the epoch), for deterministic tests.
-    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Self {
+    pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
@@ -522,7 +522,7 @@ fn to_time(ms: i64) -> DateTime<Utc> {
 
 impl StatefulTransform for Window {
     fn transform(&mut self, batch: EventBatch, out: &mut [Emitted]) {
-        let now = (self.clock)();
+        let now = self.clock.now();
         self.last_arrival = now;
         let EventBatch {
             events, finalizers, ..
@@ -573,7 +573,7 @@ impl StatefulTransform for Window {
     }
 
     fn tick(&mut self, out: &mut [Emitted]) {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let progressed = if self.time_field.is_none() {
             // Processing time: the wall clock is the event clock.
             Some(now - self.out_of_orderness)

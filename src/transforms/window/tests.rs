@@ -4,6 +4,7 @@
 use super::*;
 use crate::event::BatchNotifier;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 struct Harness {
     window: Window,
@@ -15,10 +16,13 @@ impl Harness {
         let config: WindowConfig = serde_yaml::from_str(&format!("inputs: [x]\n{yaml}")).unwrap();
         let clock = Arc::new(AtomicI64::new(1_000_000));
         let reading = clock.clone();
-        let window = config
-            .build("w")
-            .unwrap()
-            .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
+        let window =
+            config
+                .build("w")
+                .unwrap()
+                .with_clock(crate::transforms::support::Clock::from_fn(move || {
+                    reading.load(Ordering::SeqCst)
+                }));
         Harness { window, clock }
     }
 

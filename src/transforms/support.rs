@@ -1,0 +1,44 @@
+//! Small pieces shared by transforms: a replaceable wall clock (so tests of processing-time
+//! behaviour control time instead of waiting for it), field paths, and key hashing.
+
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(|| chrono::Utc::now().timestamp_millis()))
+    }
+
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+/// Hash of the values of some fields (or of the whole event when `fields` is empty).
+pub fn hash_fields(event: &crate::event::Event, fields: &[vrl::path::OwnedValuePath]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    if fields.is_empty() {
+        event.value.hash(&mut hasher);
+    }
+    for path in fields {
+        event.value.get(path).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Parses a field path written `a.b` or `.a.b`.
+pub fn parse_path(field: &str) -> Result<vrl::path::OwnedValuePath, String> {
+    let text = if field.starts_with('.') {
+        field.to_string()
+    } else {
+        format!(".{field}")
+    };
+    vrl::path::parse_value_path(&text).map_err(|e| format!("invalid field path `{field}`: {e}"))
+}
