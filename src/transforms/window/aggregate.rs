@@ -26,7 +26,8 @@ pub enum Op {
     Last,
     /// Number of distinct values: exact for small sets, HyperLogLog (~1.6% error) beyond.
     DistinctCount,
-    /// A quantile (`quantile: 0.99`) from a DDSketch with 1% relative accuracy.
+    /// A quantile (`quantile: 0.99`: the value at rank floor(q·(n−1)) of the sorted values),
+    /// from a DDSketch with 1% relative accuracy.
     Percentile,
 }
 

@@ -1,0 +1,130 @@
+//! The `examples/access_log_windows.yaml` pipeline run for real: a `sluice` process tails a
+//! generated access log (file source), aggregates per minute and status, and writes NDJSON.
+//! Counts, sums and distinct clients must match exactly; percentiles within DDSketch's 1%.
+
+mod common;
+use common::{wait_until, Agent};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The quantile DDSketch approximates: the value at rank floor(q * (n - 1)) of the sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = (q * (sorted.len() - 1) as f64) as usize;
+    sorted[rank]
+}
+
+#[test]
+fn access_logs_become_exact_per_minute_status_counts_with_percentiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let out = dir.path().join("out");
+    // Three minutes of traffic, slightly out of order, plus one line far too late.
+    let base = 1_735_689_600i64; // 2025-01-01T00:00:00Z
+    let mut lines = Vec::new();
+    let mut expected: BTreeMap<(i64, i64), (i64, i64, Vec<f64>, std::collections::BTreeSet<i64>)> =
+        BTreeMap::new();
+    for i in 0..3000i64 {
+        let second = i * 180 / 3000; // spread over 180 s
+        let jitter = if i % 7 == 0 { -3 } else { 0 }; // within max_out_of_orderness
+        let time = base + second + jitter;
+        let status = [200, 200, 200, 404, 500][(i % 5) as usize];
+        let latency = 1.0 + ((i * 37) % 1000) as f64 / 10.0;
+        let bytes = 100 + i % 50;
+        let client = i % 23;
+        let ts = chrono::DateTime::from_timestamp(time, 0)
+            .unwrap()
+            .to_rfc3339();
+        lines.push(format!("{{\"time\":\"{ts}\",\"status\":{status},\"latency_ms\":{latency},\"bytes\":{bytes},\"client\":\"10.0.0.{client}\"}}"));
+        let entry = expected
+            .entry((time.div_euclid(60) * 60, status))
+            .or_insert((0, 0, Vec::new(), Default::default()));
+        entry.0 += 1;
+        entry.1 += bytes;
+        entry.2.push(latency);
+        entry.3.insert(client);
+    }
+    lines.push(format!(
+        "{{\"time\":\"{}\",\"status\":200,\"latency_ms\":1,\"bytes\":1,\"client\":\"x\"}}",
+        chrono::DateTime::from_timestamp(base, 0)
+            .unwrap()
+            .to_rfc3339()
+    ));
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/access_log_windows.yaml"
+    ))
+    .unwrap();
+    let config = example
+        .replace(
+            "${SLUICE_DATA_DIR:-./sluice-data}",
+            &dir.path().join("data").display().to_string(),
+        )
+        .replace(
+            "${ACCESS_LOG:-/var/log/nginx/access.json}",
+            &log.display().to_string(),
+        )
+        .replace("${OUT_DIR:-./out}", &out.display().to_string());
+    let mut agent = Agent::start(dir.path(), &config);
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // The first two minutes close while the log is read; the late line goes to late.ndjson.
+    wait_until(
+        Duration::from_secs(30),
+        "two closed minutes and the late line",
+        || read("status-per-minute.ndjson").len() >= 6 && read("late.ndjson").len() == 1,
+    );
+    // SIGTERM flushes the last, still open minute.
+    assert!(
+        agent.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        agent.stderr()
+    );
+
+    let rows = read("status-per-minute.ndjson");
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "one row per minute and status: {rows:#?}"
+    );
+    for row in &rows {
+        assert!(
+            row.get("window_update").is_none(),
+            "no line was within lateness but after its window"
+        );
+        let start = chrono::DateTime::parse_from_rfc3339(row["window_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let status = row["status"].as_i64().unwrap();
+        let (count, bytes, latencies, clients) = &expected[&(start, status)];
+        assert_eq!(row["requests"].as_i64().unwrap(), *count, "{row}");
+        assert_eq!(row["bytes"].as_i64().unwrap(), *bytes, "{row}");
+        assert_eq!(
+            row["clients"].as_i64().unwrap(),
+            clients.len() as i64,
+            "{row}"
+        );
+        let mut sorted = latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        for (field, q) in [("p50_ms", 0.5), ("p99_ms", 0.99)] {
+            let got = row[field].as_f64().unwrap();
+            let want = quantile(&sorted, q);
+            assert!(
+                (got - want).abs() <= want * 0.011,
+                "{field}: {got} vs {want} in {row}"
+            );
+        }
+        let end = chrono::DateTime::parse_from_rfc3339(row["window_end"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        assert_eq!(end - start, 60);
+    }
+    let late = read("late.ndjson");
+    assert_eq!(late[0]["client"], "x");
+}
