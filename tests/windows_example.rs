@@ -7,6 +7,9 @@ use common::{wait_until, Agent};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Per (minute, status): count, byte sum, latencies, distinct clients.
+type Expected = (i64, i64, Vec<f64>, std::collections::BTreeSet<i64>);
+
 /// The quantile DDSketch approximates: the value at rank floor(q * (n - 1)) of the sorted values.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * (sorted.len() - 1) as f64) as usize;
@@ -21,8 +24,7 @@ fn access_logs_become_exact_per_minute_status_counts_with_percentiles() {
     // Three minutes of traffic, slightly out of order, plus one line far too late.
     let base = 1_735_689_600i64; // 2025-01-01T00:00:00Z
     let mut lines = Vec::new();
-    let mut expected: BTreeMap<(i64, i64), (i64, i64, Vec<f64>, std::collections::BTreeSet<i64>)> =
-        BTreeMap::new();
+    let mut expected: BTreeMap<(i64, i64), Expected> = BTreeMap::new();
     for i in 0..3000i64 {
         let second = i * 180 / 3000; // spread over 180 s
         let jitter = if i % 7 == 0 { -3 } else { 0 }; // within max_out_of_orderness
