@@ -9,6 +9,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod event;
+pub mod kafka;
 pub mod observe;
 pub mod sinks;
 pub mod sources;

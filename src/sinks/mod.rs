@@ -5,6 +5,7 @@ pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod kafka;
 
 use crate::buffer::disk::DiskSettings;
 use crate::config::{parse_fields, unknown_type, FieldError};
@@ -165,9 +166,10 @@ pub enum SinkConfig {
     Console(console::ConsoleConfig),
     File(file::FileSinkConfig),
     Http(http::HttpSinkConfig),
+    Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
-const TYPES: &[&str] = &["blackhole", "console", "file", "http"];
+const TYPES: &[&str] = &["blackhole", "console", "file", "http", "kafka"];
 
 impl SinkConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
@@ -176,6 +178,7 @@ impl SinkConfig {
             "console" => Self::Console(parse_fields(value)?),
             "file" => Self::File(parse_fields(value)?),
             "http" => Self::Http(parse_fields(value)?),
+            "kafka" => Self::Kafka(parse_fields(value)?),
             other => return Err(unknown_type(other, TYPES)),
         })
     }
@@ -186,6 +189,7 @@ impl SinkConfig {
             Self::Console(_) => "console",
             Self::File(_) => "file",
             Self::Http(_) => "http",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -195,6 +199,7 @@ impl SinkConfig {
             Self::Console(c) => &c.inputs,
             Self::File(c) => &c.inputs,
             Self::Http(c) => &c.inputs,
+            Self::Kafka(c) => &c.inputs,
         }
     }
 
@@ -204,6 +209,7 @@ impl SinkConfig {
             Self::Console(c) => &c.buffer,
             Self::File(c) => &c.buffer,
             Self::Http(c) => &c.buffer,
+            Self::Kafka(c) => &c.buffer,
         }
     }
 
@@ -213,6 +219,7 @@ impl SinkConfig {
             Self::Console(c) => c.build(cx),
             Self::File(c) => c.build(cx),
             Self::Http(c) => c.build(cx),
+            Self::Kafka(c) => c.build(cx),
         }
     }
 

@@ -4,6 +4,7 @@ pub mod acks;
 pub mod demo;
 pub mod file;
 pub mod http_server;
+pub mod kafka;
 pub mod stdin;
 
 use crate::config::{parse_fields, unknown_type, FieldError};
@@ -30,10 +31,11 @@ pub enum SourceConfig {
     Demo(demo::DemoConfig),
     File(file::FileSourceConfig),
     HttpServer(http_server::HttpServerConfig),
+    Kafka(Box<kafka::KafkaSourceConfig>),
     Stdin(stdin::StdinConfig),
 }
 
-const TYPES: &[&str] = &["demo", "file", "http_server", "stdin"];
+const TYPES: &[&str] = &["demo", "file", "http_server", "kafka", "stdin"];
 
 impl SourceConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
@@ -41,6 +43,7 @@ impl SourceConfig {
             "demo" => Self::Demo(parse_fields(value)?),
             "file" => Self::File(parse_fields(value)?),
             "http_server" => Self::HttpServer(parse_fields(value)?),
+            "kafka" => Self::Kafka(parse_fields(value)?),
             "stdin" => Self::Stdin(parse_fields(value)?),
             other => return Err(unknown_type(other, TYPES)),
         })
@@ -51,6 +54,7 @@ impl SourceConfig {
             Self::Demo(_) => "demo",
             Self::File(_) => "file",
             Self::HttpServer(_) => "http_server",
+            Self::Kafka(_) => "kafka",
             Self::Stdin(_) => "stdin",
         }
     }
@@ -60,6 +64,7 @@ impl SourceConfig {
             Self::Demo(c) => c.build(cx),
             Self::File(c) => c.build(cx),
             Self::HttpServer(c) => c.build(cx),
+            Self::Kafka(c) => c.build(cx),
             Self::Stdin(c) => c.build(cx),
         }
     }
