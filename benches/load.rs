@@ -69,6 +69,47 @@ fn main() {
         let result = run(scenario, &work, &input, lines, cores);
         report(scenario.name, lines, bytes, &result);
     }
+    // Kafka against librdkafka's mock cluster (a broker in this process, on 127.0.0.1): file ->
+    // kafka produces the input, then kafka -> blackhole consumes it back.
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock Kafka cluster");
+    cluster.create_topic("bench", 4, 1).expect("topic");
+    let servers = cluster.bootstrap_servers();
+    let produce = Scenario {
+        name: "file -> kafka (mock broker)",
+        rest: "",
+        done_component: "out",
+        done_metric: "component_sent_events_total",
+    };
+    let sink = format!("sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: \"{servers}\"\n    topic: bench\n    encoding:\n      codec: text\n");
+    let result = run_with(
+        &produce,
+        &work,
+        &format!(
+            "  in:\n    type: file\n    include: [{}]\n",
+            input.display()
+        ),
+        &sink,
+        lines,
+        cores,
+    );
+    report(produce.name, lines, bytes, &result);
+    let consume = Scenario {
+        name: "kafka (mock broker) -> blackhole",
+        rest: "",
+        done_component: "out",
+        done_metric: "component_received_events_total",
+    };
+    let source = format!("  in:\n    type: kafka\n    bootstrap_servers: \"{servers}\"\n    topics: [bench]\n    group_id: bench\n    auto_offset_reset: earliest\n");
+    let result = run_with(
+        &consume,
+        &work,
+        &source,
+        "sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        lines,
+        cores,
+    );
+    report(consume.name, lines, bytes, &result);
+
     // http -> buffer -> http: requests of 500 events from 4 concurrent clients, acknowledgements
     // on (a request is answered once its events are delivered, or fsynced into the disk buffer).
     let http_events = (lines / 4).max(500);
@@ -167,14 +208,30 @@ struct Measured {
 }
 
 fn run(scenario: &Scenario, work: &Path, input: &Path, lines: usize, cores: usize) -> Measured {
-    let dir = work.join(format!("file-{}", Instant::now().elapsed().as_nanos()));
+    let source = format!(
+        "  in:\n    type: file\n    include: [{}]\n",
+        input.display()
+    );
+    run_with(scenario, work, &source, scenario.rest, lines, cores)
+}
+
+/// Runs a pipeline whose source is `source` (YAML under `sources:`) and the rest `rest`,
+/// until `scenario.done_metric` of its done component reaches `lines`.
+fn run_with(
+    scenario: &Scenario,
+    work: &Path,
+    source: &str,
+    rest: &str,
+    lines: usize,
+    cores: usize,
+) -> Measured {
+    let dir = work.join(format!("run-{}", Instant::now().elapsed().as_nanos()));
     std::fs::create_dir_all(&dir).unwrap();
     let api_port = free_port();
     let config = format!(
-        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: file\n    include: [{input}]\n{rest}",
+        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n{source}{rest}",
         data = dir.join("data").display(),
-        input = input.display(),
-        rest = scenario.rest.replace("{out}", &dir.join("out.ndjson").display().to_string())
+        rest = rest.replace("{out}", &dir.join("out.ndjson").display().to_string())
     );
     let config_path = dir.join("bench.yaml");
     std::fs::write(&config_path, config).unwrap();

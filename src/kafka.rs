@@ -83,7 +83,10 @@ impl KafkaConnection {
     /// The librdkafka settings of this connection.
     pub fn client_config(&self) -> Result<ClientConfig, BuildError> {
         if self.bootstrap_servers.trim().is_empty() {
-            return Err(BuildError::new("bootstrap_servers", "must name at least one broker"));
+            return Err(BuildError::new(
+                "bootstrap_servers",
+                "must name at least one broker",
+            ));
         }
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
@@ -108,8 +111,14 @@ impl KafkaConnection {
             if let Some(password) = &tls.key_password {
                 config.set("ssl.key.password", password);
             }
-            config.set("enable.ssl.certificate.verification", tls.verify_certificate.to_string());
-            config.set("ssl.endpoint.identification.algorithm", if tls.verify_hostname { "https" } else { "none" });
+            config.set(
+                "enable.ssl.certificate.verification",
+                tls.verify_certificate.to_string(),
+            );
+            config.set(
+                "ssl.endpoint.identification.algorithm",
+                if tls.verify_hostname { "https" } else { "none" },
+            );
         }
         if let Some(sasl) = &self.sasl {
             let mechanism = match sasl.mechanism {
@@ -120,10 +129,20 @@ impl KafkaConnection {
             let password = match (&sasl.password, &sasl.password_file) {
                 (Some(p), None) => p.clone(),
                 (None, Some(file)) => std::fs::read_to_string(file)
-                    .map_err(|e| BuildError::new("sasl", format!("cannot read password_file {}: {}", file.display(), e.kind())))?
+                    .map_err(|e| {
+                        BuildError::new(
+                            "sasl",
+                            format!("cannot read password_file {}: {}", file.display(), e.kind()),
+                        )
+                    })?
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
-                _ => return Err(BuildError::new("sasl", "set exactly one of `password` and `password_file`")),
+                _ => {
+                    return Err(BuildError::new(
+                        "sasl",
+                        "set exactly one of `password` and `password_file`",
+                    ))
+                }
             };
             config.set("sasl.mechanism", mechanism);
             config.set("sasl.username", &sasl.username);
@@ -153,9 +172,16 @@ mod tests {
         let config = connection.client_config().unwrap();
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(config.get("ssl.ca.location"), Some("/etc/ca.pem"));
-        assert_eq!(config.get("ssl.endpoint.identification.algorithm"), Some("none"));
+        assert_eq!(
+            config.get("ssl.endpoint.identification.algorithm"),
+            Some("none")
+        );
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
-        assert_eq!(config.get("sasl.password"), Some("s3cret"), "file contents without the newline");
+        assert_eq!(
+            config.get("sasl.password"),
+            Some("s3cret"),
+            "file contents without the newline"
+        );
         assert_eq!(config.get("client.id"), Some("sluice-test"));
     }
 

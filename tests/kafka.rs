@@ -17,18 +17,36 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn cluster(topic: &str, partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+fn cluster(
+    topic: &str,
+    partitions: i32,
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let cluster = MockCluster::new(1).expect("mock cluster starts");
     cluster.create_topic(topic, partitions, 1).unwrap();
     cluster
 }
 
-fn produce(servers: &str, topic: &str, range: std::ops::Range<usize>, payload: impl Fn(usize) -> String) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
+fn produce(
+    servers: &str,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    payload: impl Fn(usize) -> String,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
     for i in range {
         let body = payload(i);
         let key = format!("k{}", i % 10);
-        let mut record = BaseRecord::to(topic).payload(&body).key(&key).headers(OwnedHeaders::new().insert(Header { key: "origin", value: Some("test") }));
+        let mut record =
+            BaseRecord::to(topic)
+                .payload(&body)
+                .key(&key)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "origin",
+                    value: Some("test"),
+                }));
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -43,7 +61,14 @@ fn produce(servers: &str, topic: &str, range: std::ops::Range<usize>, payload: i
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn source_config(dir: &Path, servers: &str, topic: &str, group: &str, out: &str, extra: &str) -> String {
+fn source_config(
+    dir: &Path,
+    servers: &str,
+    topic: &str,
+    group: &str,
+    out: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 data_dir: {data}
@@ -93,16 +118,31 @@ fn kill9(agent: &mut Agent) {
 fn the_source_consumes_every_message_with_its_metadata() {
     let cluster = cluster("logs", 3);
     let servers = cluster.bootstrap_servers();
-    produce(&servers, "logs", 0..3000, |i| format!("{{\"id\":{i},\"msg\":\"hello {i}\"}}"));
+    produce(&servers, "logs", 0..3000, |i| {
+        format!("{{\"id\":{i},\"msg\":\"hello {i}\"}}")
+    });
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &source_config(dir.path(), &servers, "logs", "g1", "out.ndjson", ""));
+    let mut agent = Agent::start(
+        dir.path(),
+        &source_config(dir.path(), &servers, "logs", "g1", "out.ndjson", ""),
+    );
     let out = dir.path().join("out.ndjson");
     wait_until(WAIT, "3000 messages", || ids(&out).len() >= 3000);
     assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
     let counts = ids(&out);
     assert_eq!(counts.len(), 3000);
-    assert!(counts.values().all(|c| *c == 1), "no duplicates in a clean run");
-    let first: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().lines().next().unwrap()).unwrap();
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "no duplicates in a clean run"
+    );
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["topic"], "logs");
     assert!(first["partition"].as_i64().unwrap() < 3);
     assert!(first["offset"].is_i64());
@@ -114,9 +154,18 @@ fn the_source_consumes_every_message_with_its_metadata() {
 fn malformed_payloads_are_counted_not_fatal() {
     let cluster = cluster("mixed", 1);
     let servers = cluster.bootstrap_servers();
-    produce(&servers, "mixed", 0..100, |i| if i % 10 == 0 { format!("not json {i}") } else { format!("{{\"id\":{i}}}") });
+    produce(&servers, "mixed", 0..100, |i| {
+        if i % 10 == 0 {
+            format!("not json {i}")
+        } else {
+            format!("{{\"id\":{i}}}")
+        }
+    });
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &source_config(dir.path(), &servers, "mixed", "g2", "out.ndjson", ""));
+    let mut agent = Agent::start(
+        dir.path(),
+        &source_config(dir.path(), &servers, "mixed", "g2", "out.ndjson", ""),
+    );
     let out = dir.path().join("out.ndjson");
     wait_until(WAIT, "90 valid messages", || ids(&out).len() >= 90);
     assert!(agent.terminate(WAIT).success());
@@ -129,7 +178,9 @@ fn kill_9_during_consumption_loses_nothing() {
     let cluster = cluster("crash", 2);
     let servers = cluster.bootstrap_servers();
     let total = 20_000;
-    produce(&servers, "crash", 0..total, |i| format!("{{\"id\":{i},\"pad\":\"{}\"}}", "x".repeat(100)));
+    produce(&servers, "crash", 0..total, |i| {
+        format!("{{\"id\":{i},\"pad\":\"{}\"}}", "x".repeat(100))
+    });
     let dir = tempfile::tempdir().unwrap();
     let config = source_config(dir.path(), &servers, "crash", "g3", "out.ndjson", "");
     let out = dir.path().join("out.ndjson");
@@ -139,7 +190,9 @@ fn kill_9_during_consumption_loses_nothing() {
         let mut agent = Agent::start(dir.path(), &config);
         let before = ids(&out).len();
         // Kill as soon as this run has made progress (mid-stream, with uncommitted offsets).
-        wait_until(WAIT, "progress before the kill", || ids(&out).len() > before || before >= total);
+        wait_until(WAIT, "progress before the kill", || {
+            ids(&out).len() > before || before >= total
+        });
         kill9(&mut agent);
         kills += 1;
     }
@@ -161,8 +214,14 @@ fn two_agents_in_one_group_share_partitions_and_one_survives_the_other() {
     let b_dir = dir.path().join("b");
     std::fs::create_dir_all(&a_dir).unwrap();
     std::fs::create_dir_all(&b_dir).unwrap();
-    let mut a = Agent::start(&a_dir, &source_config(&a_dir, &servers, "shared", "g4", "out.ndjson", ""));
-    let b = Agent::start(&b_dir, &source_config(&b_dir, &servers, "shared", "g4", "out.ndjson", ""));
+    let mut a = Agent::start(
+        &a_dir,
+        &source_config(&a_dir, &servers, "shared", "g4", "out.ndjson", ""),
+    );
+    let b = Agent::start(
+        &b_dir,
+        &source_config(&b_dir, &servers, "shared", "g4", "out.ndjson", ""),
+    );
     produce(&servers, "shared", 0..4000, |i| format!("{{\"id\":{i}}}"));
     let (a_out, b_out) = (a_dir.join("out.ndjson"), b_dir.join("out.ndjson"));
     let union = || {
@@ -172,19 +231,30 @@ fn two_agents_in_one_group_share_partitions_and_one_survives_the_other() {
         }
         all
     };
-    wait_until(WAIT, "both members consuming", || !ids(&a_out).is_empty() && !ids(&b_out).is_empty() && union().len() >= 4000);
+    wait_until(WAIT, "both members consuming", || {
+        !ids(&a_out).is_empty() && !ids(&b_out).is_empty() && union().len() >= 4000
+    });
     kill9(&mut a);
-    produce(&servers, "shared", 4000..8000, |i| format!("{{\"id\":{i}}}"));
-    wait_until(WAIT, "the survivor takes every partition", || union().len() >= 8000);
+    produce(&servers, "shared", 4000..8000, |i| {
+        format!("{{\"id\":{i}}}")
+    });
+    wait_until(WAIT, "the survivor takes every partition", || {
+        union().len() >= 8000
+    });
     let all = union();
     assert_eq!(all.len(), 8000, "nothing lost");
     let duplicates: usize = all.values().map(|c| c - 1).sum();
-    eprintln!("split: a {} / b {} before the kill; {duplicates} duplicates", ids(&a_out).len(), ids(&b_out).len());
+    eprintln!(
+        "split: a {} / b {} before the kill; {duplicates} duplicates",
+        ids(&a_out).len(),
+        ids(&b_out).len()
+    );
     drop(b);
 }
 
 #[test]
-fn the_sink_produces_every_event_with_topic_template_key_and_headers_and_survives_a_broker_outage() {
+fn the_sink_produces_every_event_with_topic_template_key_and_headers_and_survives_a_broker_outage()
+{
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("out-a", 2, 1).unwrap();
     cluster.create_topic("out-b", 2, 1).unwrap();
@@ -195,7 +265,13 @@ fn the_sink_produces_every_event_with_topic_template_key_and_headers_and_survive
     );
     let mut agent = Agent::start_with(dir.path(), &config, Stdio::piped(), Stdio::null());
     let mut stdin = agent.child.stdin.take().unwrap();
-    let line = |i: usize| format!("{{\"id\":{i},\"service\":\"{}\",\"meta\":{{\"team\":\"t{}\"}}}}\n", if i % 2 == 0 { "a" } else { "b" }, i % 3);
+    let line = |i: usize| {
+        format!(
+            "{{\"id\":{i},\"service\":\"{}\",\"meta\":{{\"team\":\"t{}\"}}}}\n",
+            if i % 2 == 0 { "a" } else { "b" },
+            i % 3
+        )
+    };
     let first: String = (0..1000).map(line).collect();
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.flush().unwrap();
@@ -220,16 +296,25 @@ fn the_sink_produces_every_event_with_topic_template_key_and_headers_and_survive
     let deadline = Instant::now() + WAIT;
     while seen.len() < 2000 && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            let value: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap()).unwrap();
             let id = value["id"].as_u64().unwrap();
             let expected_topic = if id % 2 == 0 { "out-a" } else { "out-b" };
             assert_eq!(message.topic(), expected_topic);
             assert_eq!(message.key(), Some(id.to_string().as_bytes()));
-            let header = message.headers().unwrap().iter().find(|h| h.key == "team").unwrap();
+            let header = message
+                .headers()
+                .unwrap()
+                .iter()
+                .find(|h| h.key == "team")
+                .unwrap();
             assert_eq!(header.value, Some(format!("t{}", id % 3).as_bytes()));
             *seen.entry(id).or_insert(0) += 1;
         }
     }
     assert_eq!(seen.len(), 2000, "every event produced");
-    assert!(seen.values().all(|c| *c == 1), "idempotent producer: no duplicates");
+    assert!(
+        seen.values().all(|c| *c == 1),
+        "idempotent producer: no duplicates"
+    );
 }

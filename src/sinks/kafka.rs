@@ -128,21 +128,42 @@ impl KafkaSinkConfig {
         };
         client
             .set("acks", acks)
-            .set("enable.idempotence", (self.idempotence && self.acks == Acks::All).to_string())
+            .set(
+                "enable.idempotence",
+                (self.idempotence && self.acks == Acks::All).to_string(),
+            )
             .set("compression.type", compression)
             .set("linger.ms", self.linger_ms.to_string())
             .set("message.timeout.ms", self.message_timeout_ms.to_string())
-            .set("message.max.bytes", (self.max_message_bytes + 1024).max(1000).to_string());
+            .set(
+                "message.max.bytes",
+                (self.max_message_bytes + 1024).max(1000).to_string(),
+            );
         for (key, value) in &self.librdkafka_options {
             client.set(key, value);
         }
-        client.create().map_err(|e| BuildError::new("bootstrap_servers", format!("cannot create the Kafka producer: {e}")))
+        client.create().map_err(|e| {
+            BuildError::new(
+                "bootstrap_servers",
+                format!("cannot create the Kafka producer: {e}"),
+            )
+        })
     }
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         let topic = Template::parse(&self.topic).map_err(|m| BuildError::new("topic", m))?;
-        let key = self.key_field.as_deref().map(parse_path).transpose().map_err(|m| BuildError::new("key_field", m))?;
-        let headers = self.headers_key.as_deref().map(parse_path).transpose().map_err(|m| BuildError::new("headers_key", m))?;
+        let key = self
+            .key_field
+            .as_deref()
+            .map(parse_path)
+            .transpose()
+            .map_err(|m| BuildError::new("key_field", m))?;
+        let headers = self
+            .headers_key
+            .as_deref()
+            .map(parse_path)
+            .transpose()
+            .map_err(|m| BuildError::new("headers_key", m))?;
         let producer = self.producer()?;
         let sink = KafkaSink {
             producer,
@@ -169,7 +190,10 @@ struct KafkaSink {
     dead_letter: Fanout,
 }
 
-async fn run(mut sink: KafkaSink, mut input: crate::topology::BufferReceiver) -> Result<(), ComponentError> {
+async fn run(
+    mut sink: KafkaSink,
+    mut input: crate::topology::BufferReceiver,
+) -> Result<(), ComponentError> {
     while let Some(batch) = input.recv().await {
         sink.metrics.received(batch.len(), batch.byte_size);
         sink.deliver(batch.events, batch.finalizers).await;
@@ -210,17 +234,34 @@ impl KafkaSink {
             payload.pop(); // the newline: one event per message
             if payload.len() > self.max_message_bytes {
                 self.metrics.error("message_too_large");
-                failed.push((index, format!("message of {} bytes exceeds max_message_bytes ({})", payload.len(), self.max_message_bytes)));
+                failed.push((
+                    index,
+                    format!(
+                        "message of {} bytes exceeds max_message_bytes ({})",
+                        payload.len(),
+                        self.max_message_bytes
+                    ),
+                ));
                 continue;
             }
-            let key = self.key.as_ref().and_then(|p| event.value.get(p)).map(value_bytes);
+            let key = self
+                .key
+                .as_ref()
+                .and_then(|p| event.value.get(p))
+                .map(value_bytes);
             let mut headers = OwnedHeaders::new();
-            if let Some(Value::Object(map)) = self.headers.as_ref().and_then(|p| event.value.get(p)) {
+            if let Some(Value::Object(map)) = self.headers.as_ref().and_then(|p| event.value.get(p))
+            {
                 for (name, value) in map {
-                    headers = headers.insert(Header { key: name.as_str(), value: Some(&value_bytes(value)) });
+                    headers = headers.insert(Header {
+                        key: name.as_str(),
+                        value: Some(&value_bytes(value)),
+                    });
                 }
             }
-            let mut record = FutureRecord::to(&topic).payload(&payload[..]).headers(headers);
+            let mut record = FutureRecord::to(&topic)
+                .payload(&payload[..])
+                .headers(headers);
             if let Some(key) = &key {
                 record = record.key(&key[..]);
             }
@@ -252,7 +293,9 @@ impl KafkaSink {
                     self.metrics.error("delivery_failed");
                     failed.push((index, format!("delivery: {error}")));
                 }
-                Err(_) => failed.push((index, "delivery report lost (producer closed)".to_string())),
+                Err(_) => {
+                    failed.push((index, "delivery report lost (producer closed)".to_string()))
+                }
             }
         }
         self.metrics.sent(sent, bytes);
@@ -260,7 +303,14 @@ impl KafkaSink {
             tracing::error!(component_id = self.metrics.id(), events = failed.len(), reason = %failed[0].1, "Kafka did not take some events");
             let reason = failed[0].1.clone();
             let rejected = failed.iter().map(|(i, _)| events[*i].clone()).collect();
-            reject(&mut self.dead_letter, &self.metrics, rejected, finalizers, &reason).await;
+            reject(
+                &mut self.dead_letter,
+                &self.metrics,
+                rejected,
+                finalizers,
+                &reason,
+            )
+            .await;
         }
     }
 }

@@ -20,7 +20,9 @@ use crate::topology::{BuildError, ComponentError, RunFuture};
 use bytes::Bytes;
 use futures::StreamExt;
 use indexmap::IndexMap;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientContext;
 use serde::Deserialize;
@@ -137,13 +139,19 @@ impl ConsumerContext for GroupContext {
             {
                 let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
                 for element in partitions.elements() {
-                    ownership.assigned.remove(&(element.topic().to_string(), element.partition()));
+                    ownership
+                        .assigned
+                        .remove(&(element.topic().to_string(), element.partition()));
                 }
             }
             // Commit what was acknowledged before the partitions move to another member.
             match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => tracing::info!(component_id = %self.id, partitions = partitions.count(), "partitions revoked; acknowledged offsets committed"),
-                Err(error) => tracing::debug!(component_id = %self.id, %error, "nothing to commit on revoke"),
+                Ok(()) => {
+                    tracing::info!(component_id = %self.id, partitions = partitions.count(), "partitions revoked; acknowledged offsets committed")
+                }
+                Err(error) => {
+                    tracing::debug!(component_id = %self.id, %error, "nothing to commit on revoke")
+                }
             }
         }
     }
@@ -152,7 +160,9 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Assign(partitions) = rebalance {
             let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
             for element in partitions.elements() {
-                ownership.assigned.insert((element.topic().to_string(), element.partition()));
+                ownership
+                    .assigned
+                    .insert((element.topic().to_string(), element.partition()));
             }
             tracing::info!(component_id = %self.id, partitions = partitions.count(), "partitions assigned");
         }
@@ -168,7 +178,10 @@ impl KafkaSourceConfig {
             return Err(BuildError::new("group_id", "must not be empty"));
         }
         if self.decoding.on_error == Some(OnDecodeError::Reject) {
-            return Err(BuildError::new("decoding", "`on_error: reject` is only for http_server; use drop or pass_raw"));
+            return Err(BuildError::new(
+                "decoding",
+                "`on_error: reject` is only for http_server; use drop or pass_raw",
+            ));
         }
         let connection = KafkaConnection {
             bootstrap_servers: self.bootstrap_servers.clone(),
@@ -181,9 +194,15 @@ impl KafkaSourceConfig {
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", self.commit_interval_ms.to_string())
+            .set(
+                "auto.commit.interval.ms",
+                self.commit_interval_ms.to_string(),
+            )
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("max.partition.fetch.bytes", self.fetch_max_partition_bytes.to_string())
+            .set(
+                "max.partition.fetch.bytes",
+                self.fetch_max_partition_bytes.to_string(),
+            )
             .set("queued.max.messages.kbytes", "16384")
             .set("enable.partition.eof", "false")
             .set(
@@ -197,10 +216,17 @@ impl KafkaSourceConfig {
             client.set(key, value);
         }
         let ownership = Arc::new(Mutex::new(Ownership::default()));
-        let context = GroupContext { id: cx.id.clone(), ownership: ownership.clone() };
-        let consumer: StreamConsumer<GroupContext> = client
-            .create_with_context(context)
-            .map_err(|e| BuildError::new("bootstrap_servers", format!("cannot create the Kafka consumer: {e}")))?;
+        let context = GroupContext {
+            id: cx.id.clone(),
+            ownership: ownership.clone(),
+        };
+        let consumer: StreamConsumer<GroupContext> =
+            client.create_with_context(context).map_err(|e| {
+                BuildError::new(
+                    "bootstrap_servers",
+                    format!("cannot create the Kafka consumer: {e}"),
+                )
+            })?;
         let config = self.clone();
         Ok(Box::pin(consume(config, consumer, ownership, cx)))
     }
@@ -216,7 +242,9 @@ async fn consume(
     mut cx: SourceContext,
 ) -> Result<(), ComponentError> {
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
     let decoder = Decoder::new(&config.decoding);
     let on_error = config.decoding.on_error.unwrap_or(OnDecodeError::Drop);
     let mut acks: OrderedAcks<Positions> = OrderedAcks::new(cx.acknowledgements);
@@ -287,7 +315,13 @@ async fn consume(
     Ok(())
 }
 
-fn store(consumer: &StreamConsumer<GroupContext>, ownership: &Mutex<Ownership>, positions: Positions, status: BatchStatus, cx: &SourceContext) {
+fn store(
+    consumer: &StreamConsumer<GroupContext>,
+    ownership: &Mutex<Ownership>,
+    positions: Positions,
+    status: BatchStatus,
+    cx: &SourceContext,
+) {
     if status == BatchStatus::Rejected {
         // Never store past a rejected event: a restart or the next owner reads it again.
         cx.metrics.error("delivery_rejected");
@@ -297,11 +331,20 @@ fn store(consumer: &StreamConsumer<GroupContext>, ownership: &Mutex<Ownership>, 
     store_quiet(consumer, ownership, positions, status);
 }
 
-fn store_quiet(consumer: &StreamConsumer<GroupContext>, ownership: &Mutex<Ownership>, positions: Positions, status: BatchStatus) {
+fn store_quiet(
+    consumer: &StreamConsumer<GroupContext>,
+    ownership: &Mutex<Ownership>,
+    positions: Positions,
+    status: BatchStatus,
+) {
     if status == BatchStatus::Rejected {
         return;
     }
-    let owned = ownership.lock().unwrap_or_else(|p| p.into_inner()).assigned.clone();
+    let owned = ownership
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .assigned
+        .clone();
     for (topic, partition, offset) in positions {
         if owned.contains(&(topic.clone(), partition)) {
             // Stores offset + 1: the next message to read.
@@ -312,14 +355,19 @@ fn store_quiet(consumer: &StreamConsumer<GroupContext>, ownership: &Mutex<Owners
 
 fn add_metadata(config: &KafkaSourceConfig, event: &mut Event, message: &impl Message) {
     if !config.key_field.is_empty() {
-        let key = message.key().map_or(Value::Null, |k| Value::Bytes(Bytes::copy_from_slice(k)));
+        let key = message
+            .key()
+            .map_or(Value::Null, |k| Value::Bytes(Bytes::copy_from_slice(k)));
         event.insert(&config.key_field, key);
     }
     if !config.topic_key.is_empty() {
         event.insert(&config.topic_key, Value::from(message.topic()));
     }
     if !config.partition_key.is_empty() {
-        event.insert(&config.partition_key, Value::Integer(i64::from(message.partition())));
+        event.insert(
+            &config.partition_key,
+            Value::Integer(i64::from(message.partition())),
+        );
     }
     if !config.offset_key.is_empty() {
         event.insert(&config.offset_key, Value::Integer(message.offset()));
@@ -328,7 +376,9 @@ fn add_metadata(config: &KafkaSourceConfig, event: &mut Event, message: &impl Me
         let mut headers = ObjectMap::new();
         if let Some(list) = message.headers() {
             for header in list.iter() {
-                let value = header.value.map_or(Value::Null, |v| Value::Bytes(Bytes::copy_from_slice(v)));
+                let value = header
+                    .value
+                    .map_or(Value::Null, |v| Value::Bytes(Bytes::copy_from_slice(v)));
                 headers.insert(header.key.into(), value);
             }
         }
