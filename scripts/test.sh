@@ -14,6 +14,17 @@ if ! command -v cc >/dev/null 2>&1; then
   exit 1
 fi
 
+# librdkafka (Kafka source and sink) links the system OpenSSL.
+if ! pkg-config --exists openssl 2>/dev/null && [ ! -f /usr/include/openssl/ssl.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing libssl-dev and pkg-config (OpenSSL headers for librdkafka)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config
+  else
+    echo "OpenSSL headers are needed to build librdkafka: apt-get install libssl-dev pkg-config" >&2
+    exit 1
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
