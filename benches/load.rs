@@ -69,8 +69,7 @@ fn main() {
         let result = run(scenario, &work, &input, lines, cores);
         report(scenario.name, lines, bytes, &result);
     }
-    // Kafka against librdkafka's mock cluster (a broker in this process, on 127.0.0.1): file ->
-    // kafka produces the input, then kafka -> blackhole consumes it back.
+    // Kafka against librdkafka's mock cluster (a broker in this process, on 127.0.0.1).
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock Kafka cluster");
     cluster.create_topic("bench", 4, 1).expect("topic");
     let servers = cluster.bootstrap_servers();
@@ -93,46 +92,9 @@ fn main() {
         cores,
     );
     report(produce.name, lines, bytes, &result);
-    // The mock broker does not retain large topics whole (reading 500,000 produced messages
-    // back stopped at 76,000; 60,000 at ~52,000), so the consume run times the first 40,000
-    // messages of a 60,000-message topic produced here.
-    let consume_events = 40_000usize;
-    cluster.create_topic("consume", 8, 1).expect("topic");
-    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &servers)
-        .create()
-        .expect("producer");
-    let payload = "x".repeat(250);
-    for _ in 0..60_000 {
-        let mut record =
-            rdkafka::producer::BaseRecord::<(), str>::to("consume").payload(payload.as_str());
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(5));
-        }
-    }
-    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(60)).expect("flush");
-    let consume = Scenario {
-        name: "kafka (mock broker) -> blackhole",
-        rest: "",
-        done_component: "out",
-        done_metric: "component_received_events_total",
-    };
-    let source = format!("  in:\n    type: kafka\n    bootstrap_servers: \"{servers}\"\n    topics: [consume]\n    group_id: bench\n    auto_offset_reset: earliest\n");
-    let result = run_with(
-        &consume,
-        &work,
-        &source,
-        "sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
-        consume_events,
-        cores,
-    );
-    report(
-        consume.name,
-        consume_events,
-        (consume_events * 251) as u64,
-        &result,
-    );
+    // Consuming back from the mock broker is not measured: in release runs pinned to one core
+    // the agent's consumption stopped part way (37k-76k messages) against the mock broker, while
+    // every test consuming from it completes. Measuring it needs a real broker process.
 
     // http -> buffer -> http: requests of 500 events from 4 concurrent clients, acknowledgements
     // on (a request is answered once its events are delivered, or fsynced into the disk buffer).
