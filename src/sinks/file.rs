@@ -6,7 +6,7 @@
 //! the concatenation. Events are acknowledged once written to the file (page cache; no fsync).
 
 use super::batch::{drive, BatchConfig, Flush};
-use super::{reject, BufferConfig, SinkContext};
+use super::{reject_some, BufferConfig, SinkContext};
 use crate::codec::{Compression, Encoder, EncodingConfig};
 use crate::event::{Event, Finalizers};
 use crate::observe::ComponentMetrics;
@@ -193,14 +193,12 @@ impl Flush for FileSink {
         }
         self.metrics.sent(sent, bytes_out);
         if !failed.is_empty() {
-            let reason = failed[0].1.clone();
-            let rejected = failed.iter().map(|(i, _)| events[*i].clone()).collect();
-            reject(
+            reject_some(
                 &mut self.dead_letter,
                 &self.metrics,
-                rejected,
+                &events,
+                &failed,
                 finalizers,
-                &reason,
             )
             .await;
         }

@@ -3,7 +3,7 @@
 //! (by default without a deadline, so a down cluster becomes backpressure, not loss), and
 //! anything it gives up on goes to `<id>.dead_letter` or is rejected.
 
-use super::{reject, BufferConfig, SinkContext};
+use super::{reject_some, BufferConfig, SinkContext};
 use crate::codec::{Encoder, EncodingConfig};
 use crate::event::{Event, Finalizers, Value};
 use crate::kafka::{KafkaConnection, KafkaSasl, KafkaTls};
@@ -301,14 +301,12 @@ impl KafkaSink {
         self.metrics.sent(sent, bytes);
         if !failed.is_empty() {
             tracing::error!(component_id = self.metrics.id(), events = failed.len(), reason = %failed[0].1, "Kafka did not take some events");
-            let reason = failed[0].1.clone();
-            let rejected = failed.iter().map(|(i, _)| events[*i].clone()).collect();
-            reject(
+            reject_some(
                 &mut self.dead_letter,
                 &self.metrics,
-                rejected,
+                &events,
+                &failed,
                 finalizers,
-                &reason,
             )
             .await;
         }

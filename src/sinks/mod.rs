@@ -62,6 +62,22 @@ pub async fn reject(
     finalizers.update_status(BatchStatus::Rejected);
 }
 
+/// [`reject`] for the events of a batch at the given indices, each with its reason (the first
+/// reason is reported for all).
+pub async fn reject_some(
+    dead_letter: &mut Fanout,
+    metrics: &ComponentMetrics,
+    events: &[Event],
+    failed: &[(usize, String)],
+    finalizers: Finalizers,
+) {
+    let Some((_, reason)) = failed.first() else {
+        return;
+    };
+    let rejected = failed.iter().map(|(i, _)| events[*i].clone()).collect();
+    reject(dead_letter, metrics, rejected, finalizers, reason).await;
+}
+
 /// The kind of buffer in front of a sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
