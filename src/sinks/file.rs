@@ -229,8 +229,17 @@ impl FileSink {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+            let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if written > 0
+                && self.compression == Compression::None
+                && !ends_with_newline(&file, written)
+            {
+                // A crash tore the last line: end it, so the torn line stays alone and the
+                // lines appended now are intact. Its events were not acknowledged and come again.
+                file.write_all(b"\n")?;
+                written += 1;
+            }
             let now = Instant::now();
             self.open.insert(
                 path.to_path_buf(),
@@ -261,6 +270,12 @@ impl FileSink {
     }
 }
 
+fn ends_with_newline(file: &File, len: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1).is_ok() && last[0] == b'\n'
+}
+
 /// `out.log` -> `out.log.20240305T100000.123456789Z`; `out.log.gz` -> `out.log.<time>.gz`.
 /// Nanoseconds keep names unique and sortable in rotation order.
 fn rotated_name(path: &Path) -> PathBuf {
@@ -287,6 +302,24 @@ fn rotated_name(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        std::fs::write(&path, b"{\"id\":1}\n{\"id\":2,\"to").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        assert!(!ends_with_newline(
+            &file,
+            std::fs::metadata(&path).unwrap().len()
+        ));
+        std::fs::write(&path, b"{\"id\":1}\n").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        assert!(ends_with_newline(
+            &file,
+            std::fs::metadata(&path).unwrap().len()
+        ));
+    }
 
     #[test]
     fn rotated_names_keep_the_compression_extension() {
