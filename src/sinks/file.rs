@@ -229,7 +229,11 @@ impl FileSink {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(path)?;
             let mut written = file.metadata().map(|m| m.len()).unwrap_or(0);
             if written > 0
                 && self.compression == Compression::None
