@@ -1,9 +1,8 @@
-//! Settings shared by the Kafka source and sink: brokers, TLS, SASL and librdkafka passthrough,
-//! mapped onto librdkafka's configuration. Secrets come from the environment (`${VAR}`) or
+//! Settings shared by the Kafka source and sink: brokers, TLS and SASL, mapped onto
+//! librdkafka's configuration. Secrets come from the environment (`${VAR}`) or
 //! files (`password_file`) and are never logged: errors name the setting, never its value.
 
 use crate::topology::BuildError;
-use indexmap::IndexMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -62,24 +61,16 @@ pub struct KafkaSasl {
     pub password_file: Option<PathBuf>,
 }
 
-/// Connection settings common to the source and the sink.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConnection {
-    /// Comma-separated `host:port` list of brokers.
-    pub bootstrap_servers: String,
-    /// TLS to the brokers.
-    #[serde(default)]
-    pub tls: Option<KafkaTls>,
-    /// SASL authentication.
-    #[serde(default)]
-    pub sasl: Option<KafkaSasl>,
-    /// Any other librdkafka setting, passed as is (they win over Sluice's defaults).
-    #[serde(default)]
-    pub librdkafka_options: IndexMap<String, String>,
+/// The connection settings the source and the sink share (each config holds the fields, so
+/// each keeps its own `deny_unknown_fields` and field docs).
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaConnection<'a> {
+    pub bootstrap_servers: &'a str,
+    pub tls: Option<&'a KafkaTls>,
+    pub sasl: Option<&'a KafkaSasl>,
 }
 
-impl KafkaConnection {
+impl KafkaConnection<'_> {
     /// The librdkafka settings of this connection.
     pub fn client_config(&self) -> Result<ClientConfig, BuildError> {
         if self.bootstrap_servers.trim().is_empty() {
@@ -89,15 +80,15 @@ impl KafkaConnection {
             ));
         }
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap_servers);
-        let protocol = match (&self.tls, &self.sasl) {
+        config.set("bootstrap.servers", self.bootstrap_servers);
+        let protocol = match (self.tls, self.sasl) {
             (None, None) => "plaintext",
             (Some(_), None) => "ssl",
             (None, Some(_)) => "sasl_plaintext",
             (Some(_), Some(_)) => "sasl_ssl",
         };
         config.set("security.protocol", protocol);
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = self.tls {
             let path = |p: &PathBuf| p.to_string_lossy().into_owned();
             if let Some(ca) = &tls.ca_file {
                 config.set("ssl.ca.location", path(ca));
@@ -120,7 +111,7 @@ impl KafkaConnection {
                 if tls.verify_hostname { "https" } else { "none" },
             );
         }
-        if let Some(sasl) = &self.sasl {
+        if let Some(sasl) = self.sasl {
             let mechanism = match sasl.mechanism {
                 SaslMechanism::Plain => "PLAIN",
                 SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
@@ -148,9 +139,6 @@ impl KafkaConnection {
             config.set("sasl.username", &sasl.username);
             config.set("sasl.password", password);
         }
-        for (key, value) in &self.librdkafka_options {
-            config.set(key, value);
-        }
         Ok(config)
     }
 }
@@ -164,11 +152,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("password");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        let yaml = format!(
-            "bootstrap_servers: b1:9093,b2:9093\ntls:\n  ca_file: /etc/ca.pem\n  verify_hostname: false\nsasl:\n  mechanism: SCRAM-SHA-512\n  username: svc\n  password_file: {}\nlibrdkafka_options:\n  client.id: sluice-test\n",
+        let tls: KafkaTls =
+            serde_yaml::from_str("ca_file: /etc/ca.pem\nverify_hostname: false\n").unwrap();
+        let sasl: KafkaSasl = serde_yaml::from_str(&format!(
+            "mechanism: SCRAM-SHA-512\nusername: svc\npassword_file: {}\n",
             secret.display()
-        );
-        let connection: KafkaConnection = serde_yaml::from_str(&yaml).unwrap();
+        ))
+        .unwrap();
+        let connection = KafkaConnection {
+            bootstrap_servers: "b1:9093,b2:9093",
+            tls: Some(&tls),
+            sasl: Some(&sasl),
+        };
         let config = connection.client_config().unwrap();
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(config.get("ssl.ca.location"), Some("/etc/ca.pem"));
@@ -182,13 +177,19 @@ mod tests {
             Some("s3cret"),
             "file contents without the newline"
         );
-        assert_eq!(config.get("client.id"), Some("sluice-test"));
     }
 
     #[test]
     fn a_missing_password_file_is_named_without_leaking_anything() {
-        let yaml = "bootstrap_servers: b:9092\nsasl:\n  mechanism: PLAIN\n  username: u\n  password_file: /nonexistent/secret\n";
-        let connection: KafkaConnection = serde_yaml::from_str(yaml).unwrap();
+        let sasl: KafkaSasl = serde_yaml::from_str(
+            "mechanism: PLAIN\nusername: u\npassword_file: /nonexistent/secret\n",
+        )
+        .unwrap();
+        let connection = KafkaConnection {
+            bootstrap_servers: "b:9092",
+            tls: None,
+            sasl: Some(&sasl),
+        };
         let error = connection.client_config().unwrap_err();
         assert_eq!(error.field, Some("sasl"));
         assert!(error.message.contains("/nonexistent/secret"));

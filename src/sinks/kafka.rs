@@ -108,10 +108,9 @@ fn default_max_message() -> usize {
 impl KafkaSinkConfig {
     fn producer(&self) -> Result<FutureProducer, BuildError> {
         let connection = KafkaConnection {
-            bootstrap_servers: self.bootstrap_servers.clone(),
-            tls: self.tls.clone(),
-            sasl: self.sasl.clone(),
-            librdkafka_options: IndexMap::new(),
+            bootstrap_servers: &self.bootstrap_servers,
+            tls: self.tls.as_ref(),
+            sasl: self.sasl.as_ref(),
         };
         let mut client = connection.client_config()?;
         let acks = match self.acks {

@@ -184,10 +184,9 @@ impl KafkaSourceConfig {
             ));
         }
         let connection = KafkaConnection {
-            bootstrap_servers: self.bootstrap_servers.clone(),
-            tls: self.tls.clone(),
-            sasl: self.sasl.clone(),
-            librdkafka_options: IndexMap::new(),
+            bootstrap_servers: &self.bootstrap_servers,
+            tls: self.tls.as_ref(),
+            sasl: self.sasl.as_ref(),
         };
         let mut client = connection.client_config()?;
         client
