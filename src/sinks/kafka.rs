@@ -10,7 +10,7 @@ use crate::kafka::{KafkaConnection, KafkaSasl, KafkaTls};
 use crate::observe::ComponentMetrics;
 use crate::template::Template;
 use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
-use crate::transforms::support::parse_path;
+use crate::transforms::support::optional_path;
 use indexmap::IndexMap;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -151,18 +151,8 @@ impl KafkaSinkConfig {
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         let topic = Template::parse(&self.topic).map_err(|m| BuildError::new("topic", m))?;
-        let key = self
-            .key_field
-            .as_deref()
-            .map(parse_path)
-            .transpose()
-            .map_err(|m| BuildError::new("key_field", m))?;
-        let headers = self
-            .headers_key
-            .as_deref()
-            .map(parse_path)
-            .transpose()
-            .map_err(|m| BuildError::new("headers_key", m))?;
+        let key = optional_path("key_field", self.key_field.as_deref())?;
+        let headers = optional_path("headers_key", self.headers_key.as_deref())?;
         let producer = self.producer()?;
         let sink = KafkaSink {
             producer,

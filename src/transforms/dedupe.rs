@@ -1,6 +1,6 @@
 //! The `dedupe` transform: drops events whose key fields were seen recently.
 
-use super::support::{hash_fields, parse_path, Clock};
+use super::support::{hash_fields, path_list, Clock};
 use super::Transform;
 use crate::event::Event;
 use crate::observe::ComponentMetrics;
@@ -51,12 +51,7 @@ pub struct DedupeConfig {
 
 impl DedupeConfig {
     pub fn build(&self, id: &str) -> Result<Dedupe, BuildError> {
-        let fields = self
-            .fields
-            .iter()
-            .map(|f| parse_path(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| BuildError::new("fields", m))?;
+        let fields = path_list("fields", &self.fields)?;
         if self.cache.max_events == 0 {
             return Err(BuildError::new(
                 "cache",

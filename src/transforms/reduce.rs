@@ -1,7 +1,7 @@
 //! The `reduce` transform: merges consecutive events of a key into one, e.g. the lines of a
 //! multi-line stack trace, until a condition, a size or a quiet period ends the group.
 
-use super::support::{parse_path, Clock};
+use super::support::{parse_path, path_list, Clock};
 use super::vrl_program::{compile, Runner};
 use super::{Emitted, StatefulTransform};
 use crate::event::{Event, EventBatch, Finalizers, Value};
@@ -76,12 +76,7 @@ fn default_max_groups() -> usize {
 
 impl ReduceConfig {
     pub fn build(&self, id: &str) -> Result<Reduce, BuildError> {
-        let group_by = self
-            .group_by
-            .iter()
-            .map(|f| parse_path(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| BuildError::new("group_by", m))?;
+        let group_by = path_list("group_by", &self.group_by)?;
         let starts_when = self
             .starts_when
             .as_deref()

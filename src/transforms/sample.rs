@@ -1,6 +1,6 @@
 //! The `sample` transform: keeps one event in `rate`.
 
-use super::support::{hash_fields, parse_path};
+use super::support::{hash_fields, optional_path};
 use super::Transform;
 use crate::event::Event;
 use crate::observe::ComponentMetrics;
@@ -27,12 +27,7 @@ impl SampleConfig {
         if self.rate == 0 {
             return Err(BuildError::new("rate", "must be at least 1"));
         }
-        let key = self
-            .key_field
-            .as_deref()
-            .map(parse_path)
-            .transpose()
-            .map_err(|m| BuildError::new("key_field", m))?;
+        let key = optional_path("key_field", self.key_field.as_deref())?;
         Ok(Sample {
             rate: self.rate,
             key,

@@ -42,3 +42,26 @@ pub fn parse_path(field: &str) -> Result<vrl::path::OwnedValuePath, String> {
     };
     vrl::path::parse_value_path(&text).map_err(|e| format!("invalid field path `{field}`: {e}"))
 }
+
+/// Parses an optional field path of a component config, naming the field on error.
+pub fn optional_path(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<vrl::path::OwnedValuePath>, crate::topology::BuildError> {
+    value
+        .map(parse_path)
+        .transpose()
+        .map_err(|m| crate::topology::BuildError::new(field, m))
+}
+
+/// Parses a list of field paths of a component config, naming the field on error.
+pub fn path_list(
+    field: &'static str,
+    values: &[String],
+) -> Result<Vec<vrl::path::OwnedValuePath>, crate::topology::BuildError> {
+    values
+        .iter()
+        .map(|v| parse_path(v))
+        .collect::<Result<_, _>>()
+        .map_err(|m| crate::topology::BuildError::new(field, m))
+}

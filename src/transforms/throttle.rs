@@ -1,7 +1,7 @@
 //! The `throttle` transform: limits events per key to `threshold` per `window_secs`, with a
 //! token bucket per key (refilled continuously, bursts up to `threshold`).
 
-use super::support::{parse_path, Clock};
+use super::support::{optional_path, Clock};
 use super::Transform;
 use crate::event::{Event, Value};
 use crate::observe::ComponentMetrics;
@@ -52,12 +52,7 @@ impl ThrottleConfig {
         if !self.window_secs.is_finite() || self.window_secs <= 0.0 {
             return Err(BuildError::new("window_secs", "must be a number > 0"));
         }
-        let key = self
-            .key_field
-            .as_deref()
-            .map(parse_path)
-            .transpose()
-            .map_err(|m| BuildError::new("key_field", m))?;
+        let key = optional_path("key_field", self.key_field.as_deref())?;
         Ok(Throttle {
             capacity: f64::from(self.threshold),
             per_ms: f64::from(self.threshold) / (self.window_secs * 1000.0),

@@ -17,7 +17,7 @@ mod aggregate;
 
 pub use aggregate::{AggregationConfig, Op};
 
-use super::support::{parse_path, Clock};
+use super::support::{optional_path, path_list, Clock};
 use super::{Emitted, StatefulTransform};
 use crate::event::{Event, EventBatch, Finalizers, ObjectMap, Value};
 use crate::observe::ComponentMetrics;
@@ -157,18 +157,8 @@ impl WindowConfig {
             .map(|(name, c)| Aggregation::new(name, c))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| BuildError::new("aggregations", m))?;
-        let group_by = self
-            .group_by
-            .iter()
-            .map(|f| parse_path(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| BuildError::new("group_by", m))?;
-        let time_field = self
-            .time_field
-            .as_deref()
-            .map(parse_path)
-            .transpose()
-            .map_err(|m| BuildError::new("time_field", m))?;
+        let group_by = path_list("group_by", &self.group_by)?;
+        let time_field = optional_path("time_field", self.time_field.as_deref())?;
         if self.max_keys == 0 {
             return Err(BuildError::new("max_keys", "must be greater than 0"));
         }
