@@ -219,14 +219,7 @@ fn run_with(
         data = dir.join("data").display(),
         rest = rest.replace("{out}", &dir.join("out.ndjson").display().to_string())
     );
-    let config_path = dir.join("bench.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let started = Instant::now();
-    let mut child = sluice_command(cores)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .spawn()
-        .expect("start sluice");
+    let (started, mut child) = start_agent(&dir, &config, cores);
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -298,14 +291,7 @@ async fn http_run(
         "data_dir: {data}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{source_port}\n    ack_timeout_secs: 600\nsinks:\n  out:\n    type: http\n    inputs: [in]\n    uri: http://127.0.0.1:{sink_port}/\n    request:\n      retry_initial_backoff_ms: 50\n      retry_max_backoff_secs: 0.5\n    buffer:\n{buffer}",
         data = dir.join("data").display()
     );
-    let config_path = dir.join("bench.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let started = Instant::now();
-    let mut child = sluice_command(cores)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .spawn()
-        .expect("start sluice");
+    let (started, mut child) = start_agent(&dir, &config, cores);
     let pid = child.id();
     let url = format!("http://127.0.0.1:{source_port}/");
     let client = reqwest::Client::new();
@@ -373,6 +359,19 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Writes `config` into `dir` and starts the agent on it; returns when it started and the child.
+fn start_agent(dir: &Path, config: &str, cores: usize) -> (Instant, std::process::Child) {
+    let config_path = dir.join("bench.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let started = Instant::now();
+    let child = sluice_command(cores)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .spawn()
+        .expect("start sluice");
+    (started, child)
 }
 
 /// The agent, pinned to `cores` CPUs (with `taskset`, when present) with that many tokio workers.
