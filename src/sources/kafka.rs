@@ -64,6 +64,11 @@ pub struct KafkaSourceConfig {
     /// Most bytes fetched per partition per request (default 1 MiB).
     #[serde(default = "default_fetch_bytes")]
     pub fetch_max_partition_bytes: u64,
+    /// Longest a broker may hold a fetch request waiting for data (ms, default 100, as in
+    /// Vector; librdkafka's own default is 500). Brokers that wait out the full time even when
+    /// data is ready (tansu does) cap consumption at one fetch per wait.
+    #[serde(default = "default_fetch_wait")]
+    pub fetch_wait_max_ms: u64,
     /// Field for the message key (default `message_key`; empty to leave out).
     #[serde(default = "default_key_field")]
     pub key_field: String,
@@ -101,6 +106,9 @@ fn default_commit_interval() -> u64 {
 }
 fn default_fetch_bytes() -> u64 {
     1 << 20
+}
+fn default_fetch_wait() -> u64 {
+    100
 }
 fn default_key_field() -> String {
     "message_key".into()
@@ -202,6 +210,7 @@ impl KafkaSourceConfig {
                 "max.partition.fetch.bytes",
                 self.fetch_max_partition_bytes.to_string(),
             )
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("queued.max.messages.kbytes", "16384")
             .set("enable.partition.eof", "false")
             .set(

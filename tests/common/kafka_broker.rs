@@ -1,0 +1,303 @@
+//! Kafka-protocol brokers for tests and benchmarks: librdkafka's in-process mock cluster, or a
+//! real `tansu` broker process on 127.0.0.1 (memory storage), which `scripts/test.sh` builds
+//! once into a cache directory (see `scripts/tansu.sh`) and hands over as `SLUICE_TANSU`.
+//! Self-contained so that `benches/` can include it with `#[path]`.
+//!
+//! An outage of the tansu broker is a network outage: clients reach tansu through a TCP proxy
+//! in this process (tansu advertises the proxy's address), and [`Broker::down`] closes every
+//! connection and refuses new ones. Killing tansu itself would not do: its memory storage
+//! forgets topics and producer ids, which a real Kafka cluster keeps across restarts, and
+//! librdkafka's idempotent producer then retries forever against `UNKNOWN_PRODUCER_ID`.
+#![allow(dead_code)]
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use std::io::ErrorKind;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where to find tansu when `SLUICE_TANSU` is unset: the cache `scripts/tansu.sh` fills.
+fn default_tansu() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let path = PathBuf::from(home).join(".cache/sluice/tansu-0.6.0/bin/tansu");
+    path.exists().then_some(path)
+}
+
+/// The tansu binary, or `None` when the caller opted out with `SLUICE_SKIP_TANSU=1`.
+/// Panics (fails loudly) when it is missing without the opt-out.
+pub fn tansu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SLUICE_TANSU") {
+        return Some(PathBuf::from(path));
+    }
+    if let Some(path) = default_tansu() {
+        return Some(path);
+    }
+    if std::env::var("SLUICE_SKIP_TANSU").as_deref() == Ok("1") {
+        eprintln!("SLUICE_SKIP_TANSU=1: skipping a test against the real broker");
+        return None;
+    }
+    panic!(
+        "tansu (a real Kafka-protocol broker) not found: run scripts/test.sh (which builds it \
+         once with scripts/tansu.sh), set SLUICE_TANSU=/path/to/tansu, or set \
+         SLUICE_SKIP_TANSU=1 to skip these tests locally"
+    );
+}
+
+/// A broker the tests produce to and consume from over TCP.
+pub enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(Tansu),
+}
+
+impl Broker {
+    /// librdkafka's mock cluster, in this process.
+    pub fn mock() -> Option<Broker> {
+        Some(Broker::Mock(
+            MockCluster::new(1).expect("mock cluster starts"),
+        ))
+    }
+
+    /// A tansu process behind a proxy that can cut it off (None when skipped by
+    /// `SLUICE_SKIP_TANSU=1`).
+    pub fn tansu() -> Option<Broker> {
+        let binary = tansu_binary()?;
+        Some(Broker::Tansu(Tansu::start(binary, true)))
+    }
+
+    /// A tansu process that clients reach directly (for benchmarks: no proxy in the path;
+    /// [`Broker::down`] is not available).
+    pub fn tansu_direct() -> Option<Broker> {
+        let binary = tansu_binary()?;
+        Some(Broker::Tansu(Tansu::start(binary, false)))
+    }
+
+    pub fn servers(&self) -> String {
+        match self {
+            Broker::Mock(cluster) => cluster.bootstrap_servers(),
+            Broker::Tansu(tansu) => format!("127.0.0.1:{}", tansu.advertised_port()),
+        }
+    }
+
+    /// The broker's process id, when it runs as its own process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Broker::Mock(_) => None,
+            Broker::Tansu(tansu) => tansu.child.as_ref().map(Child::id),
+        }
+    }
+
+    pub fn create_topic(&mut self, name: &str, partitions: i32) {
+        match self {
+            Broker::Mock(cluster) => cluster.create_topic(name, partitions, 1).unwrap(),
+            Broker::Tansu(tansu) => {
+                tansu.create_topic(name, partitions);
+            }
+        }
+    }
+
+    /// The broker stops answering: connections are closed and new ones refused.
+    pub fn down(&mut self) {
+        match self {
+            Broker::Mock(cluster) => cluster.broker_down(1).unwrap(),
+            Broker::Tansu(tansu) => tansu.proxy().set_up(false),
+        }
+    }
+
+    /// The broker answers again on the same address, with everything it had.
+    pub fn up(&mut self) {
+        match self {
+            Broker::Mock(cluster) => cluster.broker_up(1).unwrap(),
+            Broker::Tansu(tansu) => tansu.proxy().set_up(true),
+        }
+    }
+}
+
+pub struct Tansu {
+    binary: PathBuf,
+    port: u16,
+    proxy: Option<Proxy>,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    fn start(binary: PathBuf, proxied: bool) -> Tansu {
+        let port = free_port();
+        let mut tansu = Tansu {
+            binary,
+            port,
+            proxy: proxied.then(|| Proxy::start(port)),
+            child: None,
+        };
+        tansu.spawn();
+        tansu
+    }
+
+    fn advertised_port(&self) -> u16 {
+        self.proxy.as_ref().map_or(self.port, |proxy| proxy.port)
+    }
+
+    fn proxy(&self) -> &Proxy {
+        self.proxy
+            .as_ref()
+            .expect("an outage needs the broker started with Broker::tansu()")
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = self.url();
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port());
+        let child = Command::new(&self.binary)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tansu exited at start with {status} (port {})", self.port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let output = Command::new(&self.binary)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &self.url()])
+            .output()
+            .expect("tansu topic create runs");
+        assert!(
+            output.status.success(),
+            "tansu topic create {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that can cut the network: while down, its connections are shut
+/// and its port refuses new ones.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let port = free_port();
+        let proxy = Proxy {
+            port,
+            up: Arc::new(AtomicBool::new(true)),
+            stop: Arc::new(AtomicBool::new(false)),
+            connections: Arc::default(),
+        };
+        let (up, stop, connections) = (
+            proxy.up.clone(),
+            proxy.stop.clone(),
+            proxy.connections.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut listener: Option<TcpListener> = None;
+            while !stop.load(Ordering::Relaxed) {
+                if !up.load(Ordering::Relaxed) {
+                    listener = None; // refuse connections while down
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                let accepting = listener.get_or_insert_with(|| {
+                    let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
+                    listener.set_nonblocking(true).unwrap();
+                    listener
+                });
+                match accepting.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue; // tansu not listening yet: the client sees a close
+                        };
+                        let mut open = connections.lock().unwrap();
+                        open.push(client.try_clone().unwrap());
+                        open.push(server.try_clone().unwrap());
+                        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                        pipe(server, client);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("proxy accept: {e}"),
+                }
+            }
+        });
+        proxy
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        if !up {
+            for stream in self.connections.lock().unwrap().drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// Copies `from` into `to` on a thread until either side closes.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.set_up(false);
+    }
+}
