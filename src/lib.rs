@@ -4,6 +4,7 @@
 //!
 //! Start reading at [`config`] (what a user writes), then [`topology`] (how it runs).
 
+pub mod aws;
 pub mod buffer;
 pub mod cli;
 pub mod codec;

@@ -344,7 +344,11 @@ fn consume_checked(
             let value: serde_json::Value =
                 serde_json::from_slice(message.payload().unwrap()).unwrap();
             let id = value["id"].as_u64().unwrap();
-            let expected_topic = if id % 2 == 0 { "out-a" } else { "out-b" };
+            let expected_topic = if id.is_multiple_of(2) {
+                "out-a"
+            } else {
+                "out-b"
+            };
             assert_eq!(message.topic(), expected_topic);
             assert_eq!(message.key(), Some(id.to_string().as_bytes()));
             let header = message
@@ -396,7 +400,7 @@ fn the_sink_produces_every_event_with_topic_key_and_headers_across_an_outage(mut
     let line = |i: u64| {
         format!(
             "{{\"id\":{i},\"service\":\"{}\",\"meta\":{{\"team\":\"t{}\"}}}}\n",
-            if i % 2 == 0 { "a" } else { "b" },
+            if i.is_multiple_of(2) { "a" } else { "b" },
             i % 3
         )
     };

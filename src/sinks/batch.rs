@@ -120,6 +120,116 @@ pub async fn drive(
     }
 }
 
+/// What a sink batching per partition (an object key prefix, a stream) does.
+pub trait PartitionedFlush {
+    /// The partition of an event, or why it has none (the event is then rejected).
+    fn partition(&self, event: &Event) -> Result<String, String>;
+    /// Delivers one partition's batch, then marks `finalizers` delivered or rejected.
+    fn flush(
+        &mut self,
+        partition: String,
+        events: Vec<Event>,
+        byte_size: usize,
+        finalizers: Finalizers,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// Disposes of events without a partition (dead letter or rejection).
+    fn reject(
+        &mut self,
+        events: Vec<Event>,
+        finalizers: Finalizers,
+        reason: String,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Most partitions collecting at once; one more flushes the oldest.
+pub const MAX_OPEN_PARTITIONS: usize = 256;
+
+struct Open {
+    events: Vec<Event>,
+    bytes: usize,
+    finalizers: Finalizers,
+    deadline: tokio::time::Instant,
+}
+
+/// [`drive`] with one batch per partition: each fills and times out on its own.
+pub async fn drive_partitioned(
+    mut input: BufferReceiver,
+    config: BatchConfig,
+    metrics: &ComponentMetrics,
+    sink: &mut impl PartitionedFlush,
+) {
+    let mut open: std::collections::HashMap<String, Open> = std::collections::HashMap::new();
+    let timeout = Duration::from_secs_f64(config.timeout_secs);
+    loop {
+        let next_deadline = open.values().map(|o| o.deadline).min();
+        let wait = async {
+            match next_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = input.recv() => match received {
+                Some(batch) => {
+                    metrics.received(batch.len(), batch.byte_size);
+                    let EventBatch { events, byte_size, finalizers } = batch;
+                    let per_event = byte_size / events.len().max(1);
+                    let mut unroutable = Vec::new();
+                    let mut reason = String::new();
+                    for event in events {
+                        let key = match sink.partition(&event) {
+                            Ok(key) => key,
+                            Err(why) => {
+                                reason = why;
+                                unroutable.push(event);
+                                continue;
+                            }
+                        };
+                        if !open.contains_key(&key) && open.len() >= MAX_OPEN_PARTITIONS {
+                            if let Some(oldest) = open.iter().min_by_key(|(_, o)| o.deadline).map(|(k, _)| k.clone()) {
+                                let o = open.remove(&oldest).unwrap();
+                                sink.flush(oldest, o.events, o.bytes, o.finalizers).await;
+                            }
+                        }
+                        let partition = open.entry(key.clone()).or_insert_with(|| Open {
+                            events: Vec::new(),
+                            bytes: 0,
+                            finalizers: Finalizers::default(),
+                            deadline: tokio::time::Instant::now() + timeout,
+                        });
+                        if partition.events.is_empty() {
+                            partition.finalizers = finalizers.clone();
+                        } else {
+                            partition.finalizers.merge(finalizers.clone());
+                        }
+                        partition.events.push(event);
+                        partition.bytes += per_event;
+                        if partition.events.len() >= config.max_events || partition.bytes >= config.max_bytes {
+                            let o = open.remove(&key).unwrap();
+                            sink.flush(key, o.events, o.bytes, o.finalizers).await;
+                        }
+                    }
+                    if !unroutable.is_empty() {
+                        sink.reject(unroutable, finalizers, reason).await;
+                    }
+                }
+                None => break,
+            },
+            _ = wait => {
+                let now = tokio::time::Instant::now();
+                let due: Vec<String> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
+                for key in due {
+                    let o = open.remove(&key).unwrap();
+                    sink.flush(key, o.events, o.bytes, o.finalizers).await;
+                }
+            }
+        }
+    }
+    for (key, o) in open {
+        sink.flush(key, o.events, o.bytes, o.finalizers).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! rejected, counted, and its source told. Requests are sent one at a time, in order.
 
 use super::batch::{drive, BatchConfig, Flush};
+use super::retry::{with_retries, Attempt, RequestConfig};
 use super::{BufferConfig, SinkContext};
 use crate::codec::encoding::EncodingCodec;
 use crate::codec::{Compression, Encoder, EncodingConfig};
@@ -13,7 +14,6 @@ use crate::event::{BatchStatus, Event, Finalizers};
 use crate::observe::ComponentMetrics;
 use crate::topology::{BuildError, ComponentError, RunFuture};
 use indexmap::IndexMap;
-use rand::Rng;
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
 };
@@ -28,46 +28,6 @@ pub enum Method {
     #[default]
     Post,
     Put,
-}
-
-/// Timeouts and retries of requests.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestConfig {
-    /// Time allowed for one request, in seconds (default 30).
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: f64,
-    /// Retries before a batch is rejected (default: unlimited, so nothing is lost while the
-    /// endpoint is down; backpressure builds up instead).
-    #[serde(default)]
-    pub retry_attempts: Option<u32>,
-    /// First backoff, in milliseconds (default 200); doubles each retry, with jitter.
-    #[serde(default = "default_initial_backoff_ms")]
-    pub retry_initial_backoff_ms: u64,
-    /// Longest backoff, in seconds (default 10).
-    #[serde(default = "default_max_backoff_secs")]
-    pub retry_max_backoff_secs: f64,
-}
-
-fn default_timeout_secs() -> f64 {
-    30.0
-}
-fn default_initial_backoff_ms() -> u64 {
-    200
-}
-fn default_max_backoff_secs() -> f64 {
-    10.0
-}
-
-impl Default for RequestConfig {
-    fn default() -> Self {
-        RequestConfig {
-            timeout_secs: default_timeout_secs(),
-            retry_attempts: None,
-            retry_initial_backoff_ms: default_initial_backoff_ms(),
-            retry_max_backoff_secs: default_max_backoff_secs(),
-        }
-    }
 }
 
 /// Send batches of events to an HTTP endpoint.
@@ -117,18 +77,9 @@ impl HttpSinkConfig {
             .check()
             .map_err(|m| BuildError::new("batch", m))?;
         let request = self.request;
-        if !request.timeout_secs.is_finite() || request.timeout_secs <= 0.0 {
-            return Err(BuildError::new(
-                "request",
-                "timeout_secs must be a number > 0",
-            ));
-        }
-        if !request.retry_max_backoff_secs.is_finite() || request.retry_max_backoff_secs < 0.0 {
-            return Err(BuildError::new(
-                "request",
-                "retry_max_backoff_secs must be a number >= 0",
-            ));
-        }
+        request
+            .check()
+            .map_err(|(field, message)| BuildError::new(field, message))?;
         let mut headers = HeaderMap::new();
         let content_type = match self.encoding.codec {
             EncodingCodec::Json => "application/json",
@@ -214,12 +165,6 @@ struct HttpSink {
     dead_letter: crate::topology::Fanout,
 }
 
-enum Outcome {
-    Delivered,
-    Retry(String, Option<Duration>),
-    Permanent(String),
-}
-
 impl Flush for HttpSink {
     async fn flush(&mut self, events: Vec<Event>, _byte_size: usize, finalizers: Finalizers) {
         let mut body = Vec::new();
@@ -241,33 +186,14 @@ impl Flush for HttpSink {
                 return;
             }
         };
-        let mut attempt = 0u32;
-        let failure = loop {
-            match self.send(body.clone()).await {
-                Outcome::Delivered => {
+        let failure =
+            match with_retries(&self.request, &self.metrics, || self.send(body.clone())).await {
+                Ok(()) => {
                     self.metrics.sent(count, body.len());
                     return;
                 }
-                Outcome::Permanent(reason) => {
-                    self.metrics.error("request_rejected");
-                    tracing::error!(component_id = self.metrics.id(), %reason, events = count, "endpoint rejected the batch; not retrying");
-                    break reason;
-                }
-                Outcome::Retry(reason, retry_after) => {
-                    self.metrics.error("request_failed");
-                    attempt += 1;
-                    if self.request.retry_attempts.is_some_and(|max| attempt > max) {
-                        tracing::error!(component_id = self.metrics.id(), %reason, attempts = attempt, "retries exhausted; giving up on batch");
-                        break format!("retries exhausted: {reason}");
-                    }
-                    let wait = retry_after
-                        .unwrap_or_else(|| self.backoff(attempt))
-                        .min(Duration::from_secs_f64(self.request.retry_max_backoff_secs));
-                    tracing::warn!(component_id = self.metrics.id(), %reason, attempt, wait_ms = wait.as_millis() as u64, "request failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        };
+                Err(failure) => failure,
+            };
         super::reject(
             &mut self.dead_letter,
             &self.metrics,
@@ -280,7 +206,7 @@ impl Flush for HttpSink {
 }
 
 impl HttpSink {
-    async fn send(&self, body: bytes::Bytes) -> Outcome {
+    async fn send(&self, body: bytes::Bytes) -> Attempt<()> {
         let response = self
             .client
             .request(self.method.clone(), self.url.clone())
@@ -289,11 +215,11 @@ impl HttpSink {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(error) => return Outcome::Retry(error_chain(&error), None),
+            Err(error) => return Attempt::Retry(error_chain(&error), None),
         };
         let status = response.status();
         if status.is_success() {
-            return Outcome::Delivered;
+            return Attempt::Done(());
         }
         let retry_after = response
             .headers()
@@ -307,18 +233,10 @@ impl HttpSink {
             text.chars().take(200).collect::<String>().trim()
         );
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-            Outcome::Retry(reason, retry_after)
+            Attempt::Retry(reason, retry_after)
         } else {
-            Outcome::Permanent(reason)
+            Attempt::Permanent(reason)
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.request.retry_initial_backoff_ms as f64
-            * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
-        let capped = base.min(self.request.retry_max_backoff_secs * 1000.0);
-        let jittered = capped * rand::rng().random_range(0.5..1.0);
-        Duration::from_millis(jittered as u64)
     }
 }
 

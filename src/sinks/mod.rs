@@ -1,11 +1,13 @@
 //! Sinks: where events leave. Every sink type is registered here, in one place.
 
+pub mod aws_s3;
 pub mod batch;
 pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod retry;
 
 use crate::buffer::disk::DiskSettings;
 use crate::config::{parse_fields, unknown_type, FieldError};
@@ -178,6 +180,7 @@ impl BufferConfig {
 /// Every sink type, selected by `type:`.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
+    AwsS3(Box<aws_s3::S3SinkConfig>),
     Blackhole(blackhole::BlackholeConfig),
     Console(console::ConsoleConfig),
     File(file::FileSinkConfig),
@@ -185,11 +188,12 @@ pub enum SinkConfig {
     Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
-const TYPES: &[&str] = &["blackhole", "console", "file", "http", "kafka"];
+const TYPES: &[&str] = &["aws_s3", "blackhole", "console", "file", "http", "kafka"];
 
 impl SinkConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         Ok(match kind {
+            "aws_s3" => Self::AwsS3(parse_fields(value)?),
             "blackhole" => Self::Blackhole(parse_fields(value)?),
             "console" => Self::Console(parse_fields(value)?),
             "file" => Self::File(parse_fields(value)?),
@@ -201,6 +205,7 @@ impl SinkConfig {
 
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::AwsS3(_) => "aws_s3",
             Self::Blackhole(_) => "blackhole",
             Self::Console(_) => "console",
             Self::File(_) => "file",
@@ -211,6 +216,7 @@ impl SinkConfig {
 
     pub fn inputs(&self) -> &[String] {
         match self {
+            Self::AwsS3(c) => &c.inputs,
             Self::Blackhole(c) => &c.inputs,
             Self::Console(c) => &c.inputs,
             Self::File(c) => &c.inputs,
@@ -221,6 +227,7 @@ impl SinkConfig {
 
     pub fn buffer(&self) -> &BufferConfig {
         match self {
+            Self::AwsS3(c) => &c.buffer,
             Self::Blackhole(c) => &c.buffer,
             Self::Console(c) => &c.buffer,
             Self::File(c) => &c.buffer,
@@ -231,6 +238,7 @@ impl SinkConfig {
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         match self {
+            Self::AwsS3(c) => c.build(cx),
             Self::Blackhole(c) => c.build(cx),
             Self::Console(c) => c.build(cx),
             Self::File(c) => c.build(cx),

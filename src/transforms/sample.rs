@@ -49,7 +49,9 @@ impl Transform for Sample {
         let total = events.len();
         for event in events {
             let keep = match &self.key {
-                Some(path) => hash_fields(&event, std::slice::from_ref(path)) % self.rate == 0,
+                Some(path) => {
+                    hash_fields(&event, std::slice::from_ref(path)).is_multiple_of(self.rate)
+                }
                 None => {
                     self.counter += 1;
                     self.counter % self.rate == 1 % self.rate

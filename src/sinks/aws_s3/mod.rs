@@ -1,0 +1,337 @@
+//! The `aws_s3` sink: batches events per rendered key prefix into objects (NDJSON/JSON/text,
+//! gzip or zstd, or Parquet) and uploads each one; its events are acknowledged once the
+//! upload succeeded. With `local_directory` the same objects are written to disk instead
+//! of S3, so the lake layout can be tried without a cloud account.
+//!
+//! Object keys: `<key_prefix><UTC time of the flush, %Y%m%dT%H%M%S%.3fZ>-<8 hex digits,
+//! random per process>-<6-digit sequence>.<extension>` — unique across instances and
+//! sortable by time within a prefix.
+
+pub mod encode;
+pub mod parquet;
+pub mod store;
+
+use super::batch::{drive_partitioned, BatchConfig, PartitionedFlush};
+use super::retry::{with_retries, RequestConfig};
+use super::{reject, BufferConfig, SinkContext};
+use crate::aws::{AwsAuth, AwsConnection};
+use crate::codec::Compression;
+use crate::event::{Event, Finalizers};
+use crate::observe::ComponentMetrics;
+use crate::template::Template;
+use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
+use encode::{ObjectEncoder, ObjectEncodingConfig};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::path::PathBuf;
+use store::{ObjectOptions, ObjectStore};
+
+/// Write batches of events as objects to S3 (or an S3-like local directory).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkConfig {
+    /// Components whose events this sink reads.
+    pub inputs: Vec<String>,
+    /// The bucket (with `local_directory`: the directory under it that stands for the bucket).
+    pub bucket: String,
+    /// Key prefix template: strftime on the event's `timestamp` (current time without one)
+    /// and `{{ field }}` values, e.g. `date=%Y-%m-%d/service={{ service }}/` (default
+    /// `date=%Y-%m-%d/`). Each distinct prefix is batched separately.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Object name extension (default from the encoding: `ndjson.gz`, `json.zst`, `log`,
+    /// `parquet`, ...).
+    #[serde(default)]
+    pub filename_extension: Option<String>,
+    /// `ndjson` (default), `json`, `text` or `parquet`, with `parquet:` options.
+    #[serde(default)]
+    pub encoding: ObjectEncodingConfig,
+    /// Whole-object compression of line formats: `gzip` (default), `zstd` or `none`. Parquet
+    /// compresses columns instead (`encoding.parquet.compression`).
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// `Content-Type` of the objects (default from the encoding).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// S3 storage class (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...).
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// Server-side encryption: `AES256` or `aws:kms`.
+    #[serde(default)]
+    pub server_side_encryption: Option<String>,
+    /// KMS key for `server_side_encryption: aws:kms`.
+    #[serde(default)]
+    pub ssekms_key_id: Option<String>,
+    /// Object tags.
+    #[serde(default)]
+    pub tags: IndexMap<String, String>,
+    /// When a prefix's batch becomes an object (defaults: 100000 events, 10 MiB of raw event
+    /// size, 300 s).
+    #[serde(default = "default_batch")]
+    pub batch: BatchConfig,
+    /// Objects of at least this many bytes (after encoding) are uploaded in parts (default
+    /// 16 MiB).
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold_bytes: usize,
+    /// Size of each part of a multipart upload (default 8 MiB; S3's minimum is 5 MiB).
+    #[serde(default = "default_part_size")]
+    pub multipart_part_bytes: usize,
+    /// Write objects under this local directory (`<dir>/<bucket>/<key>`) instead of S3.
+    #[serde(default)]
+    pub local_directory: Option<PathBuf>,
+    /// AWS region (default: the standard chain: `AWS_REGION`, profile, IMDS).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint URL for S3-compatible stores and emulators (`http://127.0.0.1:9000`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores and
+    /// emulators need (default false).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Explicit credentials (default: the standard AWS credential chain).
+    #[serde(default)]
+    pub auth: Option<AwsAuth>,
+    /// Timeouts and retries of uploads (default: retry throttling, 5xx and connection
+    /// errors without limit, with backoff).
+    #[serde(default)]
+    pub request: RequestConfig,
+    /// The buffer in front of this sink.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_key_prefix() -> String {
+    "date=%Y-%m-%d/".into()
+}
+fn default_batch() -> BatchConfig {
+    BatchConfig {
+        max_events: 100_000,
+        max_bytes: 10 << 20,
+        timeout_secs: 300.0,
+    }
+}
+fn default_multipart_threshold() -> usize {
+    16 << 20
+}
+fn default_part_size() -> usize {
+    8 << 20
+}
+
+impl S3SinkConfig {
+    fn connection(&self) -> AwsConnection<'_> {
+        AwsConnection {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            auth: self.auth.as_ref(),
+            request: &self.request,
+        }
+    }
+
+    pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
+        let prefix =
+            Template::parse(&self.key_prefix).map_err(|m| BuildError::new("key_prefix", m))?;
+        self.batch
+            .check()
+            .map_err(|m| BuildError::new("batch", m))?;
+        if self.multipart_part_bytes < 5 << 20 {
+            return Err(BuildError::new(
+                "multipart_part_bytes",
+                "must be at least 5242880 (5 MiB, S3's minimum part size)",
+            ));
+        }
+        if self.bucket.is_empty() || self.bucket.contains('/') {
+            return Err(BuildError::new(
+                "bucket",
+                "must be a bucket name (no `/`; put paths in key_prefix)",
+            ));
+        }
+        self.connection()
+            .check()
+            .map_err(|(field, message)| BuildError::new(field, message))?;
+        let encoder = ObjectEncoder::new(&self.encoding, self.compression)
+            .map_err(|(field, message)| BuildError::new(field, message))?;
+        let options = ObjectOptions {
+            content_type: self
+                .content_type
+                .clone()
+                .unwrap_or_else(|| encoder.content_type().to_string()),
+            content_encoding: encoder.content_encoding(),
+            storage_class: self.storage_class.clone(),
+            server_side_encryption: self.server_side_encryption.clone(),
+            ssekms_key_id: self.ssekms_key_id.clone(),
+            tagging: store::tagging(&self.tags),
+            multipart_threshold: self.multipart_threshold_bytes,
+            part_size: self.multipart_part_bytes,
+        };
+        let extension = self
+            .filename_extension
+            .clone()
+            .unwrap_or_else(|| encoder.extension());
+        let config = self.clone();
+        Ok(Box::pin(async move {
+            let store = match &config.local_directory {
+                Some(directory) => ObjectStore::Directory {
+                    root: directory.join(&config.bucket),
+                },
+                None => {
+                    let shared = config.connection().sdk_config().await;
+                    let s3 = aws_sdk_s3::config::Builder::from(&shared)
+                        .force_path_style(config.force_path_style)
+                        .build();
+                    ObjectStore::S3 {
+                        client: aws_sdk_s3::Client::from_conf(s3),
+                        bucket: config.bucket.clone(),
+                    }
+                }
+            };
+            tracing::info!(component_id = %cx.id, target = %store.describe(), "writing objects");
+            let mut sink = S3Sink {
+                store,
+                prefix,
+                extension,
+                encoder,
+                options,
+                request: config.request,
+                names: ObjectNames::new(),
+                metrics: cx.metrics.clone(),
+                dead_letter: cx.dead_letter,
+            };
+            drive_partitioned(cx.input, config.batch, &cx.metrics, &mut sink).await;
+            Ok::<(), ComponentError>(())
+        }))
+    }
+}
+
+/// Unique, time-sortable object names.
+struct ObjectNames {
+    instance: u32,
+    sequence: u64,
+}
+
+impl ObjectNames {
+    fn new() -> Self {
+        ObjectNames {
+            instance: rand::random(),
+            sequence: 0,
+        }
+    }
+
+    fn next(&mut self, prefix: &str, extension: &str) -> String {
+        self.sequence += 1;
+        let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        format!(
+            "{prefix}{time}-{:08x}-{:06}.{extension}",
+            self.instance, self.sequence
+        )
+    }
+}
+
+struct S3Sink {
+    store: ObjectStore,
+    prefix: Template,
+    extension: String,
+    encoder: ObjectEncoder,
+    options: ObjectOptions,
+    request: RequestConfig,
+    names: ObjectNames,
+    metrics: ComponentMetrics,
+    dead_letter: Fanout,
+}
+
+impl PartitionedFlush for S3Sink {
+    fn partition(&self, event: &Event) -> Result<String, String> {
+        self.prefix
+            .render(event)
+            .map_err(|e| format!("key_prefix: {e}"))
+    }
+
+    async fn flush(
+        &mut self,
+        prefix: String,
+        events: Vec<Event>,
+        _byte_size: usize,
+        finalizers: Finalizers,
+    ) {
+        let encoder = self.encoder.clone();
+        // Encoding (Parquet, compression) is CPU work: off the async workers.
+        let encoded = tokio::task::spawn_blocking(move || {
+            let body = encoder.encode(&events);
+            (events, body)
+        })
+        .await;
+        let (events, body) = match encoded {
+            Ok(pair) => pair,
+            Err(error) => {
+                // The events moved into the task that failed; their handles go with them.
+                self.metrics.error("encode_failed");
+                tracing::error!(component_id = self.metrics.id(), %error, "object encoder failed");
+                finalizers.update_status(crate::event::BatchStatus::Rejected);
+                return;
+            }
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(reason) => {
+                self.metrics.error("encode_failed");
+                reject(
+                    &mut self.dead_letter,
+                    &self.metrics,
+                    events,
+                    finalizers,
+                    &reason,
+                )
+                .await;
+                return;
+            }
+        };
+        if body.skipped > 0 {
+            self.metrics.errors("encode_failed", body.skipped as u64);
+            self.metrics.discarded("encode_failed", body.skipped);
+        }
+        if body.mismatches > 0 {
+            self.metrics
+                .errors("schema_mismatch", body.mismatches as u64);
+        }
+        let count = events.len() - body.skipped;
+        if count == 0 {
+            return;
+        }
+        let key = self.names.next(&prefix, &self.extension);
+        let bytes = bytes::Bytes::from(body.bytes);
+        let size = bytes.len();
+        let (store, options) = (&self.store, &self.options);
+        let uploaded = with_retries(&self.request, &self.metrics, || {
+            store.put(&key, bytes.clone(), options)
+        })
+        .await;
+        match uploaded {
+            Ok(()) => {
+                tracing::debug!(component_id = self.metrics.id(), %key, events = count, bytes = size, "object written");
+                self.metrics.sent(count, size);
+            }
+            Err(reason) => {
+                reject(
+                    &mut self.dead_letter,
+                    &self.metrics,
+                    events,
+                    finalizers,
+                    &reason,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn reject(&mut self, events: Vec<Event>, finalizers: Finalizers, reason: String) {
+        self.metrics.error("template_failed");
+        reject(
+            &mut self.dead_letter,
+            &self.metrics,
+            events,
+            finalizers,
+            &reason,
+        )
+        .await;
+    }
+}
