@@ -13,6 +13,8 @@
 
 #[path = "../tests/common/kafka_broker.rs"]
 mod kafka_broker;
+#[path = "../tests/common/proxy.rs"]
+mod proxy;
 
 use kafka_broker::Broker;
 use std::io::{BufWriter, Read, Write};

@@ -2,7 +2,8 @@
 # The whole test suite: formatting, lints, unit and integration tests.
 # Needs only a Rust toolchain (cargo) and a C compiler; tests start their own servers on
 # 127.0.0.1. The Kafka tests also run against a real broker process, tansu, which
-# scripts/tansu.sh builds once into a cache (SLUICE_SKIP_TANSU=1 skips those tests locally).
+# scripts/tansu.sh builds once into a cache (SLUICE_SKIP_TANSU=1 skips those tests locally),
+# and the AWS tests against moto's emulator, which scripts/moto.sh installs (SLUICE_SKIP_MOTO=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,20 @@ if ! pkg-config --exists openssl 2>/dev/null && [ ! -f /usr/include/openssl/ssl.
   fi
 fi
 
+# The AWS tests (S3, Kinesis, Firehose) talk to moto's server, installed once from PyPI.
+if [ "${SLUICE_SKIP_MOTO:-}" != 1 ]; then
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "== installing python3-venv (for moto, the AWS emulator)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
+    else
+      echo "python3 with venv is needed for the AWS emulator (moto): apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  SLUICE_MOTO_SERVER="$(scripts/moto.sh)"
+  export SLUICE_MOTO_SERVER
+fi
 if [ "${SLUICE_SKIP_TANSU:-}" != 1 ]; then
   SLUICE_TANSU="$(scripts/tansu.sh)"
   export SLUICE_TANSU

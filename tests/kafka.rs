@@ -7,6 +7,8 @@
 mod common;
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
+#[path = "common/proxy.rs"]
+mod proxy;
 use common::{wait_until, Agent};
 use kafka_broker::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};

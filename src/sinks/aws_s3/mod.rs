@@ -65,10 +65,9 @@ pub struct S3SinkConfig {
     /// Object tags.
     #[serde(default)]
     pub tags: IndexMap<String, String>,
-    /// When a prefix's batch becomes an object (defaults: 100000 events, 10 MiB of raw event
-    /// size, 300 s).
-    #[serde(default = "default_batch")]
-    pub batch: BatchConfig,
+    /// When a prefix's batch becomes an object.
+    #[serde(default)]
+    pub batch: ObjectBatchConfig,
     /// Objects of at least this many bytes (after encoding) are uploaded in parts (default
     /// 16 MiB).
     #[serde(default = "default_multipart_threshold")]
@@ -104,11 +103,49 @@ pub struct S3SinkConfig {
 fn default_key_prefix() -> String {
     "date=%Y-%m-%d/".into()
 }
-fn default_batch() -> BatchConfig {
-    BatchConfig {
-        max_events: 100_000,
-        max_bytes: 10 << 20,
-        timeout_secs: 300.0,
+/// When a prefix's batch becomes an object: the first limit reached. Larger than other
+/// sinks' defaults, because lakes want few, large objects.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectBatchConfig {
+    /// Most events per object (default 100000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Most bytes per object, measured as raw event size before encoding (default 10 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Longest time an event waits for its object, in seconds (default 300).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+fn default_max_events() -> usize {
+    100_000
+}
+fn default_max_bytes() -> usize {
+    10 << 20
+}
+fn default_timeout_secs() -> f64 {
+    300.0
+}
+
+impl Default for ObjectBatchConfig {
+    fn default() -> Self {
+        ObjectBatchConfig {
+            max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
+            timeout_secs: default_timeout_secs(),
+        }
+    }
+}
+
+impl From<ObjectBatchConfig> for BatchConfig {
+    fn from(c: ObjectBatchConfig) -> Self {
+        BatchConfig {
+            max_events: c.max_events,
+            max_bytes: c.max_bytes,
+            timeout_secs: c.timeout_secs,
+        }
     }
 }
 fn default_multipart_threshold() -> usize {
@@ -131,7 +168,7 @@ impl S3SinkConfig {
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         let prefix =
             Template::parse(&self.key_prefix).map_err(|m| BuildError::new("key_prefix", m))?;
-        self.batch
+        BatchConfig::from(self.batch)
             .check()
             .map_err(|m| BuildError::new("batch", m))?;
         if self.multipart_part_bytes < 5 << 20 {
@@ -197,7 +234,7 @@ impl S3SinkConfig {
                 metrics: cx.metrics.clone(),
                 dead_letter: cx.dead_letter,
             };
-            drive_partitioned(cx.input, config.batch, &cx.metrics, &mut sink).await;
+            drive_partitioned(cx.input, config.batch.into(), &cx.metrics, &mut sink).await;
             Ok::<(), ComponentError>(())
         }))
     }
