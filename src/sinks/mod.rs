@@ -1,5 +1,7 @@
 //! Sinks: where events leave. Every sink type is registered here, in one place.
 
+pub mod aws_kinesis;
+pub mod aws_records;
 pub mod aws_s3;
 pub mod batch;
 pub mod blackhole;
@@ -180,6 +182,8 @@ impl BufferConfig {
 /// Every sink type, selected by `type:`.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
+    AwsKinesisFirehose(Box<aws_kinesis::KinesisSinkConfig>),
+    AwsKinesisStreams(Box<aws_kinesis::KinesisSinkConfig>),
     AwsS3(Box<aws_s3::S3SinkConfig>),
     Blackhole(blackhole::BlackholeConfig),
     Console(console::ConsoleConfig),
@@ -188,11 +192,22 @@ pub enum SinkConfig {
     Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
-const TYPES: &[&str] = &["aws_s3", "blackhole", "console", "file", "http", "kafka"];
+const TYPES: &[&str] = &[
+    "aws_kinesis_firehose",
+    "aws_kinesis_streams",
+    "aws_s3",
+    "blackhole",
+    "console",
+    "file",
+    "http",
+    "kafka",
+];
 
 impl SinkConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         Ok(match kind {
+            "aws_kinesis_firehose" => Self::AwsKinesisFirehose(parse_fields(value)?),
+            "aws_kinesis_streams" => Self::AwsKinesisStreams(parse_fields(value)?),
             "aws_s3" => Self::AwsS3(parse_fields(value)?),
             "blackhole" => Self::Blackhole(parse_fields(value)?),
             "console" => Self::Console(parse_fields(value)?),
@@ -205,6 +220,8 @@ impl SinkConfig {
 
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::AwsKinesisFirehose(_) => "aws_kinesis_firehose",
+            Self::AwsKinesisStreams(_) => "aws_kinesis_streams",
             Self::AwsS3(_) => "aws_s3",
             Self::Blackhole(_) => "blackhole",
             Self::Console(_) => "console",
@@ -216,6 +233,7 @@ impl SinkConfig {
 
     pub fn inputs(&self) -> &[String] {
         match self {
+            Self::AwsKinesisFirehose(c) | Self::AwsKinesisStreams(c) => &c.inputs,
             Self::AwsS3(c) => &c.inputs,
             Self::Blackhole(c) => &c.inputs,
             Self::Console(c) => &c.inputs,
@@ -227,6 +245,7 @@ impl SinkConfig {
 
     pub fn buffer(&self) -> &BufferConfig {
         match self {
+            Self::AwsKinesisFirehose(c) | Self::AwsKinesisStreams(c) => &c.buffer,
             Self::AwsS3(c) => &c.buffer,
             Self::Blackhole(c) => &c.buffer,
             Self::Console(c) => &c.buffer,
@@ -238,6 +257,8 @@ impl SinkConfig {
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         match self {
+            Self::AwsKinesisFirehose(c) => c.build(aws_kinesis::Service::Firehose, cx),
+            Self::AwsKinesisStreams(c) => c.build(aws_kinesis::Service::Streams, cx),
             Self::AwsS3(c) => c.build(cx),
             Self::Blackhole(c) => c.build(cx),
             Self::Console(c) => c.build(cx),

@@ -1,0 +1,276 @@
+//! The `aws_kinesis_streams` and `aws_kinesis_firehose` sinks against moto's emulator (real
+//! HTTP on 127.0.0.1, through a proxy that can cut the network). Records are read back with
+//! the AWS SDK: GetShardIterator + GetRecords per shard, and the S3 objects moto's Firehose
+//! writes into its destination bucket.
+
+mod common;
+#[path = "common/moto.rs"]
+mod moto;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use common::{wait_until, Agent};
+use moto::Moto;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn line(i: usize) -> String {
+    format!(
+        "{{\"id\":{i},\"service\":\"s{}\",\"msg\":\"event {i}\"}}\n",
+        i % 5
+    )
+}
+
+/// Starts the agent with a stdin source and `sinks:` YAML, and writes `input` to it.
+fn start(dir: &Path, sinks: &str, input: &str) -> Agent {
+    let config = format!(
+        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    max_line_bytes: 4194304\n    decoding:\n      codec: json\nsinks:\n{sinks}",
+        dir.join("data").display()
+    );
+    let mut agent = Agent::start_with(dir, &config, Stdio::piped(), Stdio::null());
+    let mut stdin = agent.child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    agent
+}
+
+async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap();
+        if summary
+            .stream_description_summary()
+            .unwrap()
+            .stream_status()
+            .as_str()
+            == "ACTIVE"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {name} did not become active");
+}
+
+/// Every record of every shard: (shard, partition key, JSON value), in shard order.
+async fn read_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    name: &str,
+) -> Vec<(String, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(name)
+        .send()
+        .await
+        .unwrap();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(str::to_string);
+        // Bounded: each call returns up to 10,000 records; stop at the first empty page.
+        for _ in 0..1000 {
+            let Some(current) = iterator.take() else {
+                break;
+            };
+            let page = kinesis
+                .get_records()
+                .shard_iterator(current)
+                .send()
+                .await
+                .unwrap();
+            if page.records().is_empty() {
+                break;
+            }
+            for record in page.records() {
+                out.push((
+                    shard.shard_id().to_string(),
+                    record.partition_key().unwrap_or_default().to_string(),
+                    serde_json::from_slice(record.data().as_ref()).unwrap(),
+                ));
+            }
+            iterator = page.next_shard_iterator().map(str::to_string);
+        }
+    }
+    out
+}
+
+/// Each id in `0..count` once, with its input content and its service as partition key, in
+/// input order within each partition key.
+fn check_records(records: &[(String, String, serde_json::Value)], count: usize) {
+    let mut seen = vec![0; count];
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for (shard, key, value) in records {
+        let id = value["id"].as_u64().unwrap();
+        let expected: serde_json::Value = serde_json::from_str(&line(id as usize)).unwrap();
+        assert_eq!(value, &expected);
+        assert_eq!(key, expected["service"].as_str().unwrap());
+        if let Some(previous) = last.insert(key, id) {
+            assert!(
+                previous < id,
+                "{id} after {previous} for key {key} in {shard}"
+            );
+        }
+        seen[id as usize] += 1;
+    }
+    assert!(seen.iter().all(|n| *n == 1), "every record exactly once");
+}
+
+fn streams_sink(moto: &Moto, extra: &str) -> String {
+    format!(
+        "  out:\n    type: aws_kinesis_streams\n    inputs: [in]\n    stream_name: events\n    partition_key_field: service\n{}{extra}",
+        moto.yaml("    ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_the_stream_keyed_by_field_and_oversize_ones_are_dead_lettered() {
+    let Some(moto) = Moto::start() else { return };
+    let kinesis = moto.kinesis().await;
+    create_stream(&kinesis, "events", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.ndjson");
+    let sinks = format!(
+        "{}  dead:\n    type: file\n    inputs: [out.dead_letter]\n    path: {}\n",
+        streams_sink(&moto, ""),
+        dead.display()
+    );
+    let mut input: String = (0..1200).map(line).collect();
+    input.push_str(&format!(
+        "{{\"id\":99999,\"service\":\"s0\",\"msg\":\"{}\"}}\n",
+        "y".repeat(1 << 20)
+    ));
+    let mut agent = start(dir.path(), &sinks, &input);
+    drop(agent.child.stdin.take());
+    assert!(agent.wait(WAIT).success(), "{}", agent.stderr());
+
+    let records = read_stream(&kinesis, "events").await;
+    assert_eq!(records.len(), 1200);
+    check_records(&records, 1200);
+    let shards: std::collections::BTreeSet<&String> = records.iter().map(|r| &r.0).collect();
+    assert_eq!(shards.len(), 2, "five keys spread over both shards");
+    let dead_letters = std::fs::read_to_string(&dead).unwrap();
+    let dead_letter: serde_json::Value =
+        serde_json::from_str(dead_letters.lines().next().unwrap()).unwrap();
+    assert_eq!(dead_letters.lines().count(), 1);
+    assert_eq!(dead_letter["id"], 99999);
+    assert!(dead_letter["_dead_letter"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the service's limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_out_an_unreachable_stream_and_lose_nothing() {
+    let Some(moto) = Moto::start() else { return };
+    let kinesis = moto.kinesis().await;
+    create_stream(&kinesis, "events", 1).await;
+    moto.set_up(false);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = streams_sink(
+        &moto,
+        "    request:\n      retry_initial_backoff_ms: 50\n      retry_max_backoff_secs: 0.5\n",
+    );
+    let input: String = (0..1500).map(line).collect();
+    let mut agent = start(dir.path(), &sink, &input);
+    drop(agent.child.stdin.take());
+    wait_until(WAIT, "the sink retrying", || {
+        agent.stderr().contains("request failed; retrying")
+    });
+    moto.set_up(true);
+    assert!(agent.wait(WAIT).success(), "{}", agent.stderr());
+    check_records(&read_stream(&kinesis, "events").await, 1500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_delivers_every_record_into_its_s3_destination() {
+    let Some(moto) = Moto::start() else { return };
+    let s3 = moto.s3().await;
+    s3.create_bucket()
+        .bucket("firehose-out")
+        .send()
+        .await
+        .unwrap();
+    let firehose = moto.firehose().await;
+    firehose
+        .create_delivery_stream()
+        .delivery_stream_name("to-lake")
+        .extended_s3_destination_configuration(
+            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .bucket_arn("arn:aws:s3:::firehose-out")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "  out:\n    type: aws_kinesis_firehose\n    inputs: [in]\n    stream_name: to-lake\n{}",
+        moto.yaml("    ")
+    );
+    let input: String = (0..1300).map(line).collect();
+    let mut agent = start(dir.path(), &sink, &input);
+    drop(agent.child.stdin.take());
+    assert!(agent.wait(WAIT).success(), "{}", agent.stderr());
+
+    let listed = s3
+        .list_objects_v2()
+        .bucket("firehose-out")
+        .send()
+        .await
+        .unwrap();
+    let mut seen = vec![0; 1300];
+    let mut objects = 0;
+    for object in listed.contents() {
+        objects += 1;
+        let body = s3
+            .get_object()
+            .bucket("firehose-out")
+            .key(object.key().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        for text in String::from_utf8(body.to_vec()).unwrap().lines() {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let id = value["id"].as_u64().unwrap() as usize;
+            assert_eq!(
+                value,
+                serde_json::from_str::<serde_json::Value>(&line(id)).unwrap()
+            );
+            seen[id] += 1;
+        }
+    }
+    assert!(seen.iter().all(|n| *n == 1), "every record exactly once");
+    // moto writes one object per PutRecordBatch: 1300 records need at least 3 (≤ 500 each).
+    assert!(objects >= 3, "{objects} objects");
+}
