@@ -274,3 +274,140 @@ async fn firehose_delivers_every_record_into_its_s3_destination() {
     // moto writes one object per PutRecordBatch: 1300 records need at least 3 (≤ 500 each).
     assert!(objects >= 3, "{objects} objects");
 }
+
+/// Puts records `ids` (JSON `{"id": i}`) with partition keys `k0`..`k{keys-1}`.
+async fn put(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    ids: std::ops::Range<usize>,
+    keys: usize,
+) {
+    let ids: Vec<usize> = ids.collect();
+    for chunk in ids.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|i| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(format!(
+                        "{{\"id\":{i}}}"
+                    )))
+                    .partition_key(format!("k{}", i % keys))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+    }
+}
+
+fn source_config(moto: &Moto, dir: &Path, stream: &str) -> String {
+    format!(
+        "data_dir: {}\nsources:\n  in:\n    type: aws_kinesis\n    stream_name: {stream}\n    start_position: trim_horizon\n    poll_interval_ms: 50\n    shard_refresh_secs: 0.5\n    decoding:\n      codec: json\n{}sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {}\n    batch:\n      timeout_secs: 0.05\n",
+        dir.join("data").display(),
+        moto.yaml("    "),
+        dir.join("out.ndjson").display()
+    )
+}
+
+/// The output's events in file order (lines torn by kill -9 are skipped).
+fn output(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("out.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn id_counts(events: &[serde_json::Value]) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for event in events {
+        *counts.entry(event["id"].as_u64().unwrap()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_reads_every_shard_and_resumes_from_its_checkpoint() {
+    let Some(moto) = Moto::start() else { return };
+    let kinesis = moto.kinesis().await;
+    create_stream(&kinesis, "src", 3).await;
+    put(&kinesis, "src", 0..600, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = source_config(&moto, dir.path(), "src");
+    let mut agent = Agent::start(dir.path(), &config);
+    wait_until(WAIT, "600 records", || {
+        id_counts(&output(dir.path())).len() >= 600
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+
+    put(&kinesis, "src", 600..1000, 10).await;
+    let mut agent = Agent::start(dir.path(), &config);
+    wait_until(WAIT, "1000 records", || {
+        id_counts(&output(dir.path())).len() >= 1000
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+
+    let events = output(dir.path());
+    let counts = id_counts(&events);
+    assert_eq!(counts.len(), 1000);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "a clean restart resumes after the checkpoint: no duplicates"
+    );
+    let shards: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["shard_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shards.len(), 3);
+    let first = &events[0];
+    assert_eq!(
+        first["partition_key"],
+        format!("k{}", first["id"].as_u64().unwrap() % 10)
+    );
+    assert!(first["sequence_number"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_reading_loses_nothing() {
+    let Some(moto) = Moto::start() else { return };
+    let kinesis = moto.kinesis().await;
+    create_stream(&kinesis, "crash", 2).await;
+    let total = 6000;
+    put(&kinesis, "crash", 0..total, 7).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = source_config(&moto, dir.path(), "crash")
+        .replace("    decoding:", "    max_records: 200\n    decoding:");
+    let mut kills = Vec::new();
+    for _ in 0..3 {
+        let mut agent = Agent::start(dir.path(), &config);
+        let before = id_counts(&output(dir.path())).len();
+        if before >= total {
+            break;
+        }
+        wait_until(WAIT, "progress", || {
+            id_counts(&output(dir.path())).len() > before
+        });
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..600)));
+        unsafe {
+            libc::kill(agent.child.id() as i32, libc::SIGKILL);
+        }
+        agent.wait(WAIT);
+        kills.push(id_counts(&output(dir.path())).len());
+    }
+    let mut agent = Agent::start(dir.path(), &config);
+    wait_until(WAIT, "every record", || {
+        id_counts(&output(dir.path())).len() >= total
+    });
+    assert!(agent.terminate(WAIT).success());
+    let counts = id_counts(&output(dir.path()));
+    assert_eq!(counts.len(), total, "nothing lost");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!("kills at {kills:?} distinct records: {duplicates} duplicates of {total}");
+}

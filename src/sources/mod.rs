@@ -1,10 +1,12 @@
 //! Sources: where events come from. Every source type is registered here, in one place.
 
 pub mod acks;
+pub mod aws_kinesis;
 pub mod demo;
 pub mod file;
 pub mod http_server;
 pub mod kafka;
+pub mod state_file;
 pub mod stdin;
 
 use crate::config::{parse_fields, unknown_type, FieldError};
@@ -28,6 +30,7 @@ pub struct SourceContext {
 /// Every source type, selected by `type:`.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
+    AwsKinesis(Box<aws_kinesis::KinesisSourceConfig>),
     Demo(demo::DemoConfig),
     File(file::FileSourceConfig),
     HttpServer(http_server::HttpServerConfig),
@@ -35,11 +38,19 @@ pub enum SourceConfig {
     Stdin(stdin::StdinConfig),
 }
 
-const TYPES: &[&str] = &["demo", "file", "http_server", "kafka", "stdin"];
+const TYPES: &[&str] = &[
+    "aws_kinesis",
+    "demo",
+    "file",
+    "http_server",
+    "kafka",
+    "stdin",
+];
 
 impl SourceConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         Ok(match kind {
+            "aws_kinesis" => Self::AwsKinesis(parse_fields(value)?),
             "demo" => Self::Demo(parse_fields(value)?),
             "file" => Self::File(parse_fields(value)?),
             "http_server" => Self::HttpServer(parse_fields(value)?),
@@ -51,6 +62,7 @@ impl SourceConfig {
 
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::AwsKinesis(_) => "aws_kinesis",
             Self::Demo(_) => "demo",
             Self::File(_) => "file",
             Self::HttpServer(_) => "http_server",
@@ -61,6 +73,7 @@ impl SourceConfig {
 
     pub fn build(&self, cx: SourceContext) -> Result<RunFuture, BuildError> {
         match self {
+            Self::AwsKinesis(c) => c.build(cx),
             Self::Demo(c) => c.build(cx),
             Self::File(c) => c.build(cx),
             Self::HttpServer(c) => c.build(cx),

@@ -1,12 +1,11 @@
 //! Read positions of the file source, persisted so a restart neither re-reads nor skips.
 //!
-//! Keyed by file fingerprint (not path), so a renamed file keeps its position. Written to a
-//! temporary file, fsynced, then renamed over the old one: a crash leaves either the old or the
-//! new checkpoint, never a torn one.
+//! Keyed by file fingerprint (not path), so a renamed file keeps its position. Stored with
+//! [`state_file`]: replaced atomically, never torn.
 
+use crate::sources::state_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,24 +36,12 @@ impl Checkpoints {
     /// reported and started over (logged, never a crash loop).
     pub fn load(dir: &Path) -> Self {
         let path = dir.join("checkpoints.json");
-        let files = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<Stored>(&bytes) {
-                Ok(stored) => stored
-                    .files
-                    .into_iter()
-                    .filter_map(|(k, v)| u64::from_str_radix(&k, 16).ok().map(|k| (k, v)))
-                    .collect(),
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "checkpoint file is corrupt; starting without checkpoints");
-                    BTreeMap::new()
-                }
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "cannot read checkpoint file; starting without checkpoints");
-                BTreeMap::new()
-            }
-        };
+        let stored: Stored = state_file::load(&path);
+        let files = stored
+            .files
+            .into_iter()
+            .filter_map(|(k, v)| u64::from_str_radix(&k, 16).ok().map(|k| (k, v)))
+            .collect();
         Checkpoints {
             path,
             files,
@@ -92,24 +79,7 @@ impl Checkpoints {
                 .map(|(k, v)| (format!("{k:016x}"), v.clone()))
                 .collect(),
         };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?)?;
-            if durable {
-                file.sync_all()?;
-            }
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent().filter(|_| durable) {
-            // Make the rename itself durable.
-            if let Ok(dir) = std::fs::File::open(dir) {
-                let _ = dir.sync_all();
-            }
-        }
+        state_file::store(&self.path, &stored, durable)?;
         self.dirty = false;
         Ok(())
     }
