@@ -235,7 +235,7 @@ async fn run(
                         for shard in assigned(&config, &shards, &stored.shards, &started) {
                             let from = match stored.shards.get(shard.shard_id()).and_then(|c| c.sequence.clone()) {
                                 Some(sequence) => Start::After(sequence),
-                                None if has_parent(&shard, &shards) || started_from_parent(&shard, &stored.shards) => Start::TrimHorizon,
+                                None if has_parent(shard, &shards) || started_from_parent(shard, &stored.shards) => Start::TrimHorizon,
                                 None => start.clone(),
                             };
                             tracing::info!(component_id = %cx.id, shard = shard.shard_id(), start = ?from, "reading shard");
