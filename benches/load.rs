@@ -13,6 +13,8 @@
 
 #[path = "../tests/common/kafka_broker.rs"]
 mod kafka_broker;
+#[path = "../tests/common/moto.rs"]
+mod moto;
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
 
@@ -83,6 +85,9 @@ fn main() {
     if wanted("kafka") {
         kafka_scenarios(&work, &input, lines, bytes, cores);
     }
+    if wanted("s3") {
+        s3_scenarios(&work, &input, lines, bytes, cores);
+    }
     if !wanted("http") {
         return;
     }
@@ -118,6 +123,78 @@ fn main() {
         mib(sent),
         result.peak_rss_kib as f64 / 1024.0
     );
+}
+
+/// file (JSON) -> aws_s3 partitioned by service (6 prefixes), NDJSON + zstd and Parquet
+/// (inferred schema, snappy), written to a local directory and to moto's S3 emulator on
+/// 127.0.0.1 (skipped when `SLUICE_SKIP_MOTO=1`).
+fn s3_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usize) {
+    let source = format!(
+        "  in:\n    type: file\n    include: [{}]\n    decoding:\n      codec: json\n",
+        input.display()
+    );
+    let formats = [
+        ("ndjson + zstd", "    compression: zstd\n"),
+        ("parquet", "    encoding:\n      codec: parquet\n"),
+    ];
+    let lake = work.join("lake");
+    let scenario = Scenario {
+        name: "file -> aws_s3",
+        rest: "",
+        done_component: "out",
+        done_metric: "component_sent_events_total",
+    };
+    let sink = |target: &str, format: &str| {
+        format!("sinks:\n  out:\n    type: aws_s3\n    inputs: [in]\n    bucket: bench\n    key_prefix: \"service={{{{ service }}}}/\"\n    batch:\n      max_events: 200000\n      max_bytes: 67108864\n      timeout_secs: 1\n{target}{format}")
+    };
+    for (name, format) in formats {
+        let target = format!("    local_directory: {}\n", lake.display());
+        let result = run_with(
+            &scenario,
+            work,
+            &source,
+            &sink(&target, format),
+            lines,
+            cores,
+        );
+        report(
+            &format!("file -> aws_s3 {name} (local directory)"),
+            lines,
+            bytes,
+            &result,
+        );
+        let _ = std::fs::remove_dir_all(&lake);
+    }
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        moto.s3()
+            .await
+            .create_bucket()
+            .bucket("bench")
+            .send()
+            .await
+            .unwrap();
+    });
+    for (name, format) in formats {
+        let target = format!("    force_path_style: true\n{}", moto.yaml("    "));
+        let result = run_with(
+            &scenario,
+            work,
+            &source,
+            &sink(&target, format),
+            lines,
+            cores,
+        );
+        report(
+            &format!("file -> aws_s3 {name} (moto)"),
+            lines,
+            bytes,
+            &result,
+        );
+    }
 }
 
 /// file -> kafka and kafka -> blackhole against a real tansu broker process on 127.0.0.1

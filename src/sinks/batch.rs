@@ -149,6 +149,8 @@ struct Open {
     bytes: usize,
     finalizers: Finalizers,
     deadline: tokio::time::Instant,
+    /// The last incoming batch whose acknowledgement handles this partition holds.
+    batch_seen: u64,
 }
 
 /// [`drive`] with one batch per partition: each fills and times out on its own.
@@ -159,6 +161,7 @@ pub async fn drive_partitioned(
     sink: &mut impl PartitionedFlush,
 ) {
     let mut open: std::collections::HashMap<String, Open> = std::collections::HashMap::new();
+    let mut batch_number = 0u64;
     let timeout = Duration::from_secs_f64(config.timeout_secs);
     loop {
         let next_deadline = open.values().map(|o| o.deadline).min();
@@ -172,6 +175,7 @@ pub async fn drive_partitioned(
             received = input.recv() => match received {
                 Some(batch) => {
                     metrics.received(batch.len(), batch.byte_size);
+                    batch_number += 1;
                     let EventBatch { events, byte_size, finalizers } = batch;
                     let per_event = byte_size / events.len().max(1);
                     let mut unroutable = Vec::new();
@@ -196,10 +200,11 @@ pub async fn drive_partitioned(
                             bytes: 0,
                             finalizers: Finalizers::default(),
                             deadline: tokio::time::Instant::now() + timeout,
+                            batch_seen: 0,
                         });
-                        if partition.events.is_empty() {
-                            partition.finalizers = finalizers.clone();
-                        } else {
+                        // Once per incoming batch and partition, not per event.
+                        if partition.batch_seen != batch_number {
+                            partition.batch_seen = batch_number;
                             partition.finalizers.merge(finalizers.clone());
                         }
                         partition.events.push(event);

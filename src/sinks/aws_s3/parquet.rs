@@ -16,13 +16,12 @@ use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{Field, Schema};
 use indexmap::IndexMap;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCodec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use vrl::path::OwnedValuePath;
 
@@ -142,15 +141,12 @@ impl ParquetEncoder {
             Some(columns) => columns.clone(),
             None => infer(events),
         };
-        let mut mismatches = 0;
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
-        for column in &columns {
-            let (array, missed) = build_column(column, events);
-            mismatches += missed;
-            fields.push(Field::new(&column.name, array.data_type().clone(), true));
-            arrays.push(array);
-        }
+        let (arrays, mismatches) = build_columns(&columns, events, self.fixed.is_none());
+        let fields: Vec<Field> = columns
+            .iter()
+            .zip(&arrays)
+            .map(|(column, array)| Field::new(&column.name, array.data_type().clone(), true))
+            .collect();
         let schema = Arc::new(Schema::new(fields));
         let batch = if arrays.is_empty() {
             RecordBatch::try_new_with_options(
@@ -197,17 +193,30 @@ fn merge(a: ColumnType, b: ColumnType) -> ColumnType {
 }
 
 /// The columns of a batch without a configured schema: its top-level fields, by name.
+/// Events of one source mostly share their field set, and VRL objects iterate in key order,
+/// so each event is matched against the columns found so far in one ordered walk; a new
+/// field falls back to a sorted insert.
 fn infer(events: &[Event]) -> Vec<Column> {
-    let mut kinds: BTreeMap<String, Option<ColumnType>> = BTreeMap::new();
+    let mut kinds: Vec<(String, Option<ColumnType>)> = Vec::new();
     for event in events {
-        if let Value::Object(map) = &event.value {
-            for (key, value) in map {
-                let seen = kinds.entry(key.to_string()).or_insert(None);
-                *seen = match (*seen, kind_of(value)) {
-                    (Some(a), Some(b)) => Some(merge(a, b)),
-                    (a, b) => a.or(b),
-                };
+        let Value::Object(map) = &event.value else {
+            continue;
+        };
+        let mut at = 0;
+        for (key, value) in map {
+            let key = key.as_str();
+            while at < kinds.len() && kinds[at].0.as_str() < key {
+                at += 1;
             }
+            if at == kinds.len() || kinds[at].0 != key {
+                kinds.insert(at, (key.to_string(), None));
+            }
+            let seen = &mut kinds[at].1;
+            *seen = match (*seen, kind_of(value)) {
+                (Some(a), Some(b)) => Some(merge(a, b)),
+                (a, b) => a.or(b),
+            };
+            at += 1;
         }
     }
     kinds
@@ -225,120 +234,165 @@ fn json(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// Builds one column; returns it and the number of values that did not fit.
-fn build_column(column: &Column, events: &[Event]) -> (ArrayRef, usize) {
-    let values = events.iter().map(|e| e.value.get(&column.path));
-    let mut missed = 0;
-    let array: ArrayRef = match column.kind {
-        ColumnType::String => {
-            let mut b = StringBuilder::new();
-            for value in values {
-                match value {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Bytes(bytes)) => b.append_value(String::from_utf8_lossy(bytes)),
-                    Some(v @ (Value::Object(_) | Value::Array(_))) => b.append_value(json(v)),
-                    Some(v) => b.append_value(v.to_string_lossy()),
-                }
+/// An Arrow array being built for one column.
+enum Builder {
+    String(StringBuilder),
+    Json(StringBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: ColumnType, rows: usize) -> Self {
+        match kind {
+            ColumnType::String => Builder::String(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Json => Builder::Json(StringBuilder::with_capacity(rows, rows * 32)),
+            ColumnType::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnType::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnType::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
             }
-            Arc::new(b.finish())
         }
-        ColumnType::Json => {
-            let mut b = StringBuilder::new();
-            for value in values {
+    }
+
+    /// Appends a value (missing or null: a null); returns false when it did not fit the
+    /// column's type (a null is written instead).
+    fn append(&mut self, value: Option<&Value>) -> bool {
+        let Some(value) = value.filter(|v| !matches!(v, Value::Null)) else {
+            self.append_null();
+            return true;
+        };
+        let fits = match self {
+            Builder::String(b) => {
                 match value {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(v) => b.append_value(json(v)),
+                    Value::Bytes(bytes) => b.append_value(String::from_utf8_lossy(bytes)),
+                    Value::Object(_) | Value::Array(_) => b.append_value(json(value)),
+                    other => b.append_value(other.to_string_lossy()),
                 }
+                true
             }
-            Arc::new(b.finish())
-        }
-        ColumnType::Int64 => {
-            let mut b = Int64Builder::with_capacity(events.len());
-            for value in values {
-                match value {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Integer(i)) => b.append_value(*i),
-                    Some(Value::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                        b.append_value(f.into_inner() as i64)
-                    }
-                    Some(_) => {
-                        missed += 1;
-                        b.append_null()
-                    }
+            Builder::Json(b) => {
+                b.append_value(json(value));
+                true
+            }
+            Builder::Int64(b) => match value {
+                Value::Integer(i) => {
+                    b.append_value(*i);
+                    true
                 }
-            }
-            Arc::new(b.finish())
-        }
-        ColumnType::Float64 => {
-            let mut b = Float64Builder::with_capacity(events.len());
-            for value in values {
-                match value {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Float(f)) => b.append_value(f.into_inner()),
-                    Some(Value::Integer(i)) => b.append_value(*i as f64),
-                    Some(_) => {
-                        missed += 1;
-                        b.append_null()
-                    }
+                Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    b.append_value(f.into_inner() as i64);
+                    true
                 }
-            }
-            Arc::new(b.finish())
-        }
-        ColumnType::Bool => {
-            let mut b = BooleanBuilder::with_capacity(events.len());
-            for value in values {
-                match value {
-                    None | Some(Value::Null) => b.append_null(),
-                    Some(Value::Boolean(v)) => b.append_value(*v),
-                    Some(_) => {
-                        missed += 1;
-                        b.append_null()
-                    }
+                _ => false,
+            },
+            Builder::Float64(b) => match value {
+                Value::Float(f) => {
+                    b.append_value(f.into_inner());
+                    true
                 }
-            }
-            Arc::new(b.finish())
-        }
-        ColumnType::Timestamp => {
-            let mut b = TimestampMicrosecondBuilder::with_capacity(events.len());
-            for value in values {
+                Value::Integer(i) => {
+                    b.append_value(*i as f64);
+                    true
+                }
+                _ => false,
+            },
+            Builder::Bool(b) => match value {
+                Value::Boolean(v) => {
+                    b.append_value(*v);
+                    true
+                }
+                _ => false,
+            },
+            Builder::Timestamp(b) => {
                 let micros = match value {
-                    None | Some(Value::Null) => {
-                        b.append_null();
-                        continue;
-                    }
-                    Some(Value::Timestamp(t)) => Some(t.timestamp_micros()),
-                    Some(text @ (Value::Bytes(_) | Value::String(_))) => {
-                        chrono::DateTime::parse_from_rfc3339(&text.to_string_lossy())
+                    Value::Timestamp(t) => Some(t.timestamp_micros()),
+                    Value::Bytes(_) | Value::String(_) => {
+                        chrono::DateTime::parse_from_rfc3339(&value.to_string_lossy())
                             .ok()
                             .map(|t| t.timestamp_micros())
                     }
-                    Some(_) => None,
+                    _ => None,
                 };
                 match micros {
-                    Some(m) => b.append_value(m),
-                    None => {
-                        missed += 1;
-                        b.append_null()
+                    Some(m) => {
+                        b.append_value(m);
+                        true
                     }
+                    None => false,
                 }
             }
-            Arc::new(b.finish().with_timezone("UTC"))
+        };
+        if !fits {
+            self.append_null();
         }
-    };
-    debug_assert!(matches!(
-        array.data_type(),
-        DataType::Utf8
-            | DataType::Int64
-            | DataType::Float64
-            | DataType::Boolean
-            | DataType::Timestamp(TimeUnit::Microsecond, _)
-    ));
-    (array, missed)
+        fits
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Builder::String(b) | Builder::Json(b) => b.append_null(),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Float64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Timestamp(b) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::String(mut b) | Builder::Json(mut b) => Arc::new(b.finish()),
+            Builder::Int64(mut b) => Arc::new(b.finish()),
+            Builder::Float64(mut b) => Arc::new(b.finish()),
+            Builder::Bool(mut b) => Arc::new(b.finish()),
+            Builder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+        }
+    }
+}
+
+/// Builds every column; returns them and the number of values that did not fit.
+fn build_columns(columns: &[Column], events: &[Event], top_level: bool) -> (Vec<ArrayRef>, usize) {
+    let mut builders: Vec<Builder> = columns
+        .iter()
+        .map(|c| Builder::new(c.kind, events.len()))
+        .collect();
+    let mut missed = 0;
+    for event in events {
+        match (&event.value, top_level) {
+            // Inferred columns are the sorted top-level fields: one ordered walk per event.
+            (Value::Object(map), true) => {
+                let mut entries = map.iter().peekable();
+                for (column, builder) in columns.iter().zip(&mut builders) {
+                    while entries
+                        .peek()
+                        .is_some_and(|(k, _)| k.as_str() < column.name.as_str())
+                    {
+                        entries.next();
+                    }
+                    let value = entries
+                        .next_if(|(k, _)| k.as_str() == column.name)
+                        .map(|(_, v)| v);
+                    missed += usize::from(!builder.append(value));
+                }
+            }
+            _ => {
+                for (column, builder) in columns.iter().zip(&mut builders) {
+                    missed += usize::from(!builder.append(event.value.get(&column.path)));
+                }
+            }
+        }
+    }
+    let arrays = builders.into_iter().map(Builder::finish).collect();
+    (arrays, missed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_schema::DataType;
     use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
