@@ -137,6 +137,15 @@ fn s3_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usiz
         ("ndjson + zstd", "    compression: zstd\n"),
         ("parquet", "    encoding:\n      codec: parquet\n"),
     ];
+    // The baseline: what JSON decoding alone costs.
+    let baseline = Scenario {
+        name: "file (JSON decoding) -> blackhole",
+        rest: "sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        done_component: "out",
+        done_metric: "component_received_events_total",
+    };
+    let result = run_with(&baseline, work, &source, baseline.rest, lines, cores);
+    report(baseline.name, lines, bytes, &result);
     let lake = work.join("lake");
     let scenario = Scenario {
         name: "file -> aws_s3",
@@ -145,7 +154,7 @@ fn s3_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usiz
         done_metric: "component_sent_events_total",
     };
     let sink = |target: &str, format: &str| {
-        format!("sinks:\n  out:\n    type: aws_s3\n    inputs: [in]\n    bucket: bench\n    key_prefix: \"service={{{{ service }}}}/\"\n    batch:\n      max_events: 200000\n      max_bytes: 67108864\n      timeout_secs: 1\n{target}{format}")
+        format!("sinks:\n  out:\n    type: aws_s3\n    inputs: [in]\n    bucket: bench\n    key_prefix: \"service={{{{ service }}}}/\"\n    batch:\n      timeout_secs: 0.2\n{target}{format}")
     };
     for (name, format) in formats {
         let target = format!("    local_directory: {}\n", lake.display());

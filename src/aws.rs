@@ -123,11 +123,14 @@ pub fn classify<T, E>(error: SdkError<E>) -> Attempt<T>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let reason = DisplayErrorContext(&error).to_string();
     match &error {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code().unwrap_or_default();
+            let reason = format!(
+                "{code} (HTTP {status}): {}",
+                service.err().message().unwrap_or_default()
+            );
             let throttled = status == 429
                 || code.contains("Throttl")
                 || code == "SlowDown"
@@ -140,7 +143,9 @@ where
                 Attempt::Permanent(reason)
             }
         }
-        SdkError::ConstructionFailure(_) => Attempt::Permanent(reason),
-        _ => Attempt::Retry(reason, None),
+        SdkError::ConstructionFailure(_) => {
+            Attempt::Permanent(DisplayErrorContext(&error).to_string())
+        }
+        _ => Attempt::Retry(DisplayErrorContext(&error).to_string(), None),
     }
 }

@@ -120,16 +120,24 @@ pub async fn drive(
     }
 }
 
-/// What a sink batching per partition (an object key prefix, a stream) does.
+/// What a sink batching per partition (an object key prefix, a stream) does. Each partition
+/// collects into the sink's own `Pending` form (say, an encoded object under way), so events
+/// need not be kept whole until the flush.
 pub trait PartitionedFlush {
+    type Pending: Send;
     /// The partition of an event, or why it has none (the event is then rejected).
     fn partition(&self, event: &Event) -> Result<String, String>;
-    /// Delivers one partition's batch, then marks `finalizers` delivered or rejected.
+    /// An empty batch.
+    fn start(&self) -> Self::Pending;
+    /// Takes one event into a batch.
+    fn add(&mut self, pending: &mut Self::Pending, event: Event);
+    /// Delivers one partition's batch of `events` events, then marks `finalizers` delivered
+    /// or rejected.
     fn flush(
         &mut self,
         partition: String,
-        events: Vec<Event>,
-        byte_size: usize,
+        pending: Self::Pending,
+        events: usize,
         finalizers: Finalizers,
     ) -> impl std::future::Future<Output = ()> + Send;
     /// Disposes of events without a partition (dead letter or rejection).
@@ -144,8 +152,9 @@ pub trait PartitionedFlush {
 /// Most partitions collecting at once; one more flushes the oldest.
 pub const MAX_OPEN_PARTITIONS: usize = 256;
 
-struct Open {
-    events: Vec<Event>,
+struct Open<P> {
+    pending: P,
+    events: usize,
     bytes: usize,
     finalizers: Finalizers,
     deadline: tokio::time::Instant,
@@ -154,13 +163,14 @@ struct Open {
 }
 
 /// [`drive`] with one batch per partition: each fills and times out on its own.
-pub async fn drive_partitioned(
+pub async fn drive_partitioned<S: PartitionedFlush>(
     mut input: BufferReceiver,
     config: BatchConfig,
     metrics: &ComponentMetrics,
-    sink: &mut impl PartitionedFlush,
+    sink: &mut S,
 ) {
-    let mut open: std::collections::HashMap<String, Open> = std::collections::HashMap::new();
+    let mut open: std::collections::HashMap<String, Open<S::Pending>> =
+        std::collections::HashMap::new();
     let mut batch_number = 0u64;
     let timeout = Duration::from_secs_f64(config.timeout_secs);
     loop {
@@ -192,11 +202,12 @@ pub async fn drive_partitioned(
                         if !open.contains_key(&key) && open.len() >= MAX_OPEN_PARTITIONS {
                             if let Some(oldest) = open.iter().min_by_key(|(_, o)| o.deadline).map(|(k, _)| k.clone()) {
                                 let o = open.remove(&oldest).unwrap();
-                                sink.flush(oldest, o.events, o.bytes, o.finalizers).await;
+                                sink.flush(oldest, o.pending, o.events, o.finalizers).await;
                             }
                         }
                         let partition = open.entry(key.clone()).or_insert_with(|| Open {
-                            events: Vec::new(),
+                            pending: sink.start(),
+                            events: 0,
                             bytes: 0,
                             finalizers: Finalizers::default(),
                             deadline: tokio::time::Instant::now() + timeout,
@@ -207,11 +218,12 @@ pub async fn drive_partitioned(
                             partition.batch_seen = batch_number;
                             partition.finalizers.merge(finalizers.clone());
                         }
-                        partition.events.push(event);
+                        sink.add(&mut partition.pending, event);
+                        partition.events += 1;
                         partition.bytes += per_event;
-                        if partition.events.len() >= config.max_events || partition.bytes >= config.max_bytes {
+                        if partition.events >= config.max_events || partition.bytes >= config.max_bytes {
                             let o = open.remove(&key).unwrap();
-                            sink.flush(key, o.events, o.bytes, o.finalizers).await;
+                            sink.flush(key, o.pending, o.events, o.finalizers).await;
                         }
                     }
                     if !unroutable.is_empty() {
@@ -225,13 +237,13 @@ pub async fn drive_partitioned(
                 let due: Vec<String> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
                 for key in due {
                     let o = open.remove(&key).unwrap();
-                    sink.flush(key, o.events, o.bytes, o.finalizers).await;
+                    sink.flush(key, o.pending, o.events, o.finalizers).await;
                 }
             }
         }
     }
     for (key, o) in open {
-        sink.flush(key, o.events, o.bytes, o.finalizers).await;
+        sink.flush(key, o.pending, o.events, o.finalizers).await;
     }
 }
 

@@ -1,10 +1,10 @@
 //! Object bodies: NDJSON, a JSON array, or text lines (each optionally gzip or zstd as a
 //! whole object), or a Parquet file.
 
-use super::parquet::{ParquetConfig, ParquetEncoder};
+use super::parquet::{ParquetConfig, ParquetEncoder, Rows};
 use crate::codec::encoding::EncodingCodec;
 use crate::codec::{Compression, Encoder};
-use crate::event::Event;
+use crate::event::{Event, Value};
 use serde::Deserialize;
 
 /// The format of each object.
@@ -34,11 +34,21 @@ pub struct ObjectEncodingConfig {
     pub parquet: ParquetConfig,
 }
 
-/// An encoded object and what went wrong on the way.
-pub struct Body {
-    pub bytes: Vec<u8>,
-    /// Events left out (no `message` for `text`, or not serializable).
-    pub skipped: usize,
+/// The object a batch is becoming: events are encoded as they arrive (and then dropped),
+/// so what waits in memory is the encoded form.
+pub enum Pending {
+    /// Uncompressed NDJSON / JSON array / text; compressed as a whole at the end.
+    Lines {
+        buf: Vec<u8>,
+        events: usize,
+    },
+    Parquet(Rows),
+}
+
+/// What adding one event did.
+pub struct Added {
+    /// It could not be encoded at all (no `message` for `text`, not serializable).
+    pub skipped: bool,
     /// Parquet values written as null because they did not fit their column.
     pub mismatches: usize,
 }
@@ -114,29 +124,115 @@ impl ObjectEncoder {
         }
     }
 
-    pub fn encode(&self, events: &[Event]) -> Result<Body, String> {
+    pub fn start(&self) -> Pending {
         match self {
-            ObjectEncoder::Parquet(parquet) => {
-                let (bytes, mismatches) = parquet.encode(events)?;
-                Ok(Body {
-                    bytes,
-                    skipped: 0,
-                    mismatches,
-                })
-            }
-            ObjectEncoder::Lines(encoder, compression) => {
-                let mut raw = Vec::with_capacity(events.len() * 256);
-                let skipped = encoder.encode_body(events, &mut raw);
-                let bytes = match compression.compress(&raw) {
-                    Ok(std::borrow::Cow::Borrowed(_)) => raw,
-                    Ok(std::borrow::Cow::Owned(packed)) => packed,
-                    Err(error) => return Err(format!("cannot compress the object: {error}")),
+            ObjectEncoder::Parquet(parquet) => Pending::Parquet(parquet.start()),
+            ObjectEncoder::Lines(..) => Pending::Lines {
+                buf: Vec::new(),
+                events: 0,
+            },
+        }
+    }
+
+    /// Encodes one event into the pending object.
+    pub fn add(&self, pending: &mut Pending, event: &Event) -> Added {
+        match (self, pending) {
+            (ObjectEncoder::Parquet(_), Pending::Parquet(rows)) => Added {
+                skipped: false,
+                mismatches: rows.add(event),
+            },
+            (ObjectEncoder::Lines(encoder, _), Pending::Lines { buf, events }) => {
+                let skipped = if encoder.codec == EncodingCodec::Json {
+                    let start = buf.len();
+                    buf.push(if buf.is_empty() { b'[' } else { b',' });
+                    let failed = serde_json::to_writer(&mut *buf, &event.value).is_err();
+                    if failed {
+                        buf.truncate(start);
+                    }
+                    failed
+                } else {
+                    encoder.encode_line(event, buf).is_err()
                 };
-                Ok(Body {
-                    bytes,
+                *events += usize::from(!skipped);
+                Added {
                     skipped,
                     mismatches: 0,
-                })
+                }
+            }
+            _ => unreachable!("a pending object comes from its own encoder"),
+        }
+    }
+
+    /// How many events the pending object holds.
+    pub fn count(pending: &Pending) -> usize {
+        match pending {
+            Pending::Lines { events, .. } => *events,
+            Pending::Parquet(rows) => rows.len(),
+        }
+    }
+
+    /// The finished object's bytes (compressed, or the Parquet file).
+    pub fn finish(&self, pending: Pending) -> Result<Vec<u8>, String> {
+        match (self, pending) {
+            (ObjectEncoder::Parquet(parquet), Pending::Parquet(rows)) => parquet.finish(rows),
+            (ObjectEncoder::Lines(encoder, compression), Pending::Lines { mut buf, .. }) => {
+                if encoder.codec == EncodingCodec::Json {
+                    if buf.is_empty() {
+                        buf.push(b'[');
+                    }
+                    buf.push(b']');
+                }
+                match compression.compress(&buf) {
+                    Ok(std::borrow::Cow::Borrowed(_)) => Ok(buf),
+                    Ok(std::borrow::Cow::Owned(packed)) => Ok(packed),
+                    Err(error) => Err(format!("cannot compress the object: {error}")),
+                }
+            }
+            _ => unreachable!("a pending object comes from its own encoder"),
+        }
+    }
+
+    /// The events back out of a finished object, for the dead-letter output when it cannot
+    /// be uploaded (the events themselves were dropped once encoded). Parquet rows come back
+    /// as objects of their column values.
+    pub fn decode(&self, body: &[u8]) -> Vec<Event> {
+        match self {
+            ObjectEncoder::Parquet(_) => super::parquet::decode(body),
+            ObjectEncoder::Lines(encoder, compression) => {
+                let raw = match crate::codec::compression::decompress(
+                    compression.content_encoding(),
+                    bytes::Bytes::copy_from_slice(body),
+                    usize::MAX / 2,
+                ) {
+                    Ok(raw) => raw,
+                    Err(_) => return Vec::new(),
+                };
+                let parse = |text: &[u8]| {
+                    serde_json::from_slice::<serde_json::Value>(text)
+                        .ok()
+                        .map(|v| Event::from(Value::from(v)))
+                };
+                match encoder.codec {
+                    EncodingCodec::Json => {
+                        match serde_json::from_slice::<Vec<serde_json::Value>>(&raw) {
+                            Ok(values) => values
+                                .into_iter()
+                                .map(|v| Event::from(Value::from(v)))
+                                .collect(),
+                            Err(_) => Vec::new(),
+                        }
+                    }
+                    EncodingCodec::Ndjson => raw
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .filter_map(parse)
+                        .collect(),
+                    EncodingCodec::Text => raw
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| Event::from_message(bytes::Bytes::copy_from_slice(l)))
+                        .collect(),
+                }
             }
         }
     }

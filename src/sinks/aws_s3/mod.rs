@@ -20,7 +20,7 @@ use crate::event::{Event, Finalizers};
 use crate::observe::ComponentMetrics;
 use crate::template::Template;
 use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
-use encode::{ObjectEncoder, ObjectEncodingConfig};
+use encode::{ObjectEncoder, ObjectEncodingConfig, Pending};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -277,65 +277,60 @@ struct S3Sink {
 }
 
 impl PartitionedFlush for S3Sink {
+    type Pending = Pending;
+
     fn partition(&self, event: &Event) -> Result<String, String> {
         self.prefix
             .render(event)
             .map_err(|e| format!("key_prefix: {e}"))
     }
 
+    fn start(&self) -> Pending {
+        self.encoder.start()
+    }
+
+    fn add(&mut self, pending: &mut Pending, event: Event) {
+        let added = self.encoder.add(pending, &event);
+        if added.skipped {
+            self.metrics.error("encode_failed");
+            self.metrics.discarded("encode_failed", 1);
+        }
+        if added.mismatches > 0 {
+            self.metrics
+                .errors("schema_mismatch", added.mismatches as u64);
+        }
+    }
+
     async fn flush(
         &mut self,
         prefix: String,
-        events: Vec<Event>,
-        _byte_size: usize,
+        pending: Pending,
+        _events: usize,
         finalizers: Finalizers,
     ) {
+        let count = ObjectEncoder::count(&pending);
+        if count == 0 {
+            return;
+        }
         let encoder = self.encoder.clone();
-        // Encoding (Parquet, compression) is CPU work: off the async workers.
-        let encoded = tokio::task::spawn_blocking(move || {
-            let body = encoder.encode(&events);
-            (events, body)
-        })
-        .await;
-        let (events, body) = match encoded {
-            Ok(pair) => pair,
-            Err(error) => {
-                // The events moved into the task that failed; their handles go with them.
+        // Compression and Parquet writing are CPU work: off the async workers.
+        let body = match tokio::task::spawn_blocking(move || encoder.finish(pending)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(reason)) => {
                 self.metrics.error("encode_failed");
-                tracing::error!(component_id = self.metrics.id(), %error, "object encoder failed");
+                tracing::error!(component_id = self.metrics.id(), %reason, events = count, "cannot encode the object; its events are rejected");
+                finalizers.update_status(crate::event::BatchStatus::Rejected);
+                return;
+            }
+            Err(error) => {
+                self.metrics.error("encode_failed");
+                tracing::error!(component_id = self.metrics.id(), %error, events = count, "object encoder failed; its events are rejected");
                 finalizers.update_status(crate::event::BatchStatus::Rejected);
                 return;
             }
         };
-        let body = match body {
-            Ok(body) => body,
-            Err(reason) => {
-                self.metrics.error("encode_failed");
-                reject(
-                    &mut self.dead_letter,
-                    &self.metrics,
-                    events,
-                    finalizers,
-                    &reason,
-                )
-                .await;
-                return;
-            }
-        };
-        if body.skipped > 0 {
-            self.metrics.errors("encode_failed", body.skipped as u64);
-            self.metrics.discarded("encode_failed", body.skipped);
-        }
-        if body.mismatches > 0 {
-            self.metrics
-                .errors("schema_mismatch", body.mismatches as u64);
-        }
-        let count = events.len() - body.skipped;
-        if count == 0 {
-            return;
-        }
         let key = self.names.next(&prefix, &self.extension);
-        let bytes = bytes::Bytes::from(body.bytes);
+        let bytes = bytes::Bytes::from(body);
         let size = bytes.len();
         let (store, options) = (&self.store, &self.options);
         let uploaded = with_retries(&self.request, &self.metrics, || {
@@ -348,6 +343,12 @@ impl PartitionedFlush for S3Sink {
                 self.metrics.sent(count, size);
             }
             Err(reason) => {
+                // The events were dropped once encoded: decode them back for the dead letter.
+                let events = if self.dead_letter.is_connected() {
+                    self.encoder.decode(&bytes)
+                } else {
+                    vec![Event::from_message(bytes::Bytes::new()); count]
+                };
                 reject(
                     &mut self.dead_letter,
                     &self.metrics,

@@ -15,7 +15,7 @@ use crate::transforms::support::parse_path;
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use indexmap::IndexMap;
 use parquet::arrow::ArrowWriter;
@@ -134,40 +134,188 @@ impl ParquetEncoder {
         Ok(ParquetEncoder { fixed, properties })
     }
 
-    /// One Parquet file holding every event; returns it and how many values did not fit
-    /// their column type (written as null).
-    pub fn encode(&self, events: &[Event]) -> Result<(Vec<u8>, usize), String> {
-        let columns = match &self.fixed {
-            Some(columns) => columns.clone(),
-            None => infer(events),
-        };
-        let (arrays, mismatches) = build_columns(&columns, events, self.fixed.is_none());
-        let fields: Vec<Field> = columns
-            .iter()
-            .zip(&arrays)
-            .map(|(column, array)| Field::new(&column.name, array.data_type().clone(), true))
-            .collect();
-        let schema = Arc::new(Schema::new(fields));
-        let batch = if arrays.is_empty() {
-            RecordBatch::try_new_with_options(
-                schema.clone(),
-                arrays,
-                &arrow_array::RecordBatchOptions::new().with_row_count(Some(events.len())),
-            )
-        } else {
-            RecordBatch::try_new(schema.clone(), arrays)
+    /// An empty set of rows for one object.
+    pub fn start(&self) -> Rows {
+        Rows {
+            columns: self
+                .fixed
+                .iter()
+                .flatten()
+                .map(|c| ColumnState {
+                    column: c.clone(),
+                    builder: Builder::new(c.kind, 1024),
+                })
+                .collect(),
+            inferred: self.fixed.is_none(),
+            rows: 0,
         }
+    }
+
+    /// The Parquet file holding `rows`.
+    pub fn finish(&self, rows: Rows) -> Result<Vec<u8>, String> {
+        let count = rows.rows;
+        let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = rows
+            .columns
+            .into_iter()
+            .map(|state| {
+                let array = state.builder.finish();
+                (
+                    Field::new(&state.column.name, array.data_type().clone(), true),
+                    array,
+                )
+            })
+            .unzip();
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new_with_options(
+            schema.clone(),
+            arrays,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(count)),
+        )
         .map_err(|e| format!("cannot build the record batch: {e}"))?;
         let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.properties.clone()))
             .map_err(|e| format!("cannot start the Parquet file: {e}"))?;
         writer
             .write(&batch)
             .map_err(|e| format!("cannot write Parquet rows: {e}"))?;
-        let bytes = writer
+        writer
             .into_inner()
-            .map_err(|e| format!("cannot finish the Parquet file: {e}"))?;
-        Ok((bytes, mismatches))
+            .map_err(|e| format!("cannot finish the Parquet file: {e}"))
     }
+
+    /// One Parquet file holding every event, and how many values did not fit their column.
+    pub fn encode(&self, events: &[Event]) -> Result<(Vec<u8>, usize), String> {
+        let mut rows = self.start();
+        let mismatches = events.iter().map(|e| rows.add(e)).sum();
+        Ok((self.finish(rows)?, mismatches))
+    }
+}
+
+/// The rows of one object so far, as Arrow column builders: an event is copied into them as
+/// it arrives and then dropped, so a batch waiting for its object holds columnar data (about
+/// its raw size), not event objects (several times more).
+pub struct Rows {
+    columns: Vec<ColumnState>,
+    /// Columns are found as fields appear (kept sorted by name), not configured.
+    inferred: bool,
+    rows: usize,
+}
+
+struct ColumnState {
+    column: Column,
+    builder: Builder,
+}
+
+impl ColumnState {
+    fn new(name: &str, kind: ColumnType, nulls: usize) -> Self {
+        let mut builder = Builder::new(kind, nulls.max(1024));
+        for _ in 0..nulls {
+            builder.append_null();
+        }
+        ColumnState {
+            column: Column {
+                name: name.to_string(),
+                path: OwnedValuePath::single_field(name),
+                kind,
+            },
+            builder,
+        }
+    }
+
+    /// Makes room for `value` in an inferred column: int64 widens to float64, any other
+    /// conflict turns the column into strings (the rows so far are converted).
+    fn widen_for(&mut self, value: &Value) {
+        let Some(incoming) = kind_of(value) else {
+            return;
+        };
+        let wanted = merge(self.column.kind, incoming);
+        if wanted == self.column.kind {
+            return;
+        }
+        let old = std::mem::replace(&mut self.builder, Builder::new(wanted, 1024)).finish();
+        for row in 0..old.len() {
+            let value = arrow_value(&old, row);
+            self.builder.append(value.as_ref());
+        }
+        self.column.kind = wanted;
+    }
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Copies one event in; returns how many of its values did not fit their column (written
+    /// as null).
+    pub fn add(&mut self, event: &Event) -> usize {
+        let mut missed = 0;
+        match (&event.value, self.inferred) {
+            (Value::Object(map), true) => {
+                // Columns and the event's fields are both sorted: one ordered walk.
+                let mut at = 0;
+                for (key, value) in map {
+                    let key = key.as_str();
+                    while at < self.columns.len() && self.columns[at].column.name.as_str() < key {
+                        self.columns[at].builder.append_null();
+                        at += 1;
+                    }
+                    if at == self.columns.len() || self.columns[at].column.name != key {
+                        let kind = kind_of(value).unwrap_or(ColumnType::String);
+                        self.columns
+                            .insert(at, ColumnState::new(key, kind, self.rows));
+                    }
+                    let state = &mut self.columns[at];
+                    state.widen_for(value);
+                    missed += usize::from(!state.builder.append(Some(value)));
+                    at += 1;
+                }
+                for state in &mut self.columns[at..] {
+                    state.builder.append_null();
+                }
+            }
+            (_, true) => {
+                missed += 1; // not an object: a row of nulls
+                for state in &mut self.columns {
+                    state.builder.append_null();
+                }
+            }
+            (value, false) => {
+                for state in &mut self.columns {
+                    missed += usize::from(!state.builder.append(value.get(&state.column.path)));
+                }
+            }
+        }
+        self.rows += 1;
+        missed
+    }
+}
+
+/// A value of an Arrow array built here, back as an event value (for widening a column and
+/// for dead-lettering the rows of an object that could not be uploaded).
+pub(super) fn arrow_value(array: &ArrayRef, row: usize) -> Option<Value> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
+    use arrow_schema::DataType;
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Utf8 => Value::from(array.as_string::<i32>().value(row)),
+        DataType::Int64 => Value::Integer(array.as_primitive::<Int64Type>().value(row)),
+        DataType::Float64 => {
+            Value::from_f64_or_zero(array.as_primitive::<Float64Type>().value(row))
+        }
+        DataType::Boolean => Value::Boolean(array.as_boolean().value(row)),
+        DataType::Timestamp(..) => {
+            let micros = array.as_primitive::<TimestampMicrosecondType>().value(row);
+            Value::Timestamp(chrono::DateTime::from_timestamp_micros(micros)?)
+        }
+        _ => return None,
+    })
 }
 
 /// The type a value suggests for its column.
@@ -190,44 +338,6 @@ fn merge(a: ColumnType, b: ColumnType) -> ColumnType {
         (Int64, Float64) | (Float64, Int64) => Float64,
         _ => String,
     }
-}
-
-/// The columns of a batch without a configured schema: its top-level fields, by name.
-/// Events of one source mostly share their field set, and VRL objects iterate in key order,
-/// so each event is matched against the columns found so far in one ordered walk; a new
-/// field falls back to a sorted insert.
-fn infer(events: &[Event]) -> Vec<Column> {
-    let mut kinds: Vec<(String, Option<ColumnType>)> = Vec::new();
-    for event in events {
-        let Value::Object(map) = &event.value else {
-            continue;
-        };
-        let mut at = 0;
-        for (key, value) in map {
-            let key = key.as_str();
-            while at < kinds.len() && kinds[at].0.as_str() < key {
-                at += 1;
-            }
-            if at == kinds.len() || kinds[at].0 != key {
-                kinds.insert(at, (key.to_string(), None));
-            }
-            let seen = &mut kinds[at].1;
-            *seen = match (*seen, kind_of(value)) {
-                (Some(a), Some(b)) => Some(merge(a, b)),
-                (a, b) => a.or(b),
-            };
-            at += 1;
-        }
-    }
-    kinds
-        .into_iter()
-        .map(|(name, kind)| Column {
-            path: OwnedValuePath::single_field(&name),
-            name,
-            // A field that is null everywhere: a string column of nulls.
-            kind: kind.unwrap_or(ColumnType::String),
-        })
-        .collect()
 }
 
 fn json(value: &Value) -> String {
@@ -353,40 +463,28 @@ impl Builder {
     }
 }
 
-/// Builds every column; returns them and the number of values that did not fit.
-fn build_columns(columns: &[Column], events: &[Event], top_level: bool) -> (Vec<ArrayRef>, usize) {
-    let mut builders: Vec<Builder> = columns
-        .iter()
-        .map(|c| Builder::new(c.kind, events.len()))
-        .collect();
-    let mut missed = 0;
-    for event in events {
-        match (&event.value, top_level) {
-            // Inferred columns are the sorted top-level fields: one ordered walk per event.
-            (Value::Object(map), true) => {
-                let mut entries = map.iter().peekable();
-                for (column, builder) in columns.iter().zip(&mut builders) {
-                    while entries
-                        .peek()
-                        .is_some_and(|(k, _)| k.as_str() < column.name.as_str())
-                    {
-                        entries.next();
-                    }
-                    let value = entries
-                        .next_if(|(k, _)| k.as_str() == column.name)
-                        .map(|(_, v)| v);
-                    missed += usize::from(!builder.append(value));
+/// The rows of a Parquet file as events (objects of their column values).
+pub(super) fn decode(body: &[u8]) -> Vec<Event> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let Ok(reader) = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(body))
+        .and_then(|b| b.build())
+    else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    for batch in reader.flatten() {
+        let schema = batch.schema();
+        for row in 0..batch.num_rows() {
+            let mut object = crate::event::ObjectMap::new();
+            for (field, array) in schema.fields().iter().zip(batch.columns()) {
+                if let Some(value) = arrow_value(array, row) {
+                    object.insert(field.name().as_str().into(), value);
                 }
             }
-            _ => {
-                for (column, builder) in columns.iter().zip(&mut builders) {
-                    missed += usize::from(!builder.append(event.value.get(&column.path)));
-                }
-            }
+            events.push(Event::from(Value::Object(object)));
         }
     }
-    let arrays = builders.into_iter().map(Builder::finish).collect();
-    (arrays, missed)
+    events
 }
 
 #[cfg(test)]
