@@ -558,6 +558,33 @@ mod tests {
     }
 
     #[test]
+    fn a_field_that_appears_later_gets_nulls_before_it() {
+        let events = [
+            event(r#"{"a":1}"#),
+            event(r#"{"b":"x"}"#),
+            event(r#"{"a":3,"b":"z"}"#),
+        ];
+        let encoder = ParquetEncoder::new(&ParquetConfig::default()).unwrap();
+        let batch = read(encoder.encode(&events).unwrap().0);
+        let a = batch
+            .column_by_name("a")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap()
+            .clone();
+        let b = batch
+            .column_by_name("b")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap()
+            .clone();
+        assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), None, Some(3)]);
+        assert_eq!(b.iter().collect::<Vec<_>>(), [None, Some("x"), Some("z")]);
+    }
+
+    #[test]
     fn a_given_schema_reads_paths_and_counts_values_that_do_not_fit() {
         let config: ParquetConfig = serde_yaml::from_str(
             "schema: {\"user.id\": int64, at: timestamp, status: int64}\ncompression: zstd",
