@@ -411,3 +411,32 @@ async fn kill_9_while_reading_loses_nothing() {
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     eprintln!("kills at {kills:?} distinct records: {duplicates} duplicates of {total}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_keeps_its_place_through_an_unreachable_stream() {
+    let Some(moto) = Moto::start() else { return };
+    let kinesis = moto.kinesis().await;
+    create_stream(&kinesis, "gap", 2).await;
+    put(&kinesis, "gap", 0..300, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &source_config(&moto, dir.path(), "gap"));
+    wait_until(WAIT, "300 records", || {
+        id_counts(&output(dir.path())).len() >= 300
+    });
+    moto.set_up(false);
+    wait_until(WAIT, "the readers retrying", || {
+        agent.stderr().contains("Kinesis read failed; retrying")
+    });
+    moto.set_up(true);
+    put(&kinesis, "gap", 300..600, 4).await;
+    wait_until(WAIT, "600 records", || {
+        id_counts(&output(dir.path())).len() >= 600
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+    let counts = id_counts(&output(dir.path()));
+    assert_eq!(counts.len(), 600);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no record twice, none lost"
+    );
+}

@@ -126,7 +126,11 @@ async fn ndjson_gzip_objects_hold_every_event_under_its_rendered_prefix() {
     let s3 = moto.s3().await;
     s3.create_bucket().bucket("lake").send().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sink = s3_sink(&moto, "lake", "    batch:\n      max_events: 500\n");
+    let sink = s3_sink(
+        &moto,
+        "lake",
+        "    batch:\n      max_events: 500\n    storage_class: STANDARD_IA\n    tags:\n      team: data eng\n      tier: \"1\"\n",
+    );
     run(dir.path(), &sink, 3000);
 
     let stored = objects(&s3, "lake").await;
@@ -152,6 +156,23 @@ async fn ndjson_gzip_objects_hold_every_event_under_its_rendered_prefix() {
         .unwrap();
     assert_eq!(head.content_encoding(), Some("gzip"));
     assert_eq!(head.content_type(), Some("application/x-ndjson"));
+    assert_eq!(
+        head.storage_class().map(|c| c.as_str()),
+        Some("STANDARD_IA")
+    );
+    let tags = s3
+        .get_object_tagging()
+        .bucket("lake")
+        .key(stored.keys().next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let tags: BTreeMap<&str, &str> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags, BTreeMap::from([("team", "data eng"), ("tier", "1")]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,6 +171,100 @@ mod tests {
         }
     }
 
+    /// A service in memory that fails each record whose data starts with `flaky` on its
+    /// first attempt (as Kinesis does under throttling of one shard), to check the partial
+    /// failure bookkeeping; the sinks themselves are tested against moto.
+    #[derive(Default)]
+    struct Flaky {
+        calls: std::sync::Mutex<Vec<Vec<String>>>,
+        taken: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl RecordService for Flaky {
+        async fn put(&self, records: Vec<Record>) -> Attempt<Vec<Option<String>>> {
+            let texts: Vec<String> = records
+                .iter()
+                .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
+                .collect();
+            let seen_before: Vec<String> = self.calls.lock().unwrap().concat();
+            self.calls.lock().unwrap().push(texts.clone());
+            let mut outcome = Vec::new();
+            for text in texts {
+                if text.starts_with("flaky") && !seen_before.contains(&text) {
+                    outcome.push(Some(
+                        "ProvisionedThroughputExceededException: slow down".into(),
+                    ));
+                } else {
+                    self.taken.lock().unwrap().push(text);
+                    outcome.push(None);
+                }
+            }
+            Attempt::Done(outcome)
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_partial_failure_only_the_failed_records_are_sent_again() {
+        let service = Flaky::default();
+        let metrics = ComponentMetrics::new("out", "aws_kinesis_streams");
+        let mut dead_letter = Fanout::new(metrics.clone());
+        let texts = ["a", "flaky-1", "b", "flaky-2", "c"];
+        let events: Vec<Event> = texts
+            .iter()
+            .map(|t| Event::from_message((*t).into()))
+            .collect();
+        let records = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    i,
+                    Record {
+                        data: Bytes::from(t.to_string()),
+                        partition_key: "k".into(),
+                    },
+                )
+            })
+            .collect();
+        let request = RequestConfig {
+            retry_initial_backoff_ms: 1,
+            ..RequestConfig::default()
+        };
+        let limits = Limits {
+            max_records: 500,
+            max_request_bytes: 1 << 20,
+            max_record_bytes: 1 << 10,
+        };
+        let (notifier, status) = crate::event::BatchNotifier::new();
+        send_batch(
+            &service,
+            limits,
+            &request,
+            &metrics,
+            &mut dead_letter,
+            events,
+            records,
+            Vec::new(),
+            Finalizers::new(notifier),
+        )
+        .await;
+        let calls = service.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls[1],
+            ["flaky-1", "flaky-2"],
+            "only the failed records, in order"
+        );
+        let mut taken = service.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(
+            taken,
+            ["a", "b", "c", "flaky-1", "flaky-2"],
+            "each record taken once"
+        );
+        assert_eq!(status.await.unwrap(), crate::event::BatchStatus::Delivered);
+    }
+
     #[test]
     fn requests_respect_record_count_and_byte_limits() {
         let limits = Limits {
