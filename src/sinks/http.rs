@@ -12,6 +12,7 @@ use crate::codec::encoding::EncodingCodec;
 use crate::codec::{Compression, Encoder, EncodingConfig};
 use crate::event::{BatchStatus, Event, Finalizers};
 use crate::observe::ComponentMetrics;
+use crate::tls::TlsConfig;
 use crate::topology::{BuildError, ComponentError, RunFuture};
 use indexmap::IndexMap;
 use reqwest::header::{
@@ -56,6 +57,10 @@ pub struct HttpSinkConfig {
     /// Timeouts and retries.
     #[serde(default)]
     pub request: RequestConfig,
+    /// TLS for `https://` endpoints: `ca_file` (extra trusted CAs), `crt_file` + `key_file`
+    /// (a client certificate for mutual TLS), `verify_certificate` (default true).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// The buffer in front of this sink.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -103,9 +108,15 @@ impl HttpSinkConfig {
             })?;
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(request.timeout_secs))
-            .default_headers(headers)
+            .default_headers(headers);
+        if let Some(tls) = &self.tls {
+            client = tls
+                .client(client)
+                .map_err(|(field, message)| BuildError::new(field, message))?;
+        }
+        let client = client
             .build()
             .map_err(|e| BuildError::new("uri", format!("cannot build HTTP client: {e}")))?;
         let SinkContext {

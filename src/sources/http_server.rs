@@ -5,7 +5,10 @@
 //!   every sink, or durably buffered).
 //! - 400: the body could not be decoded; nothing was accepted. The reason is in the body.
 //! - 413: the body (or its decompressed form) exceeds `max_body_bytes`; nothing was accepted.
+//! - 401: `auth` is configured and the request's credentials are missing or wrong (the answer
+//!   does not say which part was wrong).
 //! - 415: an unsupported `Content-Encoding`.
+//! - 431: request headers larger than `max_header_bytes`.
 //! - 503 + `Retry-After`: the pipeline is full (backpressure) or shutting down; nothing was
 //!   accepted, retry later. With acknowledgements on, also when delivery failed or took longer
 //!   than `ack_timeout_secs` (the events may still arrive: at-least-once).
@@ -15,7 +18,9 @@ use crate::codec::compression::{decompress, DecompressError};
 use crate::codec::decoding::{decode_frame, OnDecodeError};
 use crate::codec::{Decoder, DecodingConfig};
 use crate::event::{BatchNotifier, BatchStatus, Event, EventBatch, Finalizers};
+use crate::http_serve::{self, ServeLimits};
 use crate::observe::ComponentMetrics;
+use crate::tls::TlsConfig;
 use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
 use axum::body::Body;
 use axum::extract::State;
@@ -72,6 +77,94 @@ pub struct HttpServerConfig {
     /// (default 60).
     #[serde(default = "default_ack_timeout_secs")]
     pub ack_timeout_secs: u64,
+    /// TLS (`crt_file`, `key_file`; with `ca_file`, clients must present a certificate it
+    /// signed: mutual TLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Credentials a request must carry (any one of them). Without `auth`, anyone who can
+    /// reach the address may send.
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    /// Largest total size of a request's headers, in bytes (default 16384); larger is 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most open connections (default 256); one more is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has for the TLS handshake and each request's headers, in seconds
+    /// (default 10); slower connections are closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: f64,
+}
+
+/// Accepted credentials: `Authorization: Bearer <token>` or `Authorization: Basic ...`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuth {
+    /// Accepted bearer tokens (use `${VAR}` or a secret file, not a literal).
+    #[serde(default)]
+    pub bearer_tokens: Vec<String>,
+    /// Accepted basic-auth users.
+    #[serde(default)]
+    pub basic: Vec<BasicCredential>,
+}
+
+/// One basic-auth user.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredential {
+    pub username: String,
+    pub password: String,
+}
+
+impl HttpAuth {
+    /// Whether the `Authorization` header matches one credential. Every candidate is
+    /// compared, each in constant time, so the time taken tells nothing about how close a
+    /// guess was.
+    fn allows(&self, header: Option<&[u8]>) -> bool {
+        let Some(header) = header else {
+            return false;
+        };
+        let mut allowed = false;
+        for token in &self.bearer_tokens {
+            let expected = [b"Bearer ", token.as_bytes()].concat();
+            allowed |= constant_time_eq(header, &expected);
+        }
+        for user in &self.basic {
+            use base64::Engine;
+            let pair = format!("{}:{}", user.username, user.password);
+            let expected = [
+                b"Basic ".as_slice(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(pair)
+                    .as_bytes(),
+            ]
+            .concat();
+            allowed |= constant_time_eq(header, &expected);
+        }
+        allowed
+    }
+}
+
+/// Compares without stopping at the first difference (time depends on the lengths only).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    std::hint::black_box(difference) == 0
+}
+
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_header_timeout() -> f64 {
+    10.0
 }
 
 fn default_path() -> String {
@@ -97,6 +190,8 @@ struct Shared {
     accept_timeout: Duration,
     acknowledgements: bool,
     ack_timeout: Duration,
+    auth: Option<HttpAuth>,
+    max_header_bytes: usize,
     metrics: ComponentMetrics,
 }
 
@@ -108,12 +203,43 @@ impl HttpServerConfig {
         if self.max_body_bytes == 0 {
             return Err(BuildError::new("max_body_bytes", "must be greater than 0"));
         }
+        if self.max_connections == 0 {
+            return Err(BuildError::new("max_connections", "must be greater than 0"));
+        }
+        if !self.header_timeout_secs.is_finite() || self.header_timeout_secs <= 0.0 {
+            return Err(BuildError::new(
+                "header_timeout_secs",
+                "must be a number > 0",
+            ));
+        }
+        if let Some(auth) = &self.auth {
+            if auth.bearer_tokens.is_empty() && auth.basic.is_empty() {
+                return Err(BuildError::new(
+                    "auth",
+                    "lists no bearer_tokens and no basic users: nobody could send",
+                ));
+            }
+            if auth.bearer_tokens.iter().any(String::is_empty) {
+                return Err(BuildError::new("auth.bearer_tokens", "a token is empty"));
+            }
+        }
+        let tls = match &self.tls {
+            Some(tls) => Some(
+                tls.server()
+                    .map_err(|(field, m)| BuildError::new(field, m))?,
+            ),
+            None => None,
+        };
         let config = self.clone();
-        Ok(Box::pin(serve(config, cx)))
+        Ok(Box::pin(serve(config, tls, cx)))
     }
 }
 
-async fn serve(config: HttpServerConfig, cx: SourceContext) -> Result<(), ComponentError> {
+async fn serve(
+    config: HttpServerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cx: SourceContext,
+) -> Result<(), ComponentError> {
     let SourceContext {
         id,
         out,
@@ -132,7 +258,9 @@ async fn serve(config: HttpServerConfig, cx: SourceContext) -> Result<(), Compon
         accept_timeout: Duration::from_millis(config.accept_timeout_ms),
         acknowledgements: config.acknowledgements.unwrap_or(acknowledgements),
         ack_timeout: Duration::from_secs(config.ack_timeout_secs),
-        metrics,
+        auth: config.auth.clone(),
+        max_header_bytes: config.max_header_bytes,
+        metrics: metrics.clone(),
     });
     let app = Router::new()
         .route(&config.path, post(handle).put(handle))
@@ -140,12 +268,15 @@ async fn serve(config: HttpServerConfig, cx: SourceContext) -> Result<(), Compon
     let listener = tokio::net::TcpListener::bind(config.address)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.address))?;
-    tracing::info!(component_id = %id, address = %listener.local_addr()?, path = %config.path, "http_server listening");
-    let stop = shutdown.stop.clone();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    tracing::info!(component_id = %id, address = %listener.local_addr()?, path = %config.path, tls = tls.is_some(), "http_server listening");
+    let limits = ServeLimits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_secs_f64(config.header_timeout_secs),
+        max_head_bytes: config.max_header_bytes.saturating_mul(2),
+    };
+    let server = http_serve::serve(listener, app, tls, limits, metrics, shutdown.stop.clone());
     tokio::select! {
-        result = server => result?,
+        _ = server => {}
         _ = shutdown.force.cancelled() => {
             tracing::warn!(component_id = %id, "shutdown forced while requests were waiting for delivery");
         }
@@ -167,6 +298,32 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let metrics = &shared.metrics;
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > shared.max_header_bytes {
+        metrics.error("headers_too_large");
+        return reply(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request headers of {header_bytes} bytes exceed max_header_bytes ({})",
+                shared.max_header_bytes
+            ),
+        );
+    }
+    if let Some(auth) = &shared.auth {
+        let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if !auth.allows(given) {
+            metrics.error("unauthorized");
+            let mut response = reply(StatusCode::UNAUTHORIZED, "unauthorized");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer, Basic realm=\"sluice\""),
+            );
+            return response;
+        }
+    }
     if let Some(length) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
