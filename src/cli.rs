@@ -104,7 +104,20 @@ fn run(paths: Vec<PathBuf>) -> ExitCode {
         };
         let api_stop = CancellationToken::new();
         if config.global.api.enabled {
-            match api::serve(config.global.api.address, api_stop.clone()).await {
+            let tls = match config
+                .global
+                .api
+                .tls
+                .as_ref()
+                .map(|t| t.server())
+                .transpose()
+            {
+                Ok(tls) => tls,
+                Err((field, message)) => {
+                    return config_failure(&ConfigError::single(format!("api.{field}"), message))
+                }
+            };
+            match api::serve(config.global.api.address, tls, api_stop.clone()).await {
                 Ok(address) => tracing::info!(%address, "api listening (/health, /metrics)"),
                 Err(error) => {
                     eprintln!(
@@ -196,7 +209,10 @@ fn validate(paths: Vec<PathBuf>, no_environment: bool) -> ExitCode {
             ExitCode::SUCCESS
         } else {
             for failure in &failures {
-                eprintln!("  x {failure}");
+                eprintln!(
+                    "  x {}",
+                    crate::config::secrets::redact(&failure.to_string())
+                );
             }
             eprintln!("(use --no-environment to check the config alone)");
             ExitCode::from(EX_CONFIG)
@@ -282,6 +298,6 @@ fn graph(paths: Vec<PathBuf>, format: GraphFormat) -> ExitCode {
             }
         }
     }
-    print!("{out}");
+    print!("{}", crate::config::secrets::redact(&out));
     ExitCode::SUCCESS
 }

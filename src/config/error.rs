@@ -23,7 +23,8 @@ impl fmt::Display for Diagnostic {
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
-        f.write_str(&self.message)
+        // A message may quote a value, and a value may be a secret.
+        f.write_str(&super::secrets::redact(&self.message))
     }
 }
 

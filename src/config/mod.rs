@@ -9,6 +9,7 @@ pub mod error;
 pub mod graph;
 pub mod interpolate;
 pub mod locate;
+pub mod secrets;
 
 pub use error::{ConfigError, Diagnostic};
 pub use graph::{Graph, OutputId};
@@ -37,6 +38,10 @@ pub struct ApiConfig {
     /// Address to listen on. Loopback by default so metrics are not exposed by accident.
     #[serde(default = "default_api_address")]
     pub address: SocketAddr,
+    /// Serve the api over TLS (`crt_file`, `key_file`; with `ca_file`, mutual TLS: only
+    /// clients with a certificate it signed may read metrics).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 fn default_api_address() -> SocketAddr {
@@ -48,6 +53,7 @@ impl Default for ApiConfig {
         ApiConfig {
             enabled: false,
             address: default_api_address(),
+            tls: None,
         }
     }
 }
@@ -340,17 +346,42 @@ impl Config {
         let mut diagnostics = Vec::new();
         let mut globals_from: IndexMap<&'static str, String> = IndexMap::new();
         for (name, raw_text) in files {
-            let text = match interpolate::interpolate(raw_text, |var| std::env::var(var).ok()) {
+            let file_errors = std::cell::RefCell::new(Vec::new());
+            let lookup = |var: &str| {
+                if let Some(path) = var.strip_prefix("file:") {
+                    return match secrets::read_file(path) {
+                        Ok(value) => {
+                            secrets::register(&value);
+                            Some(value)
+                        }
+                        Err(error) => {
+                            file_errors.borrow_mut().push((var.to_string(), error));
+                            None
+                        }
+                    };
+                }
+                let value = std::env::var(var).ok()?;
+                if secrets::is_secret_name(var) {
+                    secrets::register(&value);
+                }
+                Some(value)
+            };
+            let text = match interpolate::interpolate(raw_text, lookup) {
                 Ok(text) => text,
                 Err(missing) => {
+                    let file_errors = file_errors.borrow();
                     for (line, var) in missing {
-                        diagnostics.push(Diagnostic {
-                            location: Some((name.clone(), line)),
-                            path: String::new(),
-                            message: format!(
+                        let message = match file_errors.iter().find(|(name, _)| *name == var) {
+                            Some((_, error)) => error.clone(),
+                            None => format!(
                                 "environment variable `{var}` is not set and has no default \
                                  (write ${{{var}:-default}}, or $$ for a literal $)"
                             ),
+                        };
+                        diagnostics.push(Diagnostic {
+                            location: Some((name.clone(), line)),
+                            path: String::new(),
+                            message,
                         });
                     }
                     continue;

@@ -5,8 +5,13 @@ use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
-/// Binds the api address and serves until `stop` fires. Returns the bound address.
-pub async fn serve(address: SocketAddr, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+/// Binds the api address and serves until `stop` fires (over TLS when `tls` is set). Returns
+/// the bound address.
+pub async fn serve(
+    address: SocketAddr,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let handle = super::metrics::prometheus();
     let app = Router::new()
         .route(
@@ -31,13 +36,14 @@ pub async fn serve(address: SocketAddr, stop: CancellationToken) -> std::io::Res
         );
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "api server failed");
-        }
-    });
+    let limits = crate::http_serve::ServeLimits {
+        max_connections: 64,
+        header_timeout: std::time::Duration::from_secs(10),
+        max_head_bytes: 16 << 10,
+    };
+    let metrics = crate::observe::ComponentMetrics::new("api", "api");
+    tokio::spawn(crate::http_serve::serve(
+        listener, app, tls, limits, metrics, stop,
+    ));
     Ok(bound)
 }
