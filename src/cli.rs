@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `graph`. Exit codes: 0 success, 1 runtime failure,
+//! The command line: `run`, `validate`, `test`, `graph`. Exit codes: 0 success, 1 runtime failure,
 //! 78 (EX_CONFIG) for any configuration error.
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         no_environment: bool,
     },
+    /// Run the unit tests written in config files (`tests:`): events inserted at transforms,
+    /// conditions checked on their outputs. Exit 0 when all pass, 1 when one fails.
+    Test {
+        /// Config files or directories, merged into one topology.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Print the topology as a graph (Graphviz DOT or Mermaid).
     Graph {
         #[arg(required = true, value_name = "PATH")]
@@ -66,6 +73,7 @@ pub fn main() -> ExitCode {
             no_environment,
         } => validate(paths, no_environment),
         Command::Graph { paths, format } => graph(paths, format),
+        Command::Test { paths } => test(paths),
     }
 }
 
@@ -226,6 +234,42 @@ fn check_writable(dir: &std::path::Path) -> Result<(), String> {
     std::fs::write(&probe, b"ok").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+fn test(paths: Vec<PathBuf>) -> ExitCode {
+    let config = match load(&paths) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    if config.tests.is_empty() {
+        eprintln!("no tests: add a `tests:` list to the config (see README, \"Testing configs\")");
+        return ExitCode::from(EX_CONFIG);
+    }
+    let results = match crate::config_tests::run_all(&config) {
+        Ok(results) => results,
+        Err(error) => return config_failure(&error),
+    };
+    let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
+    for result in &results {
+        if result.failures.is_empty() {
+            println!("test {} ... passed", result.name);
+        } else {
+            println!("test {} ... FAILED", result.name);
+            for failure in &result.failures {
+                println!("  x {}", crate::config::secrets::redact(failure));
+            }
+        }
+    }
+    println!(
+        "{} tests: {} passed, {failed} failed",
+        results.len(),
+        results.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn graph(paths: Vec<PathBuf>, format: GraphFormat) -> ExitCode {

@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod config_tests;
 pub mod event;
 pub mod http_serve;
 pub mod kafka;

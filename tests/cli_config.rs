@@ -351,3 +351,80 @@ fn secrets_from_files_and_secret_env_vars_never_appear_in_errors_graph_or_logs()
     assert!(log.contains("request failed; retrying"), "{log}");
     assert!(!log.contains("Env-Secret-4242"), "{log}");
 }
+
+fn sluice_test(dir: &Path, text: &str) -> (i32, String, String) {
+    let path = dir.join("tested.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = sluice().arg("test").arg(&path).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn sluice_test_runs_the_example_tests() {
+    let out = sluice()
+        .args([
+            "test",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/routing.yaml"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("2 tests: 2 passed, 0 failed"), "{stdout}");
+}
+
+const TESTED: &str = "sources:\n  in:\n    type: stdin\ntransforms:\n  parse:\n    type: remap\n    inputs: [in]\n    source: |\n      . = parse_json!(.message)\n  per_service:\n    type: window\n    inputs: [parse]\n    kind: tumbling\n    size_secs: 60\n    group_by: [service]\n    aggregations:\n      requests: {op: count}\nsinks:\n  out:\n    type: console\n    inputs: [per_service]\n";
+
+#[test]
+fn sluice_test_reports_each_failed_expectation_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{TESTED}tests:\n  - name: counts per service\n    inputs:\n      - insert_at: parse\n        value: '{{\"service\": \"a\"}}'\n      - insert_at: parse\n        value: '{{\"service\": \"a\"}}'\n      - insert_at: parse\n        value: '{{\"service\": \"b\"}}'\n    outputs:\n      - extract_from: per_service\n        count: 2\n        conditions:\n          - '(.service == \"a\" && .requests == 2) || (.service == \"b\" && .requests == 1)'\n  - name: wrong on purpose\n    inputs:\n      - insert_at: parse\n        value: '{{\"service\": \"c\"}}'\n    outputs:\n      - extract_from: parse\n        count: 2\n        conditions:\n          - '.service == \"d\"'\n    no_outputs_from: [per_service]\n"
+    );
+    let (code, stdout, stderr) = sluice_test(dir.path(), &text);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("test counts per service ... passed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("test wrong on purpose ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("parse: expected 2 events, got 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("parse: condition `.service == \"d\"` is false for {\"service\":\"c\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("per_service: expected no events, got 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 tests: 1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn sluice_test_names_a_wrong_test_field_as_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{TESTED}tests:\n  - name: typo\n    inputs:\n      - insert_at: prase\n        value: x\n"
+    );
+    let (code, _, stderr) = sluice_test(dir.path(), &text);
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("tests[0].inputs[0].insert_at: `prase` is not a transform"),
+        "{stderr}"
+    );
+    let text = format!("{TESTED}tests:\n  - name: typo\n    inputz: []\n");
+    let (code, _, stderr) = sluice_test(dir.path(), &text);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("tests[0]"), "{stderr}");
+    assert!(stderr.contains("unknown field `inputz`"), "{stderr}");
+}

@@ -127,6 +127,9 @@ struct RawFile {
     transforms: IndexMap<String, serde_yaml::Value>,
     #[serde(default)]
     sinks: IndexMap<String, serde_yaml::Value>,
+    /// Unit tests of the transforms, run by `sluice test` (ignored by `run`).
+    #[serde(default)]
+    tests: Vec<serde_yaml::Value>,
 }
 
 /// A component's config and where it was written.
@@ -171,6 +174,8 @@ pub struct Config {
     pub sources: IndexMap<String, Entry<SourceConfig>>,
     pub transforms: IndexMap<String, Entry<TransformConfig>>,
     pub sinks: IndexMap<String, Entry<SinkConfig>>,
+    /// `tests:` entries with the file they came from, for `sluice test`.
+    pub tests: Vec<(String, serde_yaml::Value)>,
 }
 
 /// A field-level failure while parsing one component.
@@ -455,6 +460,9 @@ impl Config {
                 &mut diagnostics,
             );
             merge(&mut config.sinks, sinks, "sinks", &mut diagnostics);
+            config
+                .tests
+                .extend(raw.tests.into_iter().map(|t| (name.clone(), t)));
         }
         if diagnostics.is_empty() {
             Ok(config)
