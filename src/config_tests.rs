@@ -34,6 +34,9 @@ use std::collections::VecDeque;
 /// Events waiting for a transform: (its id, the events).
 type Queue = VecDeque<(String, Vec<Event>)>;
 
+/// Hands a transform's output buckets on: to the transforms reading them, and to the capture.
+type Deliver<'a> = dyn FnMut(&str, Vec<Vec<Event>>, &mut Queue) + 'a;
+
 /// One test.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,9 +221,7 @@ fn run_one(
         }
     };
     let run_queue =
-        |built: &mut IndexMap<String, BuiltTransform>,
-         queue: &mut Queue,
-         deliver: &mut dyn FnMut(&str, Vec<Vec<Event>>, &mut Queue)| {
+        |built: &mut IndexMap<String, BuiltTransform>, queue: &mut Queue, deliver: &mut Deliver| {
             while let Some((id, events)) = queue.pop_front() {
                 let width = outputs_of(config, &id).len();
                 let buckets = match built.get_mut(&id).expect("checked") {
