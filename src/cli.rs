@@ -49,6 +49,19 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Show a refreshing table of per-component events/s, bytes/s, errors and buffer fill,
+    /// read from a running agent's /metrics.
+    Top {
+        /// The agent's api address.
+        #[arg(long, default_value = "127.0.0.1:8686")]
+        api: std::net::SocketAddr,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many tables (default: until interrupted).
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
     /// Print the topology as a graph (Graphviz DOT or Mermaid).
     Graph {
         #[arg(required = true, value_name = "PATH")]
@@ -74,6 +87,17 @@ pub fn main() -> ExitCode {
         } => validate(paths, no_environment),
         Command::Graph { paths, format } => graph(paths, format),
         Command::Test { paths } => test(paths),
+        Command::Top {
+            api,
+            interval,
+            iterations,
+        } => match crate::top::run(api, Duration::from_secs_f64(interval.max(0.1)), iterations) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("sluice top: {error}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

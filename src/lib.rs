@@ -18,5 +18,6 @@ pub mod sinks;
 pub mod sources;
 pub mod template;
 pub mod tls;
+pub mod top;
 pub mod topology;
 pub mod transforms;
