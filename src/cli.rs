@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `test`, `graph`. Exit codes: 0 success, 1 runtime failure,
+//! The command line: `run`, `validate`, `test`, `tap`, `top`, `graph`. Exit codes: 0 success, 1 runtime failure,
 //! 78 (EX_CONFIG) for any configuration error.
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
@@ -49,6 +49,18 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Print a live sample of the events leaving a component, as JSON lines (from a running
+    /// agent's api). Slow readers get a sample; the pipeline never waits for a tap.
+    Tap {
+        /// The component id.
+        component: String,
+        /// The agent's api address.
+        #[arg(long, default_value = "127.0.0.1:8686")]
+        api: std::net::SocketAddr,
+        /// Stop after this many events (default: until interrupted).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Show a refreshing table of per-component events/s, bytes/s, errors and buffer fill,
     /// read from a running agent's /metrics.
     Top {
@@ -87,6 +99,11 @@ pub fn main() -> ExitCode {
         } => validate(paths, no_environment),
         Command::Graph { paths, format } => graph(paths, format),
         Command::Test { paths } => test(paths),
+        Command::Tap {
+            component,
+            api,
+            limit,
+        } => tap(&component, api, limit),
         Command::Top {
             api,
             interval,
@@ -149,7 +166,14 @@ fn run(paths: Vec<PathBuf>) -> ExitCode {
                     return config_failure(&ConfigError::single(format!("api.{field}"), message))
                 }
             };
-            match api::serve(config.global.api.address, tls, api_stop.clone()).await {
+            let components = config
+                .sources
+                .keys()
+                .chain(config.transforms.keys())
+                .chain(config.sinks.keys())
+                .cloned()
+                .collect();
+            match api::serve(config.global.api.address, tls, components, api_stop.clone()).await {
                 Ok(address) => tracing::info!(%address, "api listening (/health, /metrics)"),
                 Err(error) => {
                     eprintln!(
@@ -293,6 +317,44 @@ fn test(paths: Vec<PathBuf>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn tap(component: &str, api: std::net::SocketAddr, limit: Option<usize>) -> ExitCode {
+    let mut url = reqwest::Url::parse(&format!("http://{api}/tap")).expect("a valid URL");
+    url.query_pairs_mut().append_pair("component", component);
+    if let Some(limit) = limit {
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+    }
+    let result: Result<(), String> = runtime().block_on(async move {
+        let mut response = reqwest::get(url)
+            .await
+            .map_err(|e| format!("cannot reach the api at {api}: {e} (is `api.enabled: true`?)"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("{status}: {}", text.trim()));
+        }
+        use std::io::Write;
+        let mut stdout = std::io::stdout();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if stdout
+                .write_all(&chunk)
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
+                break; // stdout closed (`| head`)
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice tap: {error}");
+            ExitCode::from(1)
+        }
     }
 }
 

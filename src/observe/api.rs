@@ -1,6 +1,9 @@
 //! The api server: `GET /health` (200 while the topology runs) and `GET /metrics`
-//! (Prometheus text format).
+//! (Prometheus text format), `GET /tap?component=ID&limit=N` (a live sample of the events
+//! leaving a component, as JSON lines; see `observe::tap`).
 
+use axum::body::Body;
+use axum::extract::Query;
 use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
@@ -10,10 +13,16 @@ use tokio_util::sync::CancellationToken;
 pub async fn serve(
     address: SocketAddr,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    components: Vec<String>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let handle = super::metrics::prometheus();
+    let components = std::sync::Arc::new(components);
     let app = Router::new()
+        .route(
+            "/tap",
+            get(move |query: Query<TapQuery>| tap(query, components.clone())),
+        )
         .route(
             "/health",
             get(|| async { (StatusCode::OK, "{\"status\":\"ok\"}\n") }),
@@ -46,4 +55,43 @@ pub async fn serve(
         listener, app, tls, limits, metrics, stop,
     ));
     Ok(bound)
+}
+
+#[derive(serde::Deserialize)]
+struct TapQuery {
+    component: String,
+    /// Stop after this many events (default: until the client goes away).
+    limit: Option<usize>,
+}
+
+async fn tap(
+    Query(query): Query<TapQuery>,
+    components: std::sync::Arc<Vec<String>>,
+) -> axum::response::Response {
+    if !components.contains(&query.component) {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no component `{}`; components: {}\n",
+                query.component,
+                components.join(", ")
+            ),
+        )
+            .into_response();
+    }
+    let rx = super::tap::open(&query.component);
+    let limit = query.limit.unwrap_or(usize::MAX);
+    let lines = futures::stream::unfold((rx, 0usize), move |(mut rx, sent)| async move {
+        if sent >= limit {
+            return None;
+        }
+        let mut line = rx.recv().await?;
+        line.push('\n');
+        Some((Ok::<_, std::convert::Infallible>(line), (rx, sent + 1)))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod logging;
 pub mod metrics;
+pub mod tap;
 
 pub use self::metrics::ComponentMetrics;

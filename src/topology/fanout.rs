@@ -58,6 +58,7 @@ impl Fanout {
         if batch.is_empty() {
             return Ok(());
         }
+        crate::observe::tap::offer(self.producer.id(), &batch.events);
         if self.targets.is_empty() {
             self.producer.discarded("unconnected_output", batch.len());
             return Ok(());
