@@ -7,6 +7,7 @@ use crate::topology;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,9 @@ enum Command {
         /// Config file or directory of *.yaml files; repeat to merge several.
         #[arg(short, long = "config", value_name = "PATH")]
         config: Vec<PathBuf>,
+        /// Reload when a config file changes (checked every second), as on SIGHUP.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check config files: syntax, fields, wiring, VRL programs and (unless --no-environment)
     /// that data_dir is writable and sinks' endpoints are reachable.
@@ -92,7 +96,10 @@ enum GraphFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run {
+            config,
+            watch_config,
+        } => run(config, watch_config),
         Command::Validate {
             paths,
             no_environment,
@@ -138,7 +145,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-fn run(paths: Vec<PathBuf>) -> ExitCode {
+fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
     let config = match load(&paths) {
         Ok(config) => config,
         Err(error) => return config_failure(&error),
@@ -147,10 +154,11 @@ fn run(paths: Vec<PathBuf>) -> ExitCode {
     let _ = crate::observe::metrics::prometheus();
     let rt = runtime();
     rt.block_on(async move {
-        let built = match topology::build(&config) {
+        let mut built = match topology::build(&config) {
             Ok(built) => built,
             Err(error) => return config_failure(&error),
         };
+        let components = Arc::new(std::sync::RwLock::new(component_ids(&config)));
         let api_stop = CancellationToken::new();
         if config.global.api.enabled {
             let tls = match config
@@ -166,14 +174,14 @@ fn run(paths: Vec<PathBuf>) -> ExitCode {
                     return config_failure(&ConfigError::single(format!("api.{field}"), message))
                 }
             };
-            let components = config
-                .sources
-                .keys()
-                .chain(config.transforms.keys())
-                .chain(config.sinks.keys())
-                .cloned()
-                .collect();
-            match api::serve(config.global.api.address, tls, components, api_stop.clone()).await {
+            match api::serve(
+                config.global.api.address,
+                tls,
+                components.clone(),
+                api_stop.clone(),
+            )
+            .await
+            {
                 Ok(address) => tracing::info!(%address, "api listening (/health, /metrics)"),
                 Err(error) => {
                     eprintln!(
@@ -184,46 +192,130 @@ fn run(paths: Vec<PathBuf>) -> ExitCode {
                 }
             }
         }
-        tracing::info!(
-            sources = config.sources.len(),
-            transforms = config.transforms.len(),
-            sinks = config.sinks.len(),
-            "sluice started"
-        );
-        let timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
-        let result = built.run(shutdown_signal(), timeout).await;
+        let mut config = config;
+        let code = loop {
+            tracing::info!(
+                sources = config.sources.len(),
+                transforms = config.transforms.len(),
+                sinks = config.sinks.len(),
+                "sluice started"
+            );
+            let timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
+            let outcome: Arc<std::sync::Mutex<Option<Stop>>> = Arc::default();
+            let slot = outcome.clone();
+            let reload_paths = paths.clone();
+            let stop = async move {
+                let stop = wait_for_stop(&reload_paths, watch_config).await;
+                *slot.lock().unwrap() = Some(stop);
+            };
+            let result = built.run(stop, timeout).await;
+            let next = outcome.lock().unwrap().take();
+            match (result, next) {
+                (Ok(()), Some(Stop::Reload(new))) => {
+                    // The old topology has drained: sources saved their checkpoints, sinks
+                    // delivered or buffered what they held. The new one resumes from there.
+                    built = match topology::build(&new) {
+                        Ok(built) => built,
+                        Err(error) => {
+                            tracing::error!(error = %crate::config::secrets::redact(&error.to_string()), "the reloaded config failed to build");
+                            break ExitCode::from(EX_CONFIG);
+                        }
+                    };
+                    *components.write().unwrap() = component_ids(&new);
+                    config = *new;
+                    tracing::info!("config reloaded");
+                }
+                (Ok(()), _) => {
+                    tracing::info!("sluice stopped");
+                    break ExitCode::SUCCESS;
+                }
+                (Err(error), _) => {
+                    tracing::error!(%error, "sluice stopped after a component failed");
+                    break ExitCode::FAILURE;
+                }
+            }
+        };
         api_stop.cancel();
-        match result {
-            Ok(()) => {
-                tracing::info!("sluice stopped");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                tracing::error!(%error, "sluice stopped after a component failed");
-                ExitCode::FAILURE
-            }
-        }
+        code
     })
 }
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP is caught and logged: reloading is not implemented
-/// yet, and its default action (terminate at once, no drain) would be the worst outcome.
-async fn shutdown_signal() {
+fn component_ids(config: &crate::config::Config) -> Vec<String> {
+    config
+        .sources
+        .keys()
+        .chain(config.transforms.keys())
+        .chain(config.sinks.keys())
+        .cloned()
+        .collect()
+}
+
+/// Why a topology stops.
+enum Stop {
+    /// SIGTERM or SIGINT: drain and exit.
+    Exit,
+    /// SIGHUP (or a changed file with `--watch-config`) and the new config is valid: drain
+    /// and start it.
+    Reload(Box<crate::config::Config>),
+}
+
+/// Waits for SIGTERM/SIGINT, or for a reload request whose config loads and builds. An
+/// invalid new config is logged and the current topology keeps running.
+async fn wait_for_stop(paths: &[PathBuf], watch_config: bool) -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
-    if let Ok(mut hup) = signal(SignalKind::hangup()) {
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                tracing::warn!("SIGHUP received: config reload is not supported yet; still running the current config");
-            }
-        });
-    }
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    let stamp = || {
+        paths
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut seen = stamp();
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let why = tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                return Stop::Exit;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received");
+                return Stop::Exit;
+            }
+            _ = hup.recv() => "SIGHUP received",
+            _ = poll.tick(), if watch_config => {
+                let now = stamp();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "config file changed"
+            }
+        };
+        if paths.is_empty() {
+            tracing::warn!("{why}: running the built-in default config, nothing to reload");
+            continue;
+        }
+        let candidate = load(paths).and_then(|config| topology::build(&config).map(|_| config));
+        match candidate {
+            Ok(config) => {
+                tracing::info!(
+                    "{why}: the new config is valid; draining the current topology to start it"
+                );
+                return Stop::Reload(Box::new(config));
+            }
+            Err(error) => {
+                tracing::error!(
+                    "{why}: the new config is invalid; still running the current one.\n{}",
+                    crate::config::secrets::redact(&error.to_string())
+                );
+            }
+        }
     }
 }
 

@@ -13,11 +13,10 @@ use tokio_util::sync::CancellationToken;
 pub async fn serve(
     address: SocketAddr,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    components: Vec<String>,
+    components: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let handle = super::metrics::prometheus();
-    let components = std::sync::Arc::new(components);
     let app = Router::new()
         .route(
             "/tap",
@@ -66,8 +65,9 @@ struct TapQuery {
 
 async fn tap(
     Query(query): Query<TapQuery>,
-    components: std::sync::Arc<Vec<String>>,
+    components: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 ) -> axum::response::Response {
+    let components = components.read().unwrap_or_else(|p| p.into_inner()).clone();
     if !components.contains(&query.component) {
         return (
             StatusCode::NOT_FOUND,

@@ -1,0 +1,134 @@
+//! Config reload of the real binary: SIGHUP (and `--watch-config`) with a valid config drains
+//! the running topology and starts the new one, losing and repeating nothing; an invalid one
+//! is logged and the old topology keeps running. Real files on disk.
+
+mod common;
+use common::{wait_until, Agent};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(dir: &Path, version: u32) -> String {
+    format!(
+        "data_dir: {data}\nsources:\n  in:\n    type: file\n    include: [{input}]\n    read_from: beginning\ntransforms:\n  tag:\n    type: remap\n    inputs: [in]\n    source: |\n      .version = {version}\n      del(.file)\nsinks:\n  out:\n    type: file\n    inputs: [tag]\n    path: {out}\n    batch:\n      timeout_secs: 0.05\n",
+        data = dir.join("data").display(),
+        input = dir.join("in.log").display(),
+        out = dir.join("out.ndjson").display()
+    )
+}
+
+fn append(dir: &Path, range: std::ops::Range<usize>) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("in.log"))
+        .unwrap();
+    for i in range {
+        writeln!(file, "line {i}").unwrap();
+    }
+}
+
+/// (line number, version) of every output event, in order.
+fn output(dir: &Path) -> Vec<(usize, i64)> {
+    std::fs::read_to_string(dir.join("out.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let n = v["message"].as_str().unwrap()[5..].parse().unwrap();
+            (n, v["version"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+fn hup(agent: &Agent) {
+    unsafe {
+        libc::kill(agent.child.id() as i32, libc::SIGHUP);
+    }
+}
+
+#[test]
+fn sighup_swaps_in_a_valid_config_and_keeps_running_on_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), 0..100);
+    let mut agent = Agent::start(dir.path(), &config(dir.path(), 1));
+    wait_until(WAIT, "100 lines", || output(dir.path()).len() == 100);
+
+    std::fs::write(dir.path().join("sluice.yaml"), config(dir.path(), 2)).unwrap();
+    hup(&agent);
+    wait_until(WAIT, "the reload", || {
+        agent.stderr().contains("config reloaded")
+    });
+    append(dir.path(), 100..200);
+    wait_until(WAIT, "200 lines", || output(dir.path()).len() >= 200);
+
+    // A broken config: logged with its error, and the running topology carries on.
+    std::fs::write(
+        dir.path().join("sluice.yaml"),
+        config(dir.path(), 3).replace("type: remap", "type: remapp"),
+    )
+    .unwrap();
+    hup(&agent);
+    wait_until(WAIT, "the refusal", || {
+        agent
+            .stderr()
+            .contains("the new config is invalid; still running the current one")
+    });
+    assert!(
+        agent.stderr().contains("did you mean `remap`"),
+        "{}",
+        agent.stderr()
+    );
+    append(dir.path(), 200..300);
+    wait_until(WAIT, "300 lines", || output(dir.path()).len() >= 300);
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+
+    let lines = output(dir.path());
+    let numbers: Vec<usize> = lines.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (0..300).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+    assert!(lines[..100].iter().all(|(_, v)| *v == 1));
+    assert!(
+        lines[100..].iter().all(|(_, v)| *v == 2),
+        "the invalid config never ran"
+    );
+}
+
+#[test]
+fn watch_config_reloads_when_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), 0..10);
+    std::fs::write(dir.path().join("sluice.yaml"), config(dir.path(), 1)).unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = common::sluice()
+        .args(["run", "--watch-config", "--config"])
+        .arg(dir.path().join("sluice.yaml"))
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    wait_until(WAIT, "10 lines", || output(dir.path()).len() == 10);
+    std::fs::write(dir.path().join("sluice.yaml"), config(dir.path(), 2)).unwrap();
+    // Modification times are coarse on some filesystems: make sure the new one differs.
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("sluice.yaml"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    wait_until(WAIT, "the reload", || log().contains("config reloaded"));
+    append(dir.path(), 10..20);
+    wait_until(WAIT, "20 lines", || output(dir.path()).len() >= 20);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let lines = output(dir.path());
+    assert_eq!(lines.len(), 20);
+    assert!(lines[10..].iter().all(|(_, v)| *v == 2));
+}
