@@ -166,11 +166,7 @@ impl RecordService for StreamClient {
                         output
                             .records()
                             .iter()
-                            .map(|r| {
-                                r.error_code().map(|code| {
-                                    format!("{code}: {}", r.error_message().unwrap_or_default())
-                                })
-                            })
+                            .map(|r| record_error(r.error_code(), r.error_message()))
                             .collect(),
                     ),
                     Err(error) => classify(error),
@@ -197,11 +193,7 @@ impl RecordService for StreamClient {
                         output
                             .request_responses()
                             .iter()
-                            .map(|r| {
-                                r.error_code().map(|code| {
-                                    format!("{code}: {}", r.error_message().unwrap_or_default())
-                                })
-                            })
+                            .map(|r| record_error(r.error_code(), r.error_message()))
                             .collect(),
                     ),
                     Err(error) => classify(error),
@@ -209,6 +201,11 @@ impl RecordService for StreamClient {
             }
         }
     }
+}
+
+/// A record's outcome in a PutRecords / PutRecordBatch answer: `None` when it was taken.
+fn record_error(code: Option<&str>, message: Option<&str>) -> Option<String> {
+    code.map(|code| format!("{code}: {}", message.unwrap_or_default()))
 }
 
 struct KinesisSink {
