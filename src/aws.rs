@@ -35,7 +35,10 @@ pub struct AwsAuth {
     pub assume_role: Option<String>,
 }
 
-/// A component's connection fields, borrowed from its config.
+/// A component's connection fields, borrowed from its config. Each AWS component repeats
+/// `region`, `endpoint`, `auth` and `request` at its top level (as Vector's do) rather than
+/// sharing a flattened struct: serde's `flatten` cannot be combined with
+/// `deny_unknown_fields`, and a misspelt field must stay an error.
 pub struct AwsConnection<'a> {
     pub region: Option<&'a str>,
     pub endpoint: Option<&'a str>,

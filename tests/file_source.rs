@@ -200,3 +200,31 @@ fn files_matching_a_glob_are_discovered_and_excludes_apply() {
         agent.stderr()
     );
 }
+
+#[test]
+fn a_large_backlog_logs_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.log");
+    let line = format!("{}\n", "z".repeat(199));
+    std::fs::write(&input, line.repeat(150_000)).unwrap(); // 30 MB
+    let config = config(dir.path(), &input.display().to_string()).replace(
+        "    checkpoint_interval_ms: 100\n",
+        "    checkpoint_interval_ms: 100\n    progress_interval_secs: 0.05\n",
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    wait_until(Duration::from_secs(120), "the whole backlog", || {
+        std::fs::metadata(dir.path().join("out.log")).map_or(0, |m| m.len()) >= 30_000_000
+    });
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+    let stderr = agent.stderr();
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("catching up:"))
+        .collect();
+    assert!(!progress.is_empty(), "{stderr}");
+    assert!(
+        progress[0].contains("MiB left in 1 files"),
+        "{}",
+        progress[0]
+    );
+}

@@ -65,6 +65,10 @@ pub struct FileSourceConfig {
     /// How long to wait when every file is at its end, in milliseconds (default 250).
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// While a backlog of at least 1 MiB is being read, log a progress line (files, bytes
+    /// read this run, bytes left) at most this often, in seconds (default 10; 0 turns it off).
+    #[serde(default = "default_progress_interval_secs")]
+    pub progress_interval_secs: f64,
     /// How often read positions are fsynced, in milliseconds (default 1000). Changed positions
     /// are also written every 20 ms without fsync (enough to survive the process being killed;
     /// an OS crash may replay up to this interval: duplicates, never loss), and on shutdown.
@@ -92,6 +96,9 @@ fn default_glob_interval_ms() -> u64 {
 }
 fn default_poll_interval_ms() -> u64 {
     250
+}
+fn default_progress_interval_secs() -> f64 {
+    10.0
 }
 fn default_checkpoint_interval_ms() -> u64 {
     1000
@@ -168,6 +175,31 @@ struct Reader {
 }
 
 impl Reader {
+    /// One progress line while a backlog (≥ 1 MiB) is being read.
+    fn log_progress(&self, cx: &SourceContext, read: u64) {
+        let left: u64 = self
+            .watched
+            .iter()
+            .map(|w| {
+                let len = w.file.metadata().map(|m| m.len()).unwrap_or(0);
+                len.saturating_sub(w.position())
+            })
+            .sum();
+        if left >= 1 << 20 {
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            tracing::info!(
+                component_id = %cx.id,
+                files = self.watched.len(),
+                read_mib = format!("{:.1}", mib(read)),
+                left_mib = format!("{:.1}", mib(left)),
+                "catching up: {:.1} MiB read, {:.1} MiB left in {} files",
+                mib(read),
+                mib(left),
+                self.watched.len()
+            );
+        }
+    }
+
     fn new(config: FileSourceConfig, cx: &SourceContext) -> Self {
         Reader {
             lines: LineDecoder {
@@ -202,6 +234,9 @@ impl Reader {
         let mut last_glob: Option<Instant> = None;
         let mut last_write = Instant::now();
         let mut last_durable = Instant::now();
+        let progress_every = Duration::from_secs_f64(self.config.progress_interval_secs.max(0.0));
+        let mut last_progress = Instant::now();
+        let mut read_this_run = 0u64;
 
         while !cx.shutdown.stop.is_cancelled() {
             if last_glob.is_none_or(|t| t.elapsed() >= glob_every) {
@@ -210,6 +245,11 @@ impl Reader {
             }
             let (batch, positions) = self.read_batch(&cx);
             let idle = batch.is_empty() && positions.is_empty();
+            read_this_run += batch.byte_size as u64;
+            if !idle && !progress_every.is_zero() && last_progress.elapsed() >= progress_every {
+                last_progress = Instant::now();
+                self.log_progress(&cx, read_this_run);
+            }
             if !positions.is_empty() {
                 let mut batch = batch;
                 acks.attach(&mut batch, positions);
