@@ -26,9 +26,19 @@ impl Pki {
     }
 
     fn leaf(dir: &Path, name: &str, issuer: &Issuer<'static, KeyPair>) {
+        Self::leaf_with(dir, name, issuer, |_| {});
+    }
+
+    fn leaf_with(
+        dir: &Path,
+        name: &str,
+        issuer: &Issuer<'static, KeyPair>,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) {
         let key = KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        adjust(&mut params);
         let cert = params.signed_by(&key, issuer).unwrap();
         std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
@@ -85,6 +95,10 @@ async fn mutual_tls_refuses_clients_without_a_valid_certificate_and_serves_valid
     Pki::leaf(dir.path(), "client", &ca);
     let rogue = Pki::ca(dir.path(), "rogue-ca");
     Pki::leaf(dir.path(), "intruder", &rogue);
+    Pki::leaf_with(dir.path(), "expired", &ca, |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
     let (port, api) = (free_port(), free_port());
     let tls = format!(
         "    tls:\n      crt_file: {d}/server.crt\n      key_file: {d}/server.key\n      ca_file: {d}/ca.crt\n",
@@ -132,7 +146,7 @@ async fn mutual_tls_refuses_clients_without_a_valid_certificate_and_serves_valid
     );
     wait_until(WAIT, "the event", || lines(dir.path()).len() == 1);
     assert!(lines(dir.path())[0].contains("\\\"n\\\":4"));
-    assert!(errors(api, "tls_handshake_failed") >= 2.0);
+    assert!(errors(api, "tls_handshake_failed") >= 3.0);
     assert!(agent.terminate(WAIT).success());
 }
 
