@@ -120,12 +120,21 @@ fn check_ndjson(objects: &BTreeMap<String, String>, count: usize) -> BTreeMap<St
     per_service
 }
 
+/// moto, an S3 client, a bucket named `bucket` and a working directory for the agent.
+async fn emulator_with_bucket(
+    bucket: &str,
+) -> Option<(Moto, aws_sdk_s3::Client, tempfile::TempDir)> {
+    let moto = Moto::start()?;
+    let s3 = moto.s3().await;
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    Some((moto, s3, tempfile::tempdir().unwrap()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_gzip_objects_hold_every_event_under_its_rendered_prefix() {
-    let Some(moto) = Moto::start() else { return };
-    let s3 = moto.s3().await;
-    s3.create_bucket().bucket("lake").send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Some((moto, s3, dir)) = emulator_with_bucket("lake").await else {
+        return;
+    };
     let sink = s3_sink(
         &moto,
         "lake",
@@ -177,10 +186,9 @@ async fn ndjson_gzip_objects_hold_every_event_under_its_rendered_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zstd_objects_and_a_large_object_in_parts() {
-    let Some(moto) = Moto::start() else { return };
-    let s3 = moto.s3().await;
-    s3.create_bucket().bucket("big").send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Some((moto, s3, dir)) = emulator_with_bucket("big").await else {
+        return;
+    };
     // One uncompressed object of 100k events (~10 MiB) goes up in 5 MiB parts; a second sink
     // writes the same events as zstd objects under another prefix.
     let sink = format!(
@@ -298,10 +306,9 @@ fn check_parquet(files: Vec<(String, Vec<u8>)>, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_objects_read_back_row_for_row() {
-    let Some(moto) = Moto::start() else { return };
-    let s3 = moto.s3().await;
-    s3.create_bucket().bucket("parquet").send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Some((moto, s3, dir)) = emulator_with_bucket("parquet").await else {
+        return;
+    };
     let sink = s3_sink(
         &moto,
         "parquet",

@@ -11,6 +11,25 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 use std::path::PathBuf;
 
+/// Sets the object metadata of `options` on a PutObject or CreateMultipartUpload builder
+/// (two SDK types with the same setters).
+macro_rules! with_object_options {
+    ($builder:expr, $options:expr) => {
+        $builder
+            .content_type(&$options.content_type)
+            .set_content_encoding($options.content_encoding.map(str::to_string))
+            .set_storage_class($options.storage_class.as_deref().map(StorageClass::from))
+            .set_server_side_encryption(
+                $options
+                    .server_side_encryption
+                    .as_deref()
+                    .map(ServerSideEncryption::from),
+            )
+            .set_ssekms_key_id($options.ssekms_key_id.clone())
+            .set_tagging($options.tagging.clone())
+    };
+}
+
 /// Object metadata, the same for every object of a sink.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectOptions {
@@ -70,18 +89,8 @@ async fn put_object(
         .put_object()
         .bucket(bucket)
         .key(key)
-        .body(ByteStream::from(body))
-        .content_type(&options.content_type)
-        .set_content_encoding(options.content_encoding.map(str::to_string))
-        .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
-        .set_server_side_encryption(
-            options
-                .server_side_encryption
-                .as_deref()
-                .map(ServerSideEncryption::from),
-        )
-        .set_ssekms_key_id(options.ssekms_key_id.clone())
-        .set_tagging(options.tagging.clone());
+        .body(ByteStream::from(body));
+    let request = with_object_options!(request, options);
     match request.send().await {
         Ok(_) => Attempt::Done(()),
         Err(error) => classify(error),
@@ -97,23 +106,8 @@ async fn put_multipart(
     body: Bytes,
     options: &ObjectOptions,
 ) -> Attempt<()> {
-    let created = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .content_type(&options.content_type)
-        .set_content_encoding(options.content_encoding.map(str::to_string))
-        .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
-        .set_server_side_encryption(
-            options
-                .server_side_encryption
-                .as_deref()
-                .map(ServerSideEncryption::from),
-        )
-        .set_ssekms_key_id(options.ssekms_key_id.clone())
-        .set_tagging(options.tagging.clone())
-        .send()
-        .await;
+    let created = client.create_multipart_upload().bucket(bucket).key(key);
+    let created = with_object_options!(created, options).send().await;
     let upload_id = match created {
         Ok(created) => created.upload_id().unwrap_or_default().to_string(),
         Err(error) => return classify(error),
