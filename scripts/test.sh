@@ -3,7 +3,9 @@
 # Needs only a Rust toolchain (cargo) and a C compiler; tests start their own servers on
 # 127.0.0.1. The Kafka tests also run against a real broker process, tansu, which
 # scripts/tansu.sh builds once into a cache (SLUICE_SKIP_TANSU=1 skips those tests locally),
-# and the AWS tests against moto's emulator, which scripts/moto.sh installs (SLUICE_SKIP_MOTO=1).
+# and the AWS tests against moto's emulator, which scripts/moto.sh installs (SLUICE_SKIP_MOTO=1),
+# and kinesalite for Kinesis shard splits, which scripts/kinesalite.sh installs
+# (SLUICE_SKIP_KINESALITE=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +42,20 @@ if [ "${SLUICE_SKIP_MOTO:-}" != 1 ]; then
   fi
   SLUICE_MOTO_SERVER="$(scripts/moto.sh)"
   export SLUICE_MOTO_SERVER
+fi
+# The Kinesis source's shard-split test runs against kinesalite (npm), installed once.
+if [ "${SLUICE_SKIP_KINESALITE:-}" != 1 ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "== installing nodejs and npm (for kinesalite, a Kinesis emulator)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    else
+      echo "node and npm are needed for kinesalite: apt-get install nodejs npm" >&2
+      exit 1
+    fi
+  fi
+  SLUICE_KINESALITE_MODULES="$(scripts/kinesalite.sh)"
+  export SLUICE_KINESALITE_MODULES
 fi
 if [ "${SLUICE_SKIP_TANSU:-}" != 1 ]; then
   SLUICE_TANSU="$(scripts/tansu.sh)"

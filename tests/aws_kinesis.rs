@@ -1,9 +1,12 @@
 //! The `aws_kinesis_streams` and `aws_kinesis_firehose` sinks against moto's emulator (real
 //! HTTP on 127.0.0.1, through a proxy that can cut the network). Records are read back with
 //! the AWS SDK: GetShardIterator + GetRecords per shard, and the S3 objects moto's Firehose
-//! writes into its destination bucket.
+//! writes into its destination bucket. Shard splits are tested against kinesalite (npm), which
+//! implements SplitShard (moto keeps writing to the closed parent).
 
 mod common;
+#[path = "common/kinesalite.rs"]
+mod kinesalite;
 #[path = "common/moto.rs"]
 mod moto;
 #[path = "common/proxy.rs"]
@@ -308,10 +311,15 @@ async fn put(
 }
 
 fn source_config(moto: &Moto, dir: &Path, stream: &str) -> String {
+    source_config_at(&moto.yaml("    "), dir, stream)
+}
+
+/// The source config with `endpoint` YAML (endpoint, region, auth) of either emulator.
+fn source_config_at(endpoint: &str, dir: &Path, stream: &str) -> String {
     format!(
         "data_dir: {}\nsources:\n  in:\n    type: aws_kinesis\n    stream_name: {stream}\n    start_position: trim_horizon\n    poll_interval_ms: 50\n    shard_refresh_secs: 0.5\n    decoding:\n      codec: json\n{}sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {}\n    batch:\n      timeout_secs: 0.05\n",
         dir.join("data").display(),
-        moto.yaml("    "),
+        endpoint,
         dir.join("out.ndjson").display()
     )
 }
@@ -439,4 +447,80 @@ async fn the_source_keeps_its_place_through_an_unreachable_stream() {
         counts.values().all(|n| *n == 1),
         "no record twice, none lost"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_shard_is_read_parent_first_so_each_key_stays_in_order() {
+    let Some(emulator) = kinesalite::Kinesalite::start() else {
+        return;
+    };
+    let kinesis = emulator.kinesis().await;
+    create_stream(&kinesis, "split", 1).await;
+    put(&kinesis, "split", 0..300, 6).await;
+    let parent = kinesis
+        .list_shards()
+        .stream_name("split")
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_string();
+    kinesis
+        .split_shard()
+        .stream_name("split")
+        .shard_to_split(&parent)
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .unwrap();
+    // Wait for the split to take effect before writing to the children.
+    for _ in 0..100 {
+        let shards = kinesis
+            .list_shards()
+            .stream_name("split")
+            .send()
+            .await
+            .unwrap();
+        if shards.shards().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put(&kinesis, "split", 300..900, 6).await;
+    // The agent starts with the closed parent (300 records) and both children (600) listed
+    // at once: only reading the parent to its end first keeps each key in order.
+    let dir = tempfile::tempdir().unwrap();
+    let config = source_config_at(&emulator.yaml("    "), dir.path(), "split");
+    let mut agent = Agent::start(dir.path(), &config);
+    wait_until(WAIT, "900 records", || {
+        id_counts(&output(dir.path())).len() >= 900
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+    assert!(
+        agent.stderr().contains("shard closed and read to its end"),
+        "{}",
+        agent.stderr()
+    );
+
+    let events = output(dir.path());
+    let counts = id_counts(&events);
+    assert_eq!(counts.len(), 900);
+    assert!(counts.values().all(|n| *n == 1), "each record once");
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for event in &events {
+        let key = event["partition_key"].as_str().unwrap().to_string();
+        let id = event["id"].as_u64().unwrap();
+        if let Some(previous) = last.insert(key.clone(), id) {
+            assert!(
+                previous < id,
+                "{id} after {previous} for {key}: children read before their parent finished"
+            );
+        }
+    }
+    let shards: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["shard_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shards.len(), 3, "parent and both children: {shards:?}");
 }
