@@ -524,3 +524,39 @@ async fn a_split_shard_is_read_parent_first_so_each_key_stays_in_order() {
         .collect();
     assert_eq!(shards.len(), 3, "parent and both children: {shards:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_that_the_streams_exist() {
+    let Some(moto) = Moto::start() else { return };
+    create_stream(&moto.kinesis().await, "events", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |kind: &str, stream: &str| {
+        let config = format!(
+            "sources:\n  in:\n    type: stdin\nsinks:\n  out:\n    type: {kind}\n    inputs: [in]\n    stream_name: {stream}\n{}",
+            moto.yaml("    ")
+        );
+        let path = dir.path().join("check.yaml");
+        std::fs::write(&path, config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("validate")
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(validate("aws_kinesis_streams", "events").0);
+    let (ok, stderr) = validate("aws_kinesis_streams", "nope");
+    assert!(
+        !ok && stderr.contains("healthcheck failed: stream `nope`: ResourceNotFoundException"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate("aws_kinesis_firehose", "nope");
+    assert!(
+        !ok && stderr.contains("healthcheck failed: stream `nope`"),
+        "{stderr}"
+    );
+}

@@ -405,3 +405,38 @@ async fn a_missing_bucket_is_permanent_and_the_events_go_to_the_dead_letter_outp
     );
     assert!(agent.stderr().contains("not retrying"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_that_the_bucket_answers() {
+    let Some((moto, _s3, dir)) = emulator_with_bucket("present").await else {
+        return;
+    };
+    let validate = |bucket: &str| {
+        let config = format!(
+            "sources:\n  in:\n    type: stdin\nsinks:\n{}",
+            s3_sink(&moto, bucket, "")
+        );
+        let path = dir.path().join(format!("{bucket}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("validate")
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let ok = validate("present");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok: sinks.lake: healthcheck passed"));
+    let missing = validate("absent-bucket");
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("sinks.lake: healthcheck failed: bucket `absent-bucket`"),
+        "{stderr}"
+    );
+}

@@ -77,6 +77,43 @@ const FIREHOSE_LIMITS: Limits = Limits {
 };
 
 impl KinesisSinkConfig {
+    /// `sluice validate`: the stream exists (DescribeStreamSummary / DescribeDeliveryStream).
+    pub async fn healthcheck(&self, service: Service) -> Result<(), String> {
+        let connection = AwsConnection {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            auth: self.auth.as_ref(),
+            request: &self.request,
+        };
+        let shared = connection.sdk_config().await;
+        let outcome: Attempt<()> = match service {
+            Service::Streams => match aws_sdk_kinesis::Client::new(&shared)
+                .describe_stream_summary()
+                .stream_name(&self.stream_name)
+                .send()
+                .await
+            {
+                Ok(_) => Attempt::Done(()),
+                Err(error) => classify(error),
+            },
+            Service::Firehose => match aws_sdk_firehose::Client::new(&shared)
+                .describe_delivery_stream()
+                .delivery_stream_name(&self.stream_name)
+                .send()
+                .await
+            {
+                Ok(_) => Attempt::Done(()),
+                Err(error) => classify(error),
+            },
+        };
+        match outcome {
+            Attempt::Done(()) => Ok(()),
+            Attempt::Retry(reason, _) | Attempt::Permanent(reason) => {
+                Err(format!("stream `{}`: {reason}", self.stream_name))
+            }
+        }
+    }
+
     pub fn build(&self, service: Service, cx: SinkContext) -> Result<RunFuture, BuildError> {
         self.batch
             .check()

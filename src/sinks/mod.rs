@@ -274,6 +274,11 @@ impl SinkConfig {
         match self {
             Self::Http(c) => Some(c.healthcheck().await),
             Self::File(c) => Some(c.healthcheck()),
+            Self::AwsS3(c) => Some(c.healthcheck().await),
+            Self::AwsKinesisStreams(c) => Some(c.healthcheck(aws_kinesis::Service::Streams).await),
+            Self::AwsKinesisFirehose(c) => {
+                Some(c.healthcheck(aws_kinesis::Service::Firehose).await)
+            }
             _ => None,
         }
     }

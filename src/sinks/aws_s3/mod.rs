@@ -165,6 +165,36 @@ impl S3SinkConfig {
         }
     }
 
+    /// `sluice validate`: the bucket exists and answers (HeadBucket), or the local directory
+    /// is writable.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        if let Some(directory) = &self.local_directory {
+            let root = directory.join(&self.bucket);
+            let probe = root.join(".sluice-write-probe");
+            std::fs::create_dir_all(&root)
+                .and_then(|_| std::fs::write(&probe, b"probe"))
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|e| format!("cannot write under {}: {e}", root.display()))?;
+            return Ok(());
+        }
+        let shared = self.connection().sdk_config().await;
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(self.force_path_style)
+                .build(),
+        );
+        match client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => match crate::aws::classify::<(), _>(error) {
+                crate::sinks::retry::Attempt::Retry(reason, _)
+                | crate::sinks::retry::Attempt::Permanent(reason) => {
+                    Err(format!("bucket `{}`: {reason}", self.bucket))
+                }
+                crate::sinks::retry::Attempt::Done(()) => Ok(()),
+            },
+        }
+    }
+
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         let prefix =
             Template::parse(&self.key_prefix).map_err(|m| BuildError::new("key_prefix", m))?;
