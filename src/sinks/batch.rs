@@ -66,57 +66,47 @@ pub trait Flush {
 }
 
 /// Reads the sink's input, batching, until the input ends; flushes the remainder at the end.
+/// One partition of [`drive_partitioned`].
 pub async fn drive(
-    mut input: BufferReceiver,
+    input: BufferReceiver,
     config: BatchConfig,
     metrics: &ComponentMetrics,
-    sink: &mut impl Flush,
+    sink: &mut (impl Flush + Send),
 ) {
-    let mut events: Vec<Event> = Vec::new();
-    let mut bytes = 0usize;
-    let mut finalizers = Finalizers::default();
-    let timeout = Duration::from_secs_f64(config.timeout_secs);
-    let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let wait = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            received = input.recv() => match received {
-                Some(batch) => {
-                    metrics.received(batch.len(), batch.byte_size);
-                    let EventBatch { events: incoming, byte_size, finalizers: incoming_finalizers } = batch;
-                    let per_event = byte_size / incoming.len().max(1);
-                    for event in incoming {
-                        if events.is_empty() {
-                            deadline = Some(tokio::time::Instant::now() + timeout);
-                            finalizers = incoming_finalizers.clone();
-                        }
-                        events.push(event);
-                        bytes += per_event;
-                        if events.len() >= config.max_events || bytes >= config.max_bytes {
-                            finalizers.merge(incoming_finalizers.clone());
-                            sink.flush(std::mem::take(&mut events), std::mem::take(&mut bytes), std::mem::take(&mut finalizers)).await;
-                            deadline = None;
-                        }
-                    }
-                    if !events.is_empty() {
-                        finalizers.merge(incoming_finalizers);
-                    }
-                }
-                None => break,
-            },
-            _ = wait => {
-                sink.flush(std::mem::take(&mut events), std::mem::take(&mut bytes), std::mem::take(&mut finalizers)).await;
-                deadline = None;
-            }
-        }
+    drive_partitioned(input, config, metrics, &mut Unpartitioned(sink)).await;
+}
+
+/// A [`Flush`] sink as a single-partition [`PartitionedFlush`] one.
+struct Unpartitioned<'a, S>(&'a mut S);
+
+impl<S: Flush + Send> PartitionedFlush for Unpartitioned<'_, S> {
+    type Pending = Vec<Event>;
+
+    fn partition(&self, _event: &Event) -> Result<String, String> {
+        Ok(String::new())
     }
-    if !events.is_empty() {
-        sink.flush(events, bytes, finalizers).await;
+
+    fn start(&self) -> Vec<Event> {
+        Vec::new()
+    }
+
+    fn add(&mut self, pending: &mut Vec<Event>, event: Event) {
+        pending.push(event);
+    }
+
+    async fn flush(
+        &mut self,
+        _partition: String,
+        pending: Vec<Event>,
+        _events: usize,
+        byte_size: usize,
+        finalizers: Finalizers,
+    ) {
+        self.0.flush(pending, byte_size, finalizers).await;
+    }
+
+    async fn reject(&mut self, _events: Vec<Event>, _finalizers: Finalizers, _reason: String) {
+        unreachable!("every event has the one partition")
     }
 }
 
@@ -131,13 +121,14 @@ pub trait PartitionedFlush {
     fn start(&self) -> Self::Pending;
     /// Takes one event into a batch.
     fn add(&mut self, pending: &mut Self::Pending, event: Event);
-    /// Delivers one partition's batch of `events` events, then marks `finalizers` delivered
-    /// or rejected.
+    /// Delivers one partition's batch of `events` events (`byte_size` raw bytes), then marks
+    /// `finalizers` delivered or rejected.
     fn flush(
         &mut self,
         partition: String,
         pending: Self::Pending,
         events: usize,
+        byte_size: usize,
         finalizers: Finalizers,
     ) -> impl std::future::Future<Output = ()> + Send;
     /// Disposes of events without a partition (dead letter or rejection).
@@ -202,7 +193,7 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
                         if !open.contains_key(&key) && open.len() >= MAX_OPEN_PARTITIONS {
                             if let Some(oldest) = open.iter().min_by_key(|(_, o)| o.deadline).map(|(k, _)| k.clone()) {
                                 let o = open.remove(&oldest).unwrap();
-                                sink.flush(oldest, o.pending, o.events, o.finalizers).await;
+                                sink.flush(oldest, o.pending, o.events, o.bytes, o.finalizers).await;
                             }
                         }
                         let partition = open.entry(key.clone()).or_insert_with(|| Open {
@@ -223,7 +214,7 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
                         partition.bytes += per_event;
                         if partition.events >= config.max_events || partition.bytes >= config.max_bytes {
                             let o = open.remove(&key).unwrap();
-                            sink.flush(key, o.pending, o.events, o.finalizers).await;
+                            sink.flush(key, o.pending, o.events, o.bytes, o.finalizers).await;
                         }
                     }
                     if !unroutable.is_empty() {
@@ -237,13 +228,14 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
                 let due: Vec<String> = open.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| k.clone()).collect();
                 for key in due {
                     let o = open.remove(&key).unwrap();
-                    sink.flush(key, o.pending, o.events, o.finalizers).await;
+                    sink.flush(key, o.pending, o.events, o.bytes, o.finalizers).await;
                 }
             }
         }
     }
     for (key, o) in open {
-        sink.flush(key, o.pending, o.events, o.finalizers).await;
+        sink.flush(key, o.pending, o.events, o.bytes, o.finalizers)
+            .await;
     }
 }
 

@@ -336,6 +336,7 @@ impl PartitionedFlush for S3Sink {
         prefix: String,
         pending: Pending,
         _events: usize,
+        _byte_size: usize,
         finalizers: Finalizers,
     ) {
         let count = ObjectEncoder::count(&pending);
