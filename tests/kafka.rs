@@ -239,7 +239,17 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
         format!("{{\"id\":{i},\"pad\":\"{}\"}}", "x".repeat(100))
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = source_config(dir.path(), &servers, "crash", "g3", "out.ndjson", "");
+    // Killed members linger in the group until the coordinator gives up on them; a bounded
+    // rebalance timeout (max.poll.interval.ms, librdkafka's default is 5 minutes) bounds how
+    // long a rejoin may wait for them.
+    let config = source_config(
+        dir.path(),
+        &servers,
+        "crash",
+        "g3",
+        "out.ndjson",
+        "    librdkafka_options:\n      max.poll.interval.ms: \"10000\"\n",
+    );
     let out = dir.path().join("out.ndjson");
     let mut kills = Vec::new();
     let started = Instant::now();
@@ -259,7 +269,17 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
         kills.push(ids(&out).len());
     }
     let mut agent = Agent::start(dir.path(), &config);
-    wait_until(WAIT, "every message", || ids(&out).len() >= total);
+    let deadline = Instant::now() + 2 * WAIT;
+    while ids(&out).len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} messages after {:?}; the agent's log:\n{}",
+            ids(&out).len(),
+            2 * WAIT,
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(agent.terminate(WAIT).success());
     let counts = ids(&out);
     assert_eq!(counts.len(), total, "nothing lost");
