@@ -113,7 +113,9 @@ pub struct HttpAuth {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicCredential {
+    /// The user name the client sends.
     pub username: String,
+    /// Its password (use `${VAR}` or `${file:...}`, not a literal: it is a secret).
     pub password: String,
 }
 
