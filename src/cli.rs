@@ -154,10 +154,6 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
     let _ = crate::observe::metrics::prometheus();
     let rt = runtime();
     rt.block_on(async move {
-        let mut built = match topology::build(&config) {
-            Ok(built) => built,
-            Err(error) => return config_failure(&error),
-        };
         let components = Arc::new(std::sync::RwLock::new(component_ids(&config)));
         let api_stop = CancellationToken::new();
         if config.global.api.enabled {
@@ -192,47 +188,60 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
                 }
             }
         }
-        let mut config = config;
+        tracing::info!(
+            sources = config.sources.len(),
+            transforms = config.transforms.len(),
+            sinks = config.sinks.len(),
+            "sluice started"
+        );
+        let mut topology = match topology::Topology::start(config) {
+            Ok(topology) => topology,
+            Err(error) => return config_failure(&error),
+        };
+        let mut requests = StopRequests::new(paths, watch_config);
         let code = loop {
-            tracing::info!(
-                sources = config.sources.len(),
-                transforms = config.transforms.len(),
-                sinks = config.sinks.len(),
-                "sluice started"
-            );
-            let timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
-            let outcome: Arc<std::sync::Mutex<Option<Stop>>> = Arc::default();
-            let slot = outcome.clone();
-            let reload_paths = paths.clone();
-            let stop = async move {
-                let stop = wait_for_stop(&reload_paths, watch_config).await;
-                *slot.lock().unwrap() = Some(stop);
-            };
-            let result = built.run(stop, timeout).await;
-            let next = outcome.lock().unwrap().take();
-            match (result, next) {
-                (Ok(()), Some(Stop::Reload(new))) => {
-                    // The old topology has drained: sources saved their checkpoints, sinks
-                    // delivered or buffered what they held. The new one resumes from there.
-                    built = match topology::build(&new) {
-                        Ok(built) => built,
+            tokio::select! {
+                stop = requests.next() => match stop {
+                    Stop::Exit => break match topology.shutdown().await {
+                        Ok(()) => {
+                            tracing::info!("sluice stopped");
+                            ExitCode::SUCCESS
+                        }
                         Err(error) => {
-                            tracing::error!(error = %crate::config::secrets::redact(&error.to_string()), "the reloaded config failed to build");
+                            tracing::error!(%error, "sluice stopped; components failed while draining");
+                            ExitCode::FAILURE
+                        }
+                    },
+                    Stop::Reload(new) => match topology.reload(*new).await {
+                        Ok(summary) => {
+                            *components.write().unwrap() = component_ids(topology.config());
+                            tracing::info!(
+                                kept = ?summary.kept,
+                                rebuilt = ?summary.rebuilt,
+                                added = ?summary.added,
+                                removed = ?summary.removed,
+                                restarted = summary.restarted,
+                                "config reloaded"
+                            );
+                        }
+                        Err(error) => {
+                            tracing::error!(error = %crate::config::secrets::redact(&error), "the reloaded config failed to start; stopping");
+                            let _ = topology.shutdown().await;
                             break ExitCode::from(EX_CONFIG);
                         }
-                    };
-                    *components.write().unwrap() = component_ids(&new);
-                    config = *new;
-                    tracing::info!("config reloaded");
-                }
-                (Ok(()), _) => {
-                    tracing::info!("sluice stopped");
-                    break ExitCode::SUCCESS;
-                }
-                (Err(error), _) => {
-                    tracing::error!(%error, "sluice stopped after a component failed");
-                    break ExitCode::FAILURE;
-                }
+                    },
+                },
+                failure = topology.next_failure() => match failure {
+                    None => {
+                        tracing::info!("every component finished; sluice stopped");
+                        break ExitCode::SUCCESS;
+                    }
+                    Some(error) => {
+                        let _ = topology.shutdown().await;
+                        tracing::error!(%error, "sluice stopped after a component failed");
+                        break ExitCode::FAILURE;
+                    }
+                },
             }
         };
         api_stop.cancel();
@@ -254,66 +263,91 @@ fn component_ids(config: &crate::config::Config) -> Vec<String> {
 enum Stop {
     /// SIGTERM or SIGINT: drain and exit.
     Exit,
-    /// SIGHUP (or a changed file with `--watch-config`) and the new config is valid: drain
-    /// and start it.
+    /// SIGHUP (or a changed file with `--watch-config`) and the new config is valid: apply
+    /// it component by component.
     Reload(Box<crate::config::Config>),
 }
 
-/// Waits for SIGTERM/SIGINT, or for a reload request whose config loads and builds. An
-/// invalid new config is logged and the current topology keeps running.
-async fn wait_for_stop(paths: &[PathBuf], watch_config: bool) -> Stop {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    let stamp = || {
+/// SIGTERM/SIGINT, SIGHUP, and (with `--watch-config`) changes of the config files. Kept
+/// across waits so no signal is missed between them.
+struct StopRequests {
+    paths: Vec<PathBuf>,
+    watch_config: bool,
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    seen: Vec<Option<std::time::SystemTime>>,
+    poll: tokio::time::Interval,
+}
+
+impl StopRequests {
+    fn new(paths: Vec<PathBuf>, watch_config: bool) -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(hup)) => Some((term, hup)),
+            _ => None,
+        };
+        let seen = Self::stamp(&paths);
+        StopRequests {
+            paths,
+            watch_config,
+            signals,
+            seen,
+            poll: tokio::time::interval(Duration::from_secs(1)),
+        }
+    }
+
+    fn stamp(paths: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
         paths
             .iter()
             .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect::<Vec<_>>()
-    };
-    let mut seen = stamp();
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let why = tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM received");
-                return Stop::Exit;
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("SIGINT received");
-                return Stop::Exit;
-            }
-            _ = hup.recv() => "SIGHUP received",
-            _ = poll.tick(), if watch_config => {
-                let now = stamp();
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                "config file changed"
-            }
+            .collect()
+    }
+
+    /// Waits for SIGTERM/SIGINT, or for a reload request whose config loads and builds. An
+    /// invalid new config is logged and the current topology keeps running.
+    async fn next(&mut self) -> Stop {
+        let Some((term, hup)) = self.signals.as_mut() else {
+            return std::future::pending().await;
         };
-        if paths.is_empty() {
-            tracing::warn!("{why}: running the built-in default config, nothing to reload");
-            continue;
-        }
-        let candidate = load(paths).and_then(|config| topology::build(&config).map(|_| config));
-        match candidate {
-            Ok(config) => {
-                tracing::info!(
-                    "{why}: the new config is valid; draining the current topology to start it"
-                );
-                return Stop::Reload(Box::new(config));
+        loop {
+            let why = tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    return Stop::Exit;
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT received");
+                    return Stop::Exit;
+                }
+                _ = hup.recv() => "SIGHUP received",
+                _ = self.poll.tick(), if self.watch_config => {
+                    let now = Self::stamp(&self.paths);
+                    if now == self.seen {
+                        continue;
+                    }
+                    self.seen = now;
+                    "config file changed"
+                }
+            };
+            if self.paths.is_empty() {
+                tracing::warn!("{why}: running the built-in default config, nothing to reload");
+                continue;
             }
-            Err(error) => {
-                tracing::error!(
-                    "{why}: the new config is invalid; still running the current one.\n{}",
-                    crate::config::secrets::redact(&error.to_string())
-                );
+            let candidate =
+                load(&self.paths).and_then(|config| topology::check(&config).map(|_| config));
+            match candidate {
+                Ok(config) => {
+                    tracing::info!("{why}: the new config is valid; applying it");
+                    return Stop::Reload(Box::new(config));
+                }
+                Err(error) => {
+                    tracing::error!(
+                        "{why}: the new config is invalid; still running the current one.\n{}",
+                        crate::config::secrets::redact(&error.to_string())
+                    );
+                }
             }
         }
     }
@@ -328,7 +362,7 @@ fn validate(paths: Vec<PathBuf>, no_environment: bool) -> ExitCode {
     let rt = runtime();
     rt.block_on(async move {
         // Building compiles VRL programs, parses templates and checks every field.
-        if let Err(error) = topology::build(&config) {
+        if let Err(error) = topology::check(&config) {
             return config_failure(&error);
         }
         println!(

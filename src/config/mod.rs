@@ -140,6 +140,17 @@ pub struct Entry<T> {
     pub line: Option<usize>,
     /// The interpolated text of the file, kept to locate fields in later errors.
     text: std::sync::Arc<str>,
+    /// The component's settings as written (after interpolation), without `inputs`: a reload
+    /// rebuilds the component only if these differ.
+    settings: serde_yaml::Value,
+}
+
+impl<T> Entry<T> {
+    /// Same settings (type and every field but `inputs`) as `other`: a reload keeps the
+    /// running component and only rewires it.
+    pub fn same_settings<U>(&self, other: &Entry<U>) -> bool {
+        self.settings == other.settings
+    }
 }
 
 impl<T> Entry<T> {
@@ -243,6 +254,10 @@ fn parse_section<T>(
             continue;
         }
         let mut value = value;
+        let mut settings = value.clone();
+        if let Some(mapping) = settings.as_mapping_mut() {
+            mapping.remove("inputs");
+        }
         let kind = match value.as_mapping_mut().map(|m| m.remove("type")) {
             Some(Some(serde_yaml::Value::String(kind))) => kind,
             Some(_) => {
@@ -277,6 +292,7 @@ fn parse_section<T>(
                         file: file.to_string(),
                         line,
                         text: text.clone(),
+                        settings,
                     },
                 );
             }

@@ -155,6 +155,11 @@ impl BufferSender {
         }
     }
 
+    /// Both senders feed the same channel.
+    pub fn same_channel(&self, other: &BufferSender) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     /// Events currently queued (for the `buffer_events` gauge).
     pub fn queued_events(&self) -> usize {
         self.limits.max_events.max(1) - self.events.available_permits()

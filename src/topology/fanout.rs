@@ -1,24 +1,126 @@
 //! Fan-out: delivers one component output to every component that reads it. Each consumer gets
 //! its own copy of the batch (sharing the acknowledgement handles), and the slowest consumer
 //! sets the pace: that is the backpressure path from sinks back to sources.
+//!
+//! The list of consumers is shared with the running topology ([`ConsumerList`]) so a config
+//! reload can rewire a component that keeps running: add and remove consumers, or *pause* one
+//! that is being rebuilt. A send that finds a paused consumer waits until the rebuilt one takes
+//! its place, so nothing is sent past it in the meantime.
 
 use super::channel::{BufferSender, SendError};
 use crate::event::{BatchStatus, EventBatch};
 use crate::observe::ComponentMetrics;
 use metrics::Gauge;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
 
-struct Target {
+/// One consumer of an output.
+#[derive(Clone)]
+pub struct Target {
     consumer: String,
+    /// `None` while the consumer is being rebuilt (paused).
+    live: Option<Live>,
+}
+
+#[derive(Clone)]
+struct Live {
     tx: BufferSender,
-    consumer_metrics: ComponentMetrics,
+    metrics: ComponentMetrics,
     queued_events: Gauge,
     queued_bytes: Gauge,
 }
 
-/// The consumers of one output.
+impl Target {
+    /// A running consumer: sends go into `tx`.
+    pub fn new(consumer: &str, tx: BufferSender, metrics: ComponentMetrics) -> Self {
+        let (queued_events, queued_bytes) = metrics.buffer_gauges();
+        Target {
+            consumer: consumer.to_string(),
+            live: Some(Live {
+                tx,
+                metrics,
+                queued_events,
+                queued_bytes,
+            }),
+        }
+    }
+
+    /// A consumer being rebuilt: sends wait until it is replaced by a running one.
+    pub fn paused(consumer: &str) -> Self {
+        Target {
+            consumer: consumer.to_string(),
+            live: None,
+        }
+    }
+}
+
+/// The consumers of one output, shared by its producer's [`Fanout`] and the topology.
+pub struct ConsumerList {
+    targets: watch::Sender<Arc<Vec<Target>>>,
+    /// The producer has ended: the list stays empty so no channel is held open by it.
+    closed: AtomicBool,
+}
+
+impl Default for ConsumerList {
+    fn default() -> Self {
+        ConsumerList {
+            targets: watch::Sender::new(Arc::new(Vec::new())),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ConsumerList {
+    /// Replaces the consumers (ignored once the producer has ended); a send in progress
+    /// finishes with the ones it started with.
+    pub fn set(&self, new: Vec<Target>) {
+        self.targets.send_if_modified(|targets| {
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            *targets = Arc::new(new);
+            true
+        });
+    }
+
+    /// The consumer ids, `(id, paused)`, in order.
+    pub fn consumers(&self) -> Vec<(String, bool)> {
+        self.targets
+            .borrow()
+            .iter()
+            .map(|t| (t.consumer.clone(), t.live.is_none()))
+            .collect()
+    }
+
+    fn push(&self, target: Target) {
+        self.targets
+            .send_modify(|targets| Arc::make_mut(targets).push(target));
+    }
+
+    /// Forgets a consumer whose channel closed (compared by channel, not by id: a rebuilt
+    /// consumer with the same id may already have taken its place).
+    fn forget(&self, closed: &BufferSender) {
+        self.targets.send_modify(|targets| {
+            Arc::make_mut(targets)
+                .retain(|t| !t.live.as_ref().is_some_and(|l| l.tx.same_channel(closed)))
+        });
+    }
+
+    /// The producer ended: drop every consumer's sender, for good.
+    fn close(&self) {
+        self.targets.send_modify(|targets| {
+            self.closed.store(true, Ordering::Release);
+            *targets = Arc::new(Vec::new());
+        });
+    }
+}
+
+/// The consumers of one output, as its producer sees them.
 pub struct Fanout {
     producer: ComponentMetrics,
-    targets: Vec<Target>,
+    list: Arc<ConsumerList>,
+    changes: watch::Receiver<Arc<Vec<Target>>>,
 }
 
 /// Every consumer of an output has stopped: the producer may as well stop too.
@@ -27,26 +129,41 @@ pub struct Fanout {
 pub struct Closed;
 
 impl Fanout {
+    /// A fan-out with no consumers yet, for [`Fanout::add`].
     pub fn new(producer: ComponentMetrics) -> Self {
+        Self::shared(producer, Arc::new(ConsumerList::default()))
+    }
+
+    /// A fan-out over a list the topology keeps and may rewire.
+    pub fn shared(producer: ComponentMetrics, list: Arc<ConsumerList>) -> Self {
+        let changes = list.targets.subscribe();
         Fanout {
             producer,
-            targets: Vec::new(),
+            list,
+            changes,
         }
     }
 
     pub fn add(&mut self, consumer: &str, tx: BufferSender, consumer_metrics: ComponentMetrics) {
-        let (queued_events, queued_bytes) = consumer_metrics.buffer_gauges();
-        self.targets.push(Target {
-            consumer: consumer.to_string(),
-            tx,
-            consumer_metrics,
-            queued_events,
-            queued_bytes,
-        });
+        self.list.push(Target::new(consumer, tx, consumer_metrics));
     }
 
     pub fn is_connected(&self) -> bool {
-        !self.targets.is_empty()
+        !self.list.targets.borrow().is_empty()
+    }
+
+    /// The consumers to send to now, waiting while one of them is paused for a reload.
+    async fn current_targets(&mut self) -> Arc<Vec<Target>> {
+        loop {
+            let targets = self.changes.borrow_and_update().clone();
+            if targets.iter().all(|t| t.live.is_some()) {
+                return targets;
+            }
+            if self.changes.changed().await.is_err() {
+                // Unreachable while `self.list` holds the sender; never spin regardless.
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Sends a batch to every consumer, waiting while any of them is full. Cancel-safe and
@@ -58,21 +175,24 @@ impl Fanout {
         if batch.is_empty() {
             return Ok(());
         }
+        let targets = self.current_targets().await;
         crate::observe::tap::offer(self.producer.id(), &batch.events);
-        if self.targets.is_empty() {
+        if targets.is_empty() {
             self.producer.discarded("unconnected_output", batch.len());
             return Ok(());
         }
-        let mut reservations = Vec::with_capacity(self.targets.len());
-        for target in &self.targets {
+        let mut reservations = Vec::with_capacity(targets.len());
+        let live: Vec<&Live> = targets.iter().filter_map(|t| t.live.as_ref()).collect();
+        for target in &live {
             reservations.push(target.tx.reserve(&batch).await);
         }
         self.producer.sent(batch.len(), batch.byte_size);
-        let mut closed = Vec::new();
         let mut batch = Some(batch);
-        let last = self.targets.len() - 1;
+        let last = live.len() - 1;
+        let mut open = live.len();
         for (index, reservation) in reservations.into_iter().enumerate() {
-            let target = &self.targets[index];
+            let target = live[index];
+            let consumer = &targets[index].consumer;
             let copy = match &batch {
                 Some(b) if index < last => EventBatch {
                     events: b.events.clone(),
@@ -93,22 +213,27 @@ impl Fanout {
             };
             match result {
                 Ok(()) => {}
-                Err(SendError::Dropped) => target.consumer_metrics.discarded("buffer_full", count),
+                Err(SendError::Dropped) => target.metrics.discarded("buffer_full", count),
                 Err(SendError::Closed) => {
-                    tracing::warn!(consumer = %target.consumer, component_id = self.producer.id(), "downstream component stopped; no longer sending to it");
-                    closed.push(index);
+                    tracing::warn!(%consumer, component_id = self.producer.id(), "downstream component stopped; no longer sending to it");
+                    self.list.forget(&target.tx);
+                    open -= 1;
                 }
             }
             target.queued_events.set(target.tx.queued_events() as f64);
             target.queued_bytes.set(target.tx.queued_bytes() as f64);
         }
-        for index in closed.into_iter().rev() {
-            self.targets.remove(index);
-        }
-        if self.targets.is_empty() {
+        if open == 0 {
             Err(Closed)
         } else {
             Ok(())
         }
+    }
+}
+
+impl Drop for Fanout {
+    /// The producer is gone: let go of its consumers' channels so they can close and drain.
+    fn drop(&mut self) {
+        self.list.close();
     }
 }

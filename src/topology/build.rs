@@ -1,0 +1,234 @@
+//! Builds components of a config and wires them with bounded channels: on start all of them,
+//! on reload only the changed and added ones, wired to the ones that keep running.
+
+use super::channel::{self, BufferReceiver, BufferSender, ChannelLimits, WhenFull};
+use super::fanout::{ConsumerList, Fanout, Target};
+use super::{run_transform, RunFuture, Shutdown};
+use crate::config::graph::DEAD_LETTER;
+use crate::config::{Config, ConfigError, Diagnostic, Graph, OutputId};
+use crate::observe::ComponentMetrics;
+use crate::sinks::SinkContext;
+use crate::sources::SourceContext;
+use indexmap::{IndexMap, IndexSet};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The channels between running components.
+#[derive(Default)]
+pub(super) struct Wiring {
+    /// The input channel of every running transform and sink.
+    pub inputs: IndexMap<String, (BufferSender, ComponentMetrics)>,
+    /// The consumer list of every output of a running component.
+    pub outputs: IndexMap<OutputId, Arc<ConsumerList>>,
+}
+
+impl Wiring {
+    /// The consumers `graph` gives `output`; one with no input channel here (being rebuilt,
+    /// or not built yet) is paused.
+    pub fn targets_for(&self, graph: &Graph, output: &OutputId) -> Vec<Target> {
+        graph
+            .consumers_of(output)
+            .map(|consumer| match self.inputs.get(consumer) {
+                Some((tx, metrics)) => Target::new(consumer, tx.clone(), metrics.clone()),
+                None => Target::paused(consumer),
+            })
+            .collect()
+    }
+
+    /// A fan-out for a new producer's output, registered so a reload can rewire it.
+    fn fanout(&mut self, graph: &Graph, output: OutputId, producer: &ComponentMetrics) -> Fanout {
+        let list = Arc::new(ConsumerList::default());
+        list.set(self.targets_for(graph, &output));
+        self.outputs.insert(output, list.clone());
+        Fanout::shared(producer.clone(), list)
+    }
+}
+
+/// A built component, not yet running: one task, or two for a sink with a disk buffer.
+pub(super) struct Component {
+    pub id: String,
+    pub is_source: bool,
+    /// Stops this component alone (a child of the topology's shutdown).
+    pub shutdown: Shutdown,
+    pub tasks: Vec<(String, RunFuture)>,
+}
+
+/// Builds and discards every component: the config would start. For `validate` and for a
+/// reload's new config before anything running is touched.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    let graph = config.graph()?;
+    let all = all_ids(config);
+    let root = Shutdown {
+        stop: CancellationToken::new(),
+        force: CancellationToken::new(),
+    };
+    build(config, &graph, &all, &mut Wiring::default(), &root).map(drop)
+}
+
+pub(super) fn all_ids(config: &Config) -> IndexSet<String> {
+    config
+        .sources
+        .keys()
+        .chain(config.transforms.keys())
+        .chain(config.sinks.keys())
+        .cloned()
+        .collect()
+}
+
+/// Builds the components named in `ids`, taking input channels for their transforms and sinks
+/// and consumer lists for their outputs into `wiring`. Reports all build errors at once.
+pub(super) fn build(
+    config: &Config,
+    graph: &Graph,
+    ids: &IndexSet<String>,
+    wiring: &mut Wiring,
+    root: &Shutdown,
+) -> Result<Vec<Component>, ConfigError> {
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut built = Vec::new();
+    let child = || Shutdown {
+        stop: root.stop.child_token(),
+        force: root.force.child_token(),
+    };
+
+    // One input channel per transform and sink to build, first, so every producer built
+    // below finds all its consumers.
+    let mut receivers: IndexMap<String, BufferReceiver> = IndexMap::new();
+    let transforms = config.transforms.iter().filter(|(id, _)| ids.contains(*id));
+    let sinks = config.sinks.iter().filter(|(id, _)| ids.contains(*id));
+    for (id, entry) in transforms.clone() {
+        let (tx, rx) = channel::channel(ChannelLimits::default());
+        let metrics = ComponentMetrics::new(id, entry.config.kind());
+        wiring.inputs.insert(id.clone(), (tx, metrics));
+        receivers.insert(id.clone(), rx);
+    }
+    for (id, entry) in sinks.clone() {
+        let (tx, rx) = channel::channel(entry.config.buffer().limits());
+        let metrics = ComponentMetrics::new(id, entry.config.kind());
+        wiring.inputs.insert(id.clone(), (tx, metrics));
+        receivers.insert(id.clone(), rx);
+    }
+    let output = |id: &str, port: Option<String>| OutputId {
+        component: id.to_string(),
+        port,
+    };
+
+    for (id, entry) in config.sources.iter().filter(|(id, _)| ids.contains(*id)) {
+        let metrics = ComponentMetrics::new(id, entry.config.kind());
+        let out = wiring.fanout(graph, output(id, None), &metrics);
+        if !out.is_connected() {
+            tracing::warn!(component_id = %id, "source has no consumers; its events are discarded");
+        }
+        let shutdown = child();
+        let cx = SourceContext {
+            id: id.clone(),
+            out,
+            shutdown: shutdown.clone(),
+            data_dir: config.component_data_dir(id),
+            acknowledgements: config.global.acknowledgements,
+            metrics,
+        };
+        match entry.config.build(cx) {
+            Ok(run) => built.push(Component {
+                id: id.clone(),
+                is_source: true,
+                shutdown,
+                tasks: vec![(id.clone(), run)],
+            }),
+            Err(e) => {
+                diagnostics.push(entry.diagnostic("sources", id, e.field.as_slice(), e.message))
+            }
+        }
+    }
+
+    for (id, entry) in transforms {
+        let metrics = wiring.inputs[id].1.clone();
+        let outputs: Vec<Fanout> = entry
+            .config
+            .outputs()
+            .into_iter()
+            .map(|port| wiring.fanout(graph, output(id, port), &metrics))
+            .collect();
+        match entry.config.build(id) {
+            Ok(transform) => {
+                let input = receivers
+                    .swap_remove(id)
+                    .expect("every transform has an input channel");
+                built.push(Component {
+                    id: id.clone(),
+                    is_source: false,
+                    shutdown: child(),
+                    tasks: vec![(
+                        id.clone(),
+                        Box::pin(run_transform(transform, input, outputs, metrics)),
+                    )],
+                });
+            }
+            Err(e) => {
+                diagnostics.push(entry.diagnostic("transforms", id, e.field.as_slice(), e.message))
+            }
+        }
+    }
+
+    for (id, entry) in sinks {
+        let mut input = receivers
+            .swap_remove(id)
+            .expect("every sink has an input channel");
+        let metrics = wiring.inputs[id].1.clone();
+        let shutdown = child();
+        let mut tasks: Vec<(String, RunFuture)> = Vec::new();
+        if let Some(settings) = entry.config.buffer().disk() {
+            // upstream -> [staging] -> disk buffer -> [feed] -> sink
+            let (feed_tx, feed_rx) = channel::channel(ChannelLimits {
+                max_events: 2048,
+                max_bytes: 2 << 20,
+                when_full: WhenFull::Block,
+            });
+            let dir = config.global.data_dir.join("buffers").join(id);
+            let run = crate::buffer::disk::run(
+                dir,
+                settings,
+                input,
+                feed_tx,
+                metrics.clone(),
+                shutdown.clone(),
+            );
+            tasks.push((format!("{id} (disk buffer)"), Box::pin(run)));
+            input = feed_rx;
+        }
+        let dead_letter_metrics =
+            ComponentMetrics::new(&format!("{id}.{DEAD_LETTER}"), entry.config.kind());
+        let dead_letter = wiring.fanout(
+            graph,
+            output(id, Some(DEAD_LETTER.to_string())),
+            &dead_letter_metrics,
+        );
+        let cx = SinkContext {
+            id: id.clone(),
+            input,
+            dead_letter,
+            metrics,
+            data_dir: config.component_data_dir(id),
+        };
+        match entry.config.build(cx) {
+            Ok(run) => {
+                tasks.push((id.clone(), run));
+                built.push(Component {
+                    id: id.clone(),
+                    is_source: false,
+                    shutdown,
+                    tasks,
+                });
+            }
+            Err(e) => {
+                diagnostics.push(entry.diagnostic("sinks", id, e.field.as_slice(), e.message))
+            }
+        }
+    }
+
+    if diagnostics.is_empty() {
+        Ok(built)
+    } else {
+        Err(ConfigError { diagnostics })
+    }
+}

@@ -1,0 +1,389 @@
+//! A running topology: spawns components, reports the ones that fail, drains on shutdown, and
+//! reloads a new config component by component.
+
+use super::build::{self, Component, Wiring};
+use super::{ComponentError, RunFuture, Shutdown};
+use crate::config::{Config, ConfigError, Entry, Graph};
+use indexmap::{IndexMap, IndexSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long sources get to save what was acknowledged once a drain deadline passed, before
+/// everything still running is aborted.
+const FORCE_GRACE: Duration = Duration::from_secs(2);
+
+/// A config whose components are running.
+pub struct Topology {
+    config: Config,
+    graph: Graph,
+    root: Shutdown,
+    wiring: Wiring,
+    components: IndexMap<String, Running>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished_rx: mpsc::UnboundedReceiver<Finished>,
+    /// Tasks spawned whose end has not been reported yet.
+    live_tasks: usize,
+    /// Source tasks among them: at zero the input channels are let go so the rest drains.
+    live_sources: usize,
+}
+
+struct Running {
+    shutdown: Shutdown,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// What a reload did, for the log and for tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: Vec<String>,
+    pub rebuilt: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Global options changed: everything was drained and started again.
+    pub restarted: bool,
+}
+
+struct Finished {
+    task: String,
+    is_source: bool,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Done,
+    Failed(String),
+    /// Aborted after a drain deadline.
+    Aborted,
+}
+
+/// Reports a task's end when dropped: normally, by panic, or by abort.
+struct Reporter {
+    finished: Option<Finished>,
+    tx: mpsc::UnboundedSender<Finished>,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(mut finished) = self.finished.take() {
+            if std::thread::panicking() {
+                finished.outcome = Outcome::Failed("panicked".into());
+            }
+            let _ = self.tx.send(finished);
+        }
+    }
+}
+
+async fn report(mut reporter: Reporter, run: RunFuture) {
+    let result: Result<(), ComponentError> = run.await;
+    if let Some(finished) = reporter.finished.as_mut() {
+        finished.outcome = match result {
+            Ok(()) => Outcome::Done,
+            Err(error) => Outcome::Failed(error.to_string()),
+        };
+    }
+}
+
+impl Topology {
+    /// Builds every component of a config and starts them.
+    pub fn start(config: Config) -> Result<Topology, ConfigError> {
+        let graph = config.graph()?;
+        let root = Shutdown {
+            stop: CancellationToken::new(),
+            force: CancellationToken::new(),
+        };
+        let mut wiring = Wiring::default();
+        let built = build::build(
+            &config,
+            &graph,
+            &build::all_ids(&config),
+            &mut wiring,
+            &root,
+        )?;
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let mut topology = Topology {
+            config,
+            graph,
+            root,
+            wiring,
+            components: IndexMap::new(),
+            finished_tx,
+            finished_rx,
+            live_tasks: 0,
+            live_sources: 0,
+        };
+        for component in built {
+            topology.spawn(component);
+        }
+        Ok(topology)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn spawn(&mut self, component: Component) {
+        let mut handles = Vec::new();
+        for (task, run) in component.tasks {
+            let reporter = Reporter {
+                finished: Some(Finished {
+                    task,
+                    is_source: component.is_source,
+                    outcome: Outcome::Aborted,
+                }),
+                tx: self.finished_tx.clone(),
+            };
+            self.live_tasks += 1;
+            if component.is_source {
+                self.live_sources += 1;
+            }
+            handles.push(tokio::spawn(report(reporter, run)));
+        }
+        self.components.insert(
+            component.id,
+            Running {
+                shutdown: component.shutdown,
+                handles,
+            },
+        );
+    }
+
+    /// Counts one task's end; returns its error if it failed.
+    fn finished(&mut self, finished: Finished) -> Option<String> {
+        self.live_tasks -= 1;
+        if finished.is_source {
+            self.live_sources -= 1;
+            if self.live_sources == 0 {
+                // Nothing can produce any more: let the channels close so everything drains.
+                self.wiring.inputs.clear();
+            }
+        }
+        match finished.outcome {
+            Outcome::Done => {
+                tracing::debug!(component_id = %finished.task, "component finished");
+                None
+            }
+            Outcome::Aborted => {
+                tracing::warn!(component_id = %finished.task, "component aborted");
+                None
+            }
+            Outcome::Failed(error) => {
+                tracing::error!(component_id = %finished.task, %error, "component failed");
+                Some(format!("{}: {error}", finished.task))
+            }
+        }
+    }
+
+    /// Waits until a component fails (its error) or every component has finished (`None`).
+    /// Cancel-safe.
+    pub async fn next_failure(&mut self) -> Option<String> {
+        while self.live_tasks > 0 {
+            let finished = self.finished_rx.recv().await?;
+            if let Some(error) = self.finished(finished) {
+                return Some(error);
+            }
+        }
+        None
+    }
+
+    /// Drains everything: sources stop, the rest ends as its inputs close, within the
+    /// config's `shutdown_timeout_secs`. Returns the components that failed on the way.
+    pub async fn shutdown(&mut self) -> Result<(), String> {
+        let timeout = Duration::from_secs(self.config.global.shutdown_timeout_secs);
+        tracing::info!(
+            timeout_secs = timeout.as_secs(),
+            "shutting down: sources stop, in-flight events drain"
+        );
+        self.root.stop.cancel();
+        self.wiring.inputs.clear();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut failures = Vec::new();
+        while self.live_tasks > 0 {
+            tokio::select! {
+                finished = self.finished_rx.recv() => {
+                    if let Some(error) = finished.and_then(|f| self.finished(f)) {
+                        failures.push(error);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("shutdown deadline passed; saving checkpoints and aborting what still runs");
+                    self.root.force.cancel();
+                    let all: Vec<String> = self.components.keys().cloned().collect();
+                    self.abort_after_grace(&all).await;
+                    while self.live_tasks > 0 {
+                        match self.finished_rx.recv().await {
+                            Some(finished) => failures.extend(self.finished(finished)),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        self.components.clear();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    /// The tasks of the named components that have not ended (a handle must not be awaited
+    /// again once it returned).
+    fn unfinished_handles(&mut self, ids: &[String]) -> Vec<&mut JoinHandle<()>> {
+        self.components
+            .iter_mut()
+            .filter(|(id, _)| ids.contains(id))
+            .flat_map(|(_, running)| running.handles.iter_mut())
+            .filter(|handle| !handle.is_finished())
+            .collect()
+    }
+
+    /// Gives the named components [`FORCE_GRACE`] to end, then aborts what still runs.
+    async fn abort_after_grace(&mut self, ids: &[String]) {
+        let handles = self.unfinished_handles(ids);
+        let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+        let _ = tokio::time::timeout(FORCE_GRACE, futures::future::join_all(handles)).await;
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+
+    /// Applies a new, already checked config. Unchanged components keep running with their
+    /// state and are only rewired; changed and removed ones drain first (as on shutdown, with
+    /// the same deadline), then the changed and added ones start. A change to `data_dir` or
+    /// `acknowledgements` restarts everything. An error means the new config could not be
+    /// built after the old components were drained: the agent should stop.
+    pub async fn reload(&mut self, new: Config) -> Result<ReloadSummary, String> {
+        let graph = new.graph().map_err(|e| e.to_string())?;
+        let old = &self.config.global;
+        let restart = old.data_dir != new.global.data_dir
+            || old.acknowledgements != new.global.acknowledgements
+            || self.live_sources == 0;
+        if old.api != new.global.api || old.log != new.global.log {
+            tracing::warn!("`api` and `log` settings take effect on restart, not on reload");
+        }
+        if restart {
+            self.shutdown().await?;
+            *self = Topology::start(new).map_err(|e| e.to_string())?;
+            return Ok(ReloadSummary {
+                restarted: true,
+                ..Default::default()
+            });
+        }
+        let summary = self.diff(&new);
+        let retired: Vec<String> = summary
+            .rebuilt
+            .iter()
+            .chain(&summary.removed)
+            .cloned()
+            .collect();
+        let to_build: IndexSet<String> = summary
+            .rebuilt
+            .iter()
+            .chain(&summary.added)
+            .cloned()
+            .collect();
+
+        // 1. The components that keep running send nothing more to the retired ones: their
+        //    outputs point at the new graph, with rebuilt and added consumers paused.
+        for id in &retired {
+            self.wiring.inputs.swap_remove(id);
+        }
+        self.wiring
+            .outputs
+            .retain(|output, _| !retired.contains(&output.component));
+        self.rewire(&graph);
+
+        // 2. The retired ones drain, as on shutdown.
+        self.drain(&retired, &new).await;
+
+        // 3. The rebuilt and added ones start and take their place in the wiring.
+        self.config = new;
+        self.graph = graph;
+        let built = build::build(
+            &self.config,
+            &self.graph,
+            &to_build,
+            &mut self.wiring,
+            &self.root,
+        )
+        .map_err(|e| e.to_string())?;
+        for component in built {
+            self.spawn(component);
+        }
+        self.rewire(&self.graph.clone());
+        Ok(summary)
+    }
+
+    /// Sorts every component into kept, rebuilt, added and removed.
+    fn diff(&self, new: &Config) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let old = &self.config;
+        compare_section(&old.sources, &new.sources, &mut summary);
+        compare_section(&old.transforms, &new.transforms, &mut summary);
+        compare_section(&old.sinks, &new.sinks, &mut summary);
+        // An id that moved to another section is removed there and added here: rebuilt.
+        let moved: Vec<String> = summary
+            .removed
+            .iter()
+            .filter(|id| summary.added.contains(id))
+            .cloned()
+            .collect();
+        summary.added.retain(|id| !moved.contains(id));
+        summary.removed.retain(|id| !moved.contains(id));
+        summary.rebuilt.extend(moved);
+        summary
+    }
+
+    /// Points every kept producer's outputs at their consumers in `graph`.
+    fn rewire(&self, graph: &Graph) {
+        for (output, list) in &self.wiring.outputs {
+            list.set(self.wiring.targets_for(graph, output));
+        }
+    }
+
+    /// Stops the named components and waits for them to drain, within the new config's
+    /// shutdown deadline; past it, forces and aborts them.
+    async fn drain(&mut self, ids: &[String], new: &Config) {
+        for id in ids {
+            if let Some(running) = self.components.get(id) {
+                running.shutdown.stop.cancel();
+            }
+        }
+        let timeout = Duration::from_secs(new.global.shutdown_timeout_secs);
+        let handles = self.unfinished_handles(ids);
+        let drained = tokio::time::timeout(timeout, futures::future::join_all(handles)).await;
+        if drained.is_err() {
+            tracing::warn!(components = ?ids, "reload: the replaced components did not drain in time; forcing them");
+            for id in ids {
+                if let Some(running) = self.components.get(id) {
+                    running.shutdown.force.cancel();
+                }
+            }
+            self.abort_after_grace(ids).await;
+        }
+        for id in ids {
+            self.components.swap_remove(id);
+        }
+    }
+}
+
+fn compare_section<T>(
+    old: &IndexMap<String, Entry<T>>,
+    new: &IndexMap<String, Entry<T>>,
+    summary: &mut ReloadSummary,
+) {
+    for (id, entry) in old {
+        match new.get(id) {
+            Some(next) if next.same_settings(entry) => summary.kept.push(id.clone()),
+            Some(_) => summary.rebuilt.push(id.clone()),
+            None => summary.removed.push(id.clone()),
+        }
+    }
+    for id in new.keys() {
+        if !old.contains_key(id) {
+            summary.added.push(id.clone());
+        }
+    }
+}
