@@ -132,3 +132,140 @@ fn watch_config_reloads_when_the_file_changes() {
     assert_eq!(lines.len(), 20);
     assert!(lines[10..].iter().all(|(_, v)| *v == 2));
 }
+
+/// Line numbers of a file sink's output, in order.
+fn numbers(path: &Path) -> Vec<usize> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["message"].as_str().unwrap()[5..].parse().unwrap()
+        })
+        .collect()
+}
+
+fn reloads(agent: &Agent) -> usize {
+    agent.stderr().matches("config reloaded").count()
+}
+
+/// `in` (file) -> `dedupe` -> the given file sinks, `(id, output file name)`.
+fn dedupe_config(dir: &Path, sinks: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "data_dir: {data}\nsources:\n  in:\n    type: file\n    include: [{input}]\n    read_from: beginning\ntransforms:\n  dedupe:\n    type: dedupe\n    inputs: [in]\n    fields: [message]\nsinks:\n",
+        data = dir.join("data").display(),
+        input = dir.join("in.log").display(),
+    );
+    for (id, file) in sinks {
+        text += &format!(
+            "  {id}:\n    type: file\n    inputs: [dedupe]\n    path: {}\n    batch:\n      timeout_secs: 0.05\n",
+            dir.join(file).display()
+        );
+    }
+    text
+}
+
+#[test]
+fn unchanged_components_keep_their_state_while_sinks_are_added_changed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    append(dir.path(), 0..50);
+    let mut agent = Agent::start(dir.path(), &dedupe_config(dir.path(), &[("a", "a.ndjson")]));
+    wait_until(WAIT, "50 lines in a", || {
+        numbers(&path("a.ndjson")).len() == 50
+    });
+
+    // Add sink b. The dedupe keeps running: lines it has seen stay dropped.
+    std::fs::write(
+        path("sluice.yaml"),
+        dedupe_config(dir.path(), &[("a", "a.ndjson"), ("b", "b.ndjson")]),
+    )
+    .unwrap();
+    hup(&agent);
+    wait_until(WAIT, "the first reload", || reloads(&agent) == 1);
+    let log = agent.stderr();
+    assert!(
+        log.contains(r#"kept=["in", "dedupe", "a"] rebuilt=[] added=["b"] removed=[]"#),
+        "{log}"
+    );
+    append(dir.path(), 0..80);
+    wait_until(WAIT, "80 lines in a, 30 in b", || {
+        numbers(&path("a.ndjson")).len() >= 80 && numbers(&path("b.ndjson")).len() >= 30
+    });
+
+    // Remove a and point b at another file: a drains first, b is rebuilt.
+    std::fs::write(
+        path("sluice.yaml"),
+        dedupe_config(dir.path(), &[("b", "c.ndjson")]),
+    )
+    .unwrap();
+    hup(&agent);
+    wait_until(WAIT, "the second reload", || reloads(&agent) == 2);
+    let log = agent.stderr();
+    assert!(
+        log.contains(r#"kept=["in", "dedupe"] rebuilt=["b"] added=[] removed=["a"]"#),
+        "{log}"
+    );
+    append(dir.path(), 0..100);
+    wait_until(WAIT, "20 lines in c", || {
+        numbers(&path("c.ndjson")).len() >= 20
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+
+    assert_eq!(
+        numbers(&path("a.ndjson")),
+        (0..80).collect::<Vec<_>>(),
+        "a saw every distinct line once: the dedupe remembered across the reload"
+    );
+    assert_eq!(numbers(&path("b.ndjson")), (50..80).collect::<Vec<_>>());
+    assert_eq!(numbers(&path("c.ndjson")), (80..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_sink_rebuilt_under_steady_input_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink_config = |timeout: f64| {
+        format!(
+            "data_dir: {data}\nsources:\n  in:\n    type: file\n    include: [{input}]\n    read_from: beginning\n    poll_interval_ms: 2\nsinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {out}\n    batch:\n      timeout_secs: {timeout}\n",
+            data = dir.path().join("data").display(),
+            input = dir.path().join("in.log").display(),
+            out = dir.path().join("out.ndjson").display()
+        )
+    };
+    append(dir.path(), 0..1);
+    let mut agent = Agent::start(dir.path(), &sink_config(0.05));
+    wait_until(WAIT, "the first line", || {
+        numbers(&dir.path().join("out.ndjson")).len() == 1
+    });
+    const TOTAL: usize = 3000;
+    let writer = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            for start in (1..TOTAL).step_by(10) {
+                append(&dir, start..(start + 10).min(TOTAL));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Rebuild the sink three times while lines keep coming.
+    for (n, timeout) in [0.06, 0.07, 0.05].into_iter().enumerate() {
+        std::fs::write(dir.path().join("sluice.yaml"), sink_config(timeout)).unwrap();
+        hup(&agent);
+        wait_until(WAIT, "the reload", || reloads(&agent) == n + 1);
+        assert!(
+            agent.stderr().contains(r#"kept=["in"] rebuilt=["out"]"#),
+            "{}",
+            agent.stderr()
+        );
+    }
+    writer.join().unwrap();
+    wait_until(WAIT, "every line", || {
+        numbers(&dir.path().join("out.ndjson")).len() >= TOTAL
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+    assert_eq!(
+        numbers(&dir.path().join("out.ndjson")),
+        (0..TOTAL).collect::<Vec<_>>(),
+        "every line once, in order, across three sink rebuilds"
+    );
+}

@@ -237,3 +237,78 @@ impl Drop for Fanout {
         self.list.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! In-process: real bounded channels, no components.
+    use super::*;
+    use crate::event::Event;
+    use crate::topology::channel::{channel, ChannelLimits};
+    use std::time::Duration;
+
+    fn batch(n: usize) -> EventBatch {
+        EventBatch::new(
+            (0..n)
+                .map(|i| Event::from_message(format!("{i}").into()))
+                .collect(),
+            n,
+        )
+    }
+
+    fn metrics(id: &str) -> ComponentMetrics {
+        ComponentMetrics::new(id, "test")
+    }
+
+    #[tokio::test]
+    async fn a_send_waits_while_a_consumer_is_paused_and_goes_to_its_replacement() {
+        let list = Arc::new(ConsumerList::default());
+        let (old_tx, mut old_rx) = channel(ChannelLimits::default());
+        list.set(vec![Target::new("sink", old_tx, metrics("sink"))]);
+        let mut fanout = Fanout::shared(metrics("source"), list.clone());
+        fanout.send(batch(2)).await.unwrap();
+
+        list.set(vec![Target::paused("sink")]);
+        // The old consumer's channel is now held by nobody: it drains and ends.
+        assert_eq!(old_rx.recv().await.unwrap().len(), 2);
+        assert!(old_rx.recv().await.is_none(), "the old channel closed");
+
+        let send = tokio::spawn(async move {
+            fanout.send(batch(3)).await.unwrap();
+            fanout
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !send.is_finished(),
+            "the send waits for the paused consumer"
+        );
+
+        let (new_tx, mut new_rx) = channel(ChannelLimits::default());
+        list.set(vec![Target::new("sink", new_tx, metrics("sink"))]);
+        let fanout = tokio::time::timeout(Duration::from_secs(5), send)
+            .await
+            .expect("the send resumes once the consumer is replaced")
+            .unwrap();
+        assert_eq!(new_rx.recv().await.unwrap().len(), 3);
+
+        // The producer ending lets go of its consumers for good.
+        drop(fanout);
+        list.set(vec![Target::paused("sink")]);
+        assert!(list.consumers().is_empty(), "a closed list stays empty");
+        assert!(new_rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn every_consumer_gets_a_copy() {
+        let (a_tx, mut a_rx) = channel(ChannelLimits::default());
+        let (b_tx, mut b_rx) = channel(ChannelLimits::default());
+        let mut fanout = Fanout::new(metrics("source"));
+        fanout.add("a", a_tx, metrics("a"));
+        fanout.add("b", b_tx, metrics("b"));
+        fanout.send(batch(4)).await.unwrap();
+        drop(fanout);
+        for rx in [&mut a_rx, &mut b_rx] {
+            assert_eq!(rx.recv().await.unwrap().len(), 4);
+            assert!(rx.recv().await.is_none());
+        }
+    }
+}
