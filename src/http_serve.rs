@@ -43,6 +43,7 @@ pub async fn serve(
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open_connections = metrics.open_connections();
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -76,8 +77,9 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let metrics = metrics.clone();
+        let slot = Slot::take(permit, open_connections.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let result = match acceptor {
                 None => {
                     watcher
@@ -112,4 +114,26 @@ pub async fn serve(
         });
     }
     graceful.shutdown().await;
+}
+
+/// One of the `max_connections` slots, counted in the `open_connections` gauge while held.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Slot {
+    fn take(permit: tokio::sync::OwnedSemaphorePermit, gauge: metrics::Gauge) -> Slot {
+        gauge.increment(1.0);
+        Slot {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
 }

@@ -14,9 +14,10 @@ pub struct KafkaTls {
     /// CA bundle (PEM) that signs the brokers' certificates; default: the system store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM), for brokers that require mutual TLS.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that require mutual TLS. Named as in every
+    /// other `tls:` block; `cert_file` is accepted too.
+    #[serde(default, alias = "cert_file")]
+    pub crt_file: Option<PathBuf>,
     /// Client private key (PEM).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
@@ -93,7 +94,7 @@ impl KafkaConnection<'_> {
             if let Some(ca) = &tls.ca_file {
                 config.set("ssl.ca.location", path(ca));
             }
-            if let Some(cert) = &tls.cert_file {
+            if let Some(cert) = &tls.crt_file {
                 config.set("ssl.certificate.location", path(cert));
             }
             if let Some(key) = &tls.key_file {

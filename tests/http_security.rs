@@ -3,47 +3,16 @@
 //! slow (slowloris) clients. Clients are reqwest (rustls) and raw TCP streams.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 use common::{free_port, http_get, wait_for_port, wait_until, Agent};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use pki::Pki;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A CA and what it signed, as PEM files in `dir`: `<name>.crt` and `<name>.key`.
-struct Pki;
-
-impl Pki {
-    fn ca(dir: &Path, name: &str) -> Issuer<'static, KeyPair> {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-        Issuer::new(params, key)
-    }
-
-    fn leaf(dir: &Path, name: &str, issuer: &Issuer<'static, KeyPair>) {
-        Self::leaf_with(dir, name, issuer, |_| {});
-    }
-
-    fn leaf_with(
-        dir: &Path,
-        name: &str,
-        issuer: &Issuer<'static, KeyPair>,
-        adjust: impl FnOnce(&mut CertificateParams),
-    ) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        adjust(&mut params);
-        let cert = params.signed_by(&key, issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-}
 
 fn server_config(dir: &Path, port: u16, api: u16, extra: &str) -> String {
     format!(
@@ -70,6 +39,16 @@ fn errors(api: u16, error_type: &str) -> f64 {
                 && l.contains("component_id=\"in\"")
                 && l.contains(&format!("error_type=\"{error_type}\""))
         })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The http_server's `open_connections` gauge.
+fn open_connections(api: u16) -> f64 {
+    let (_, metrics) = http_get(([127, 0, 0, 1], api).into(), "/metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("open_connections") && l.contains("component_id=\"in\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -238,6 +217,11 @@ fn connection_and_header_limits_and_slow_clients_get_clear_answers_and_the_serve
     // A complete exchange first (404 on another path): the server is serving, and the
     // probe connection of wait_for_port (closed at once) has left its slot.
     assert_eq!(http_get(([127, 0, 0, 1], port).into(), "/elsewhere").0, 404);
+    wait_until(
+        WAIT,
+        "the finished connections to leave their slots",
+        || open_connections(api) == 0.0,
+    );
 
     // Two slowloris clients: a request line, then nothing.
     let mut slow: Vec<TcpStream> = (0..2)
@@ -247,7 +231,9 @@ fn connection_and_header_limits_and_slow_clients_get_clear_answers_and_the_serve
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until(WAIT, "both slow clients to hold a slot", || {
+        open_connections(api) == 2.0
+    });
     let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let answer = read_until_closed(&mut third, Duration::from_secs(5)).expect("closed");
     assert!(

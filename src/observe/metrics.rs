@@ -81,6 +81,12 @@ impl ComponentMetrics {
         .increment(count as u64);
     }
 
+    /// The `open_connections` gauge of a server component (http_server, the api).
+    pub fn open_connections(&self) -> Gauge {
+        gauge!("open_connections", "component_id" => self.id.clone(),
+            "component_type" => self.kind)
+    }
+
     /// The `buffer_events` and `buffer_bytes` gauges of this component's input.
     pub fn buffer_gauges(&self) -> (Gauge, Gauge) {
         let labels = [

@@ -72,14 +72,28 @@ impl Broker {
     /// `SLUICE_SKIP_TANSU=1`).
     pub fn tansu() -> Option<Broker> {
         let binary = tansu_binary()?;
-        Some(Broker::Tansu(Tansu::start(binary, true)))
+        Some(Broker::Tansu(Tansu::start(binary, true, None)))
     }
 
     /// A tansu process that clients reach directly (for benchmarks: no proxy in the path;
     /// [`Broker::down`] is not available).
     pub fn tansu_direct() -> Option<Broker> {
         let binary = tansu_binary()?;
-        Some(Broker::Tansu(Tansu::start(binary, false)))
+        Some(Broker::Tansu(Tansu::start(binary, false, None)))
+    }
+
+    /// A tansu process that advertises `port` (a proxy the test runs in front of it, e.g. one
+    /// terminating TLS) instead of its own; [`Broker::plaintext_port`] is where it listens.
+    pub fn tansu_advertising(binary: PathBuf, port: u16) -> Broker {
+        Broker::Tansu(Tansu::start(binary, false, Some(port)))
+    }
+
+    /// The port tansu itself listens on, without TLS or proxy.
+    pub fn plaintext_port(&self) -> u16 {
+        match self {
+            Broker::Mock(_) => panic!("the mock cluster has no separate plaintext port"),
+            Broker::Tansu(tansu) => tansu.port,
+        }
     }
 
     pub fn servers(&self) -> String {
@@ -127,16 +141,19 @@ pub struct Tansu {
     binary: PathBuf,
     port: u16,
     proxy: Option<Proxy>,
+    /// Advertised instead of `port` (and of the proxy's port).
+    advertised: Option<u16>,
     child: Option<Child>,
 }
 
 impl Tansu {
-    fn start(binary: PathBuf, proxied: bool) -> Tansu {
+    fn start(binary: PathBuf, proxied: bool, advertised: Option<u16>) -> Tansu {
         let port = free_port();
         let mut tansu = Tansu {
             binary,
             port,
             proxy: proxied.then(|| Proxy::start(port)),
+            advertised,
             child: None,
         };
         tansu.spawn();
@@ -144,7 +161,9 @@ impl Tansu {
     }
 
     fn advertised_port(&self) -> u16 {
-        self.proxy.as_ref().map_or(self.port, |proxy| proxy.port)
+        self.advertised
+            .or(self.proxy.as_ref().map(|proxy| proxy.port))
+            .unwrap_or(self.port)
     }
 
     fn proxy(&self) -> &Proxy {
