@@ -90,15 +90,22 @@ impl KafkaConnection<'_> {
         };
         config.set("security.protocol", protocol);
         if let Some(tls) = self.tls {
-            let path = |p: &PathBuf| p.to_string_lossy().into_owned();
-            if let Some(ca) = &tls.ca_file {
-                config.set("ssl.ca.location", path(ca));
-            }
-            if let Some(cert) = &tls.crt_file {
-                config.set("ssl.certificate.location", path(cert));
-            }
-            if let Some(key) = &tls.key_file {
-                config.set("ssl.key.location", path(key));
+            let files = [
+                (&tls.ca_file, "tls.ca_file", "ssl.ca.location"),
+                (&tls.crt_file, "tls.crt_file", "ssl.certificate.location"),
+                (&tls.key_file, "tls.key_file", "ssl.key.location"),
+            ];
+            for (file, field, setting) in files {
+                if let Some(path) = file {
+                    // librdkafka's own error for a missing file is an OpenSSL code.
+                    std::fs::File::open(path).map_err(|e| {
+                        BuildError::new(
+                            field,
+                            format!("cannot read {}: {}", path.display(), e.kind()),
+                        )
+                    })?;
+                    config.set(setting, path.to_string_lossy());
+                }
             }
             if let Some(password) = &tls.key_password {
                 config.set("ssl.key.password", password);
@@ -153,8 +160,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("password");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        let tls: KafkaTls =
-            serde_yaml::from_str("ca_file: /etc/ca.pem\nverify_hostname: false\n").unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not parsed here").unwrap();
+        let tls: KafkaTls = serde_yaml::from_str(&format!(
+            "ca_file: {}\nverify_hostname: false\n",
+            ca.display()
+        ))
+        .unwrap();
         let sasl: KafkaSasl = serde_yaml::from_str(&format!(
             "mechanism: SCRAM-SHA-512\nusername: svc\npassword_file: {}\n",
             secret.display()
@@ -167,7 +179,7 @@ mod tests {
         };
         let config = connection.client_config().unwrap();
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
-        assert_eq!(config.get("ssl.ca.location"), Some("/etc/ca.pem"));
+        assert_eq!(config.get("ssl.ca.location"), ca.to_str());
         assert_eq!(
             config.get("ssl.endpoint.identification.algorithm"),
             Some("none")
@@ -177,6 +189,25 @@ mod tests {
             config.get("sasl.password"),
             Some("s3cret"),
             "file contents without the newline"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_tls_file_is_named_by_its_field() {
+        let tls: KafkaTls =
+            serde_yaml::from_str("crt_file: /nonexistent/client.crt\nkey_file: /nonexistent/k\n")
+                .unwrap();
+        let connection = KafkaConnection {
+            bootstrap_servers: "b:9093",
+            tls: Some(&tls),
+            sasl: None,
+        };
+        let error = connection.client_config().unwrap_err();
+        assert_eq!(error.field, Some("tls.crt_file"));
+        assert!(
+            error.message.contains("/nonexistent/client.crt"),
+            "{}",
+            error.message
         );
     }
 
