@@ -271,7 +271,7 @@ impl Topology {
                 ..Default::default()
             });
         }
-        let summary = self.diff(&new);
+        let summary = diff(&self.config, &new);
         let retired: Vec<String> = summary
             .rebuilt
             .iter()
@@ -316,26 +316,6 @@ impl Topology {
         Ok(summary)
     }
 
-    /// Sorts every component into kept, rebuilt, added and removed.
-    fn diff(&self, new: &Config) -> ReloadSummary {
-        let mut summary = ReloadSummary::default();
-        let old = &self.config;
-        compare_section(&old.sources, &new.sources, &mut summary);
-        compare_section(&old.transforms, &new.transforms, &mut summary);
-        compare_section(&old.sinks, &new.sinks, &mut summary);
-        // An id that moved to another section is removed there and added here: rebuilt.
-        let moved: Vec<String> = summary
-            .removed
-            .iter()
-            .filter(|id| summary.added.contains(id))
-            .cloned()
-            .collect();
-        summary.added.retain(|id| !moved.contains(id));
-        summary.removed.retain(|id| !moved.contains(id));
-        summary.rebuilt.extend(moved);
-        summary
-    }
-
     /// Points every kept producer's outputs at their consumers in `graph`.
     fn rewire(&self, graph: &Graph) {
         for (output, list) in &self.wiring.outputs {
@@ -369,6 +349,25 @@ impl Topology {
     }
 }
 
+/// Sorts every component into kept, rebuilt, added and removed.
+fn diff(old: &Config, new: &Config) -> ReloadSummary {
+    let mut summary = ReloadSummary::default();
+    compare_section(&old.sources, &new.sources, &mut summary);
+    compare_section(&old.transforms, &new.transforms, &mut summary);
+    compare_section(&old.sinks, &new.sinks, &mut summary);
+    // An id that moved to another section is removed there and added here: rebuilt.
+    let moved: Vec<String> = summary
+        .removed
+        .iter()
+        .filter(|id| summary.added.contains(id))
+        .cloned()
+        .collect();
+    summary.added.retain(|id| !moved.contains(id));
+    summary.removed.retain(|id| !moved.contains(id));
+    summary.rebuilt.extend(moved);
+    summary
+}
+
 fn compare_section<T>(
     old: &IndexMap<String, Entry<T>>,
     new: &IndexMap<String, Entry<T>>,
@@ -385,5 +384,37 @@ fn compare_section<T>(
         if !old.contains_key(id) {
             summary.added.push(id.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::load_str("test.yaml", text).unwrap()
+    }
+
+    #[test]
+    fn components_are_kept_rebuilt_added_or_removed_by_their_settings_not_their_inputs() {
+        let old = config(
+            "sources:\n  in: {type: demo}\n  other: {type: demo}\ntransforms:\n  t:\n    type: remap\n    inputs: [in]\n    source: .a = 1\n  moved:\n    type: filter\n    inputs: [in]\n    condition: .a == 1\nsinks:\n  s: {type: blackhole, inputs: [t, moved]}\n  gone: {type: blackhole, inputs: [other]}\n",
+        );
+        let new = config(
+            "sources:\n  in: {type: demo}\n  other: {type: demo, interval_secs: 2}\ntransforms:\n  t:\n    type: remap\n    inputs: [in, other]\n    source: .a = 1\nsinks:\n  s: {type: blackhole, inputs: [t]}\n  moved: {type: blackhole, inputs: [in]}\n  fresh: {type: console, inputs: [t]}\n",
+        );
+        let summary = diff(&old, &new);
+        assert_eq!(
+            summary.kept,
+            ["in", "t", "s"],
+            "new inputs alone keep a component"
+        );
+        assert_eq!(
+            summary.rebuilt,
+            ["other", "moved"],
+            "changed settings, or a new section"
+        );
+        assert_eq!(summary.added, ["fresh"]);
+        assert_eq!(summary.removed, ["gone"]);
     }
 }
