@@ -154,7 +154,7 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
     let _ = crate::observe::metrics::prometheus();
     let rt = runtime();
     rt.block_on(async move {
-        let components = Arc::new(std::sync::RwLock::new(component_ids(&config)));
+        let components = Arc::new(std::sync::RwLock::new(config.component_ids().into_iter().collect()));
         let api_stop = CancellationToken::new();
         if config.global.api.enabled {
             let tls = match config
@@ -214,7 +214,7 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
                     },
                     Stop::Reload(new) => match topology.reload(*new).await {
                         Ok(summary) => {
-                            *components.write().unwrap() = component_ids(topology.config());
+                            *components.write().unwrap() = topology.config().component_ids().into_iter().collect();
                             tracing::info!(
                                 kept = ?summary.kept,
                                 rebuilt = ?summary.rebuilt,
@@ -247,16 +247,6 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
         api_stop.cancel();
         code
     })
-}
-
-fn component_ids(config: &crate::config::Config) -> Vec<String> {
-    config
-        .sources
-        .keys()
-        .chain(config.transforms.keys())
-        .chain(config.sinks.keys())
-        .cloned()
-        .collect()
 }
 
 /// Why a topology stops.

@@ -149,6 +149,17 @@ fn reloads(agent: &Agent) -> usize {
     agent.stderr().matches("config reloaded").count()
 }
 
+/// Writes `config` over the agent's config file, sends SIGHUP, waits for reload number `n` and
+/// checks the log says what it kept, rebuilt, added and removed.
+fn reload(agent: &Agent, config: &str, n: usize, summary: &str) {
+    let dir = agent.stderr_path.parent().unwrap();
+    std::fs::write(dir.join("sluice.yaml"), config).unwrap();
+    hup(agent);
+    wait_until(WAIT, "the reload", || reloads(agent) == n);
+    let log = agent.stderr();
+    assert!(log.contains(summary), "expected `{summary}` in:\n{log}");
+}
+
 /// `in` (file) -> `dedupe` -> the given file sinks, `(id, output file name)`.
 fn dedupe_config(dir: &Path, sinks: &[(&str, &str)]) -> String {
     let mut text = format!(
@@ -176,17 +187,11 @@ fn unchanged_components_keep_their_state_while_sinks_are_added_changed_and_remov
     });
 
     // Add sink b. The dedupe keeps running: lines it has seen stay dropped.
-    std::fs::write(
-        path("sluice.yaml"),
-        dedupe_config(dir.path(), &[("a", "a.ndjson"), ("b", "b.ndjson")]),
-    )
-    .unwrap();
-    hup(&agent);
-    wait_until(WAIT, "the first reload", || reloads(&agent) == 1);
-    let log = agent.stderr();
-    assert!(
-        log.contains(r#"kept=["in", "dedupe", "a"] rebuilt=[] added=["b"] removed=[]"#),
-        "{log}"
+    reload(
+        &agent,
+        &dedupe_config(dir.path(), &[("a", "a.ndjson"), ("b", "b.ndjson")]),
+        1,
+        r#"kept=["in", "dedupe", "a"] rebuilt=[] added=["b"] removed=[]"#,
     );
     append(dir.path(), 0..80);
     wait_until(WAIT, "80 lines in a, 30 in b", || {
@@ -194,17 +199,11 @@ fn unchanged_components_keep_their_state_while_sinks_are_added_changed_and_remov
     });
 
     // Remove a and point b at another file: a drains first, b is rebuilt.
-    std::fs::write(
-        path("sluice.yaml"),
-        dedupe_config(dir.path(), &[("b", "c.ndjson")]),
-    )
-    .unwrap();
-    hup(&agent);
-    wait_until(WAIT, "the second reload", || reloads(&agent) == 2);
-    let log = agent.stderr();
-    assert!(
-        log.contains(r#"kept=["in", "dedupe"] rebuilt=["b"] added=[] removed=["a"]"#),
-        "{log}"
+    reload(
+        &agent,
+        &dedupe_config(dir.path(), &[("b", "c.ndjson")]),
+        2,
+        r#"kept=["in", "dedupe"] rebuilt=["b"] added=[] removed=["a"]"#,
     );
     append(dir.path(), 0..100);
     wait_until(WAIT, "20 lines in c", || {
@@ -249,13 +248,11 @@ fn a_sink_rebuilt_under_steady_input_loses_and_repeats_nothing() {
     };
     // Rebuild the sink three times while lines keep coming.
     for (n, timeout) in [0.06, 0.07, 0.05].into_iter().enumerate() {
-        std::fs::write(dir.path().join("sluice.yaml"), sink_config(timeout)).unwrap();
-        hup(&agent);
-        wait_until(WAIT, "the reload", || reloads(&agent) == n + 1);
-        assert!(
-            agent.stderr().contains(r#"kept=["in"] rebuilt=["out"]"#),
-            "{}",
-            agent.stderr()
+        reload(
+            &agent,
+            &sink_config(timeout),
+            n + 1,
+            r#"kept=["in"] rebuilt=["out"]"#,
         );
     }
     writer.join().unwrap();

@@ -487,6 +487,16 @@ impl Config {
         }
     }
 
+    /// Every component id: sources, then transforms, then sinks.
+    pub fn component_ids(&self) -> indexmap::IndexSet<String> {
+        self.sources
+            .keys()
+            .chain(self.transforms.keys())
+            .chain(self.sinks.keys())
+            .cloned()
+            .collect()
+    }
+
     /// Validates ids and wiring; returns the resolved graph.
     pub fn graph(&self) -> Result<Graph, ConfigError> {
         graph::build(self)

@@ -57,22 +57,12 @@ pub(super) struct Component {
 /// reload's new config before anything running is touched.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     let graph = config.graph()?;
-    let all = all_ids(config);
+    let all = config.component_ids();
     let root = Shutdown {
         stop: CancellationToken::new(),
         force: CancellationToken::new(),
     };
     build(config, &graph, &all, &mut Wiring::default(), &root).map(drop)
-}
-
-pub(super) fn all_ids(config: &Config) -> IndexSet<String> {
-    config
-        .sources
-        .keys()
-        .chain(config.transforms.keys())
-        .chain(config.sinks.keys())
-        .cloned()
-        .collect()
 }
 
 /// Builds the components named in `ids`, taking input channels for their transforms and sinks

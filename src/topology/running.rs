@@ -94,13 +94,7 @@ impl Topology {
             force: CancellationToken::new(),
         };
         let mut wiring = Wiring::default();
-        let built = build::build(
-            &config,
-            &graph,
-            &build::all_ids(&config),
-            &mut wiring,
-            &root,
-        )?;
+        let built = build::build(&config, &graph, &config.component_ids(), &mut wiring, &root)?;
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let mut topology = Topology {
             config,
