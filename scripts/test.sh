@@ -5,7 +5,8 @@
 # scripts/tansu.sh builds once into a cache (SLUICE_SKIP_TANSU=1 skips those tests locally),
 # and the AWS tests against moto's emulator, which scripts/moto.sh installs (SLUICE_SKIP_MOTO=1),
 # and kinesalite for Kinesis shard splits, which scripts/kinesalite.sh installs
-# (SLUICE_SKIP_KINESALITE=1).
+# (SLUICE_SKIP_KINESALITE=1). The packaging test builds a .deb with cargo-deb, which
+# scripts/cargo-deb.sh installs once (SLUICE_SKIP_DEB=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +61,11 @@ fi
 if [ "${SLUICE_SKIP_TANSU:-}" != 1 ]; then
   SLUICE_TANSU="$(scripts/tansu.sh)"
   export SLUICE_TANSU
+fi
+# The packaging test builds a .deb with cargo-deb and lists its files (dpkg-deb).
+if [ "${SLUICE_SKIP_DEB:-}" != 1 ]; then
+  SLUICE_CARGO_DEB="$(scripts/cargo-deb.sh)"
+  export SLUICE_CARGO_DEB
 fi
 
 echo "== cargo fmt --check"
