@@ -182,17 +182,20 @@ impl Fanout {
             return Ok(());
         }
         let mut reservations = Vec::with_capacity(targets.len());
-        let live: Vec<&Live> = targets.iter().filter_map(|t| t.live.as_ref()).collect();
-        for target in &live {
+        // Every target is live here (current_targets waited out the paused ones).
+        let live = || {
+            targets
+                .iter()
+                .filter_map(|t| Some((t.consumer.as_str(), t.live.as_ref()?)))
+        };
+        for (_, target) in live() {
             reservations.push(target.tx.reserve(&batch).await);
         }
         self.producer.sent(batch.len(), batch.byte_size);
         let mut batch = Some(batch);
-        let last = live.len() - 1;
-        let mut open = live.len();
-        for (index, reservation) in reservations.into_iter().enumerate() {
-            let target = live[index];
-            let consumer = &targets[index].consumer;
+        let last = reservations.len() - 1;
+        let mut open = reservations.len();
+        for (index, ((consumer, target), reservation)) in live().zip(reservations).enumerate() {
             let copy = match &batch {
                 Some(b) if index < last => EventBatch {
                     events: b.events.clone(),
