@@ -171,26 +171,39 @@ impl Fanout {
     /// caller that gives up (http_server's accept timeout) leaves nothing half-sent. Counts the
     /// batch as sent by the producer. An output nobody reads discards the batch, counted as
     /// `unconnected_output`.
+    ///
+    /// A rewire while this waits for room starts it over with the new consumers: the send lets
+    /// go of the old ones at once, so a consumer being replaced can drain even while this
+    /// producer waits on another, full one (which may itself wait on the replacement).
     pub async fn send(&mut self, batch: EventBatch) -> Result<(), Closed> {
         if batch.is_empty() {
             return Ok(());
         }
-        let targets = self.current_targets().await;
         crate::observe::tap::offer(self.producer.id(), &batch.events);
-        if targets.is_empty() {
-            self.producer.discarded("unconnected_output", batch.len());
-            return Ok(());
-        }
-        let mut reservations = Vec::with_capacity(targets.len());
-        // Every target is live here (current_targets waited out the paused ones).
+        let (targets, reservations) = loop {
+            let targets = self.current_targets().await;
+            if targets.is_empty() {
+                self.producer.discarded("unconnected_output", batch.len());
+                return Ok(());
+            }
+            let mut reservations = Vec::with_capacity(targets.len());
+            let reserve_all = async {
+                // Every target is live here (current_targets waited out the paused ones).
+                for live in targets.iter().filter_map(|t| t.live.as_ref()) {
+                    reservations.push(live.tx.reserve(&batch).await);
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = reserve_all => break (targets, reservations),
+                _ = self.changes.changed() => continue,
+            }
+        };
         let live = || {
             targets
                 .iter()
                 .filter_map(|t| Some((t.consumer.as_str(), t.live.as_ref()?)))
         };
-        for (_, target) in live() {
-            reservations.push(target.tx.reserve(&batch).await);
-        }
         self.producer.sent(batch.len(), batch.byte_size);
         let mut batch = Some(batch);
         let last = reservations.len() - 1;
@@ -298,6 +311,54 @@ mod tests {
         list.set(vec![Target::paused("sink")]);
         assert!(list.consumers().is_empty(), "a closed list stays empty");
         assert!(new_rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_send_waiting_on_a_full_consumer_lets_go_of_a_replaced_one() {
+        let one = ChannelLimits {
+            max_events: 1,
+            ..ChannelLimits::default()
+        };
+        let (full_tx, mut full_rx) = channel(one);
+        full_tx.send(batch(1)).await.unwrap();
+        let (old_tx, mut old_rx) = channel(ChannelLimits::default());
+        let list = Arc::new(ConsumerList::default());
+        list.set(vec![
+            Target::new("full", full_tx.clone(), metrics("full")),
+            Target::new("replaced", old_tx, metrics("replaced")),
+        ]);
+        let mut fanout = Fanout::shared(metrics("source"), list.clone());
+        let send = tokio::spawn(async move { fanout.send(batch(1)).await });
+        // On this single-threaded runtime, yielding runs the send until it waits for room.
+        tokio::task::yield_now().await;
+        assert!(!send.is_finished());
+
+        // The rewire pauses "replaced" while the send still waits for room in "full": the
+        // old "replaced" channel must close now, not once "full" has room.
+        list.set(vec![
+            Target::new("full", full_tx.clone(), metrics("full")),
+            Target::paused("replaced"),
+        ]);
+        let closed = tokio::time::timeout(Duration::from_secs(5), old_rx.recv()).await;
+        assert!(
+            matches!(closed, Ok(None)),
+            "the replaced consumer's channel closed with nothing in it"
+        );
+
+        // Room in "full" alone does not finish the send: it waits for the replacement.
+        assert_eq!(full_rx.recv().await.unwrap().len(), 1);
+        let (new_tx, mut new_rx) = channel(ChannelLimits::default());
+        list.set(vec![
+            Target::new("full", full_tx, metrics("full")),
+            Target::new("replaced", new_tx, metrics("replaced")),
+        ]);
+        tokio::time::timeout(Duration::from_secs(5), send)
+            .await
+            .expect("the send finishes once the replacement is in place")
+            .unwrap()
+            .unwrap();
+        assert_eq!(full_rx.recv().await.unwrap().len(), 1);
+        assert_eq!(new_rx.recv().await.unwrap().len(), 1);
     }
 
     #[tokio::test]
