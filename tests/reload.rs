@@ -266,3 +266,58 @@ fn a_sink_rebuilt_under_steady_input_loses_and_repeats_nothing() {
         "every line once, in order, across three sink rebuilds"
     );
 }
+
+#[test]
+fn a_replaced_sink_that_cannot_drain_restarts_everything_without_marking_its_events_done() {
+    // An endpoint that accepts connections and never answers: the http sink delivers nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let config = |sinks: &str| {
+        format!(
+            "data_dir: {data}\nshutdown_timeout_secs: 1\nsources:\n  in:\n    type: file\n    include: [{input}]\n    read_from: beginning\nsinks:\n  a:\n    type: file\n    inputs: [in]\n    path: {a}\n    batch:\n      timeout_secs: 0.05\n{sinks}",
+            data = path("data").display(),
+            input = path("in.log").display(),
+            a = path("a.ndjson").display(),
+        )
+    };
+    append(dir.path(), 0..50);
+    let mut agent = Agent::start(
+        dir.path(),
+        &config(&format!(
+            "  stuck:\n    type: http\n    inputs: [in]\n    uri: http://127.0.0.1:{port}/\n    batch:\n      timeout_secs: 0.05\n"
+        )),
+    );
+    wait_until(WAIT, "50 lines in a", || {
+        numbers(&path("a.ndjson")).len() >= 50
+    });
+
+    // Replace the stuck sink by a file sink. The stuck one cannot drain within the 1 s
+    // deadline; aborting it alone would count its events as delivered and let the source
+    // checkpoint past them. Instead everything restarts from the acknowledged positions,
+    // so the 50 lines, which `stuck` never acknowledged, are read again and reach `b`.
+    reload(
+        &agent,
+        &config(&format!(
+            "  b:\n    type: file\n    inputs: [in]\n    path: {}\n",
+            path("b.ndjson").display()
+        )),
+        1,
+        "restarted=true",
+    );
+    assert!(agent
+        .stderr()
+        .contains("did not drain within shutdown_timeout_secs"));
+    wait_until(WAIT, "the 50 lines in b", || {
+        numbers(&path("b.ndjson")).len() >= 50
+    });
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+    assert_eq!(numbers(&path("b.ndjson")), (0..50).collect::<Vec<_>>());
+    let a = numbers(&path("a.ndjson"));
+    assert!(
+        (0..50).all(|n| a.contains(&n)),
+        "a has every line (twice, at least once)"
+    );
+    drop(silent);
+}

@@ -184,7 +184,16 @@ impl Topology {
     /// Drains everything: sources stop, the rest ends as its inputs close, within the
     /// config's `shutdown_timeout_secs`. Returns the components that failed on the way.
     pub async fn shutdown(&mut self) -> Result<(), String> {
-        let timeout = Duration::from_secs(self.config.global.shutdown_timeout_secs);
+        self.shutdown_within(Duration::from_secs(
+            self.config.global.shutdown_timeout_secs,
+        ))
+        .await
+    }
+
+    /// [`Topology::shutdown`] with another deadline. Past it, sources save what was
+    /// acknowledged and stop first; only then is the rest aborted, so events lost with an
+    /// aborted component were never checkpointed: they are read again on the next start.
+    async fn shutdown_within(&mut self, timeout: Duration) -> Result<(), String> {
         tracing::info!(
             timeout_secs = timeout.as_secs(),
             "shutting down: sources stop, in-flight events drain"
@@ -258,12 +267,9 @@ impl Topology {
             tracing::warn!("`api` and `log` settings take effect on restart, not on reload");
         }
         if restart {
-            self.shutdown().await?;
-            *self = Topology::start(new).map_err(|e| e.to_string())?;
-            return Ok(ReloadSummary {
-                restarted: true,
-                ..Default::default()
-            });
+            return self
+                .restart(new, self.config.global.shutdown_timeout_secs)
+                .await;
         }
         let summary = diff(&self.config, &new);
         let retired: Vec<String> = summary
@@ -289,8 +295,14 @@ impl Topology {
             .retain(|output, _| !retired.contains(&output.component));
         self.rewire(&graph);
 
-        // 2. The retired ones drain, as on shutdown.
-        self.drain(&retired, &new).await;
+        // 2. The retired ones drain, as on shutdown. One that cannot (a sink whose endpoint is
+        //    down) must not be aborted while sources still listen: dropping its events would
+        //    count them as delivered. Restart everything instead: sources save only what was
+        //    acknowledged before anything is aborted.
+        if !self.drain(&retired, &new).await {
+            tracing::warn!(components = ?retired, "reload: the replaced components did not drain within shutdown_timeout_secs; restarting everything (sources keep only acknowledged positions)");
+            return self.restart(new, 0).await;
+        }
 
         // 3. The rebuilt and added ones start and take their place in the wiring.
         self.config = new;
@@ -317,9 +329,20 @@ impl Topology {
         }
     }
 
+    /// Shuts everything down within `timeout_secs` and starts `new` from scratch.
+    async fn restart(&mut self, new: Config, timeout_secs: u64) -> Result<ReloadSummary, String> {
+        self.shutdown_within(Duration::from_secs(timeout_secs))
+            .await?;
+        *self = Topology::start(new).map_err(|e| e.to_string())?;
+        Ok(ReloadSummary {
+            restarted: true,
+            ..Default::default()
+        })
+    }
+
     /// Stops the named components and waits for them to drain, within the new config's
-    /// shutdown deadline; past it, forces and aborts them.
-    async fn drain(&mut self, ids: &[String], new: &Config) {
+    /// shutdown deadline. False if they did not (they still run).
+    async fn drain(&mut self, ids: &[String], new: &Config) -> bool {
         for id in ids {
             if let Some(running) = self.components.get(id) {
                 running.shutdown.stop.cancel();
@@ -329,17 +352,12 @@ impl Topology {
         let handles = self.unfinished_handles(ids);
         let drained = tokio::time::timeout(timeout, futures::future::join_all(handles)).await;
         if drained.is_err() {
-            tracing::warn!(components = ?ids, "reload: the replaced components did not drain in time; forcing them");
-            for id in ids {
-                if let Some(running) = self.components.get(id) {
-                    running.shutdown.force.cancel();
-                }
-            }
-            self.abort_after_grace(ids).await;
+            return false;
         }
         for id in ids {
             self.components.swap_remove(id);
         }
+        true
     }
 }
 
