@@ -183,6 +183,21 @@ impl BufferReceiver {
     }
 }
 
+impl Drop for BufferReceiver {
+    /// A batch still queued when its consumer is gone (it failed, or was aborted) was never
+    /// delivered: say so, or dropping it would count as delivered and let its source
+    /// checkpoint past it.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(envelope) = self.rx.try_recv() {
+            envelope
+                .batch
+                .finalizers
+                .update_status(BatchStatus::Rejected);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +259,19 @@ mod tests {
         drop(tx);
         assert_eq!(rx.recv().await.unwrap().len(), 2);
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn batches_left_queued_when_the_consumer_is_gone_count_as_rejected() {
+        use crate::event::{BatchNotifier, Finalizers};
+        let (tx, rx) = channel(ChannelLimits::default());
+        let (notifier, status) = BatchNotifier::new();
+        let mut queued = batch(3, 3);
+        queued.finalizers = Finalizers::new(notifier);
+        tx.send(queued).await.unwrap();
+        drop(rx);
+        assert_eq!(status.await.unwrap(), BatchStatus::Rejected);
+        assert_eq!(tx.send(batch(1, 1)).await, Err(SendError::Closed));
     }
 
     #[tokio::test]
