@@ -212,8 +212,7 @@ impl Topology {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::warn!("shutdown deadline passed; saving checkpoints and aborting what still runs");
                     self.root.force.cancel();
-                    let all: Vec<String> = self.components.keys().cloned().collect();
-                    self.abort_after_grace(&all).await;
+                    self.abort_all_after_grace().await;
                     while self.live_tasks > 0 {
                         match self.finished_rx.recv().await {
                             Some(finished) => failures.extend(self.finished(finished)),
@@ -242,9 +241,10 @@ impl Topology {
             .collect()
     }
 
-    /// Gives the named components [`FORCE_GRACE`] to end, then aborts what still runs.
-    async fn abort_after_grace(&mut self, ids: &[String]) {
-        let handles = self.unfinished_handles(ids);
+    /// Gives every component [`FORCE_GRACE`] to end, then aborts what still runs.
+    async fn abort_all_after_grace(&mut self) {
+        let all: Vec<String> = self.components.keys().cloned().collect();
+        let handles = self.unfinished_handles(&all);
         let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
         let _ = tokio::time::timeout(FORCE_GRACE, futures::future::join_all(handles)).await;
         for abort in aborts {
