@@ -211,7 +211,9 @@ fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String>
 fn connection_and_header_limits_and_slow_clients_get_clear_answers_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api) = (free_port(), free_port());
-    let limits = "    max_connections: 2\n    header_timeout_secs: 1\n    max_header_bytes: 1024\n";
+    // The slow clients hold their slots for header_timeout_secs: long enough to see both held
+    // and try a third connection even on a loaded machine.
+    let limits = "    max_connections: 2\n    header_timeout_secs: 3\n    max_header_bytes: 1024\n";
     let mut agent = Agent::start(dir.path(), &server_config(dir.path(), port, api, limits));
     wait_for_port(port);
     // A complete exchange first (404 on another path): the server is serving, and the
@@ -232,7 +234,7 @@ fn connection_and_header_limits_and_slow_clients_get_clear_answers_and_the_serve
         })
         .collect();
     wait_until(WAIT, "both slow clients to hold a slot", || {
-        open_connections(api) == 2.0
+        open_connections(api) >= 2.0
     });
     let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let answer = read_until_closed(&mut third, Duration::from_secs(5)).expect("closed");
