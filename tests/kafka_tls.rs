@@ -85,11 +85,20 @@ fn produce_marker(dir: &Path, servers: &str, id: u64) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn feed(agent: &mut Agent, ids: std::ops::Range<u64>) {
+/// An agent with the kafka sink presenting `identity`, fed the events `ids` on stdin (closed
+/// after them).
+fn sink_agent(dir: &Path, servers: &str, identity: &str, ids: std::ops::Range<u64>) -> Agent {
+    let mut agent = Agent::start_with(
+        dir,
+        &sink_config(dir, servers, identity),
+        Stdio::piped(),
+        Stdio::null(),
+    );
     let mut stdin = agent.child.stdin.take().unwrap();
     for id in ids {
         writeln!(stdin, r#"{{"id":{id},"msg":"over tls"}}"#).unwrap();
     }
+    agent
 }
 
 #[test]
@@ -116,13 +125,7 @@ fn the_sink_delivers_over_mutual_tls_and_a_client_without_a_valid_certificate_is
     let servers = broker.servers();
 
     // A client certificate the broker's CA signed: every event is delivered, once.
-    let mut agent = Agent::start_with(
-        dir.path(),
-        &sink_config(dir.path(), &servers, "client"),
-        Stdio::piped(),
-        Stdio::null(),
-    );
-    feed(&mut agent, 0..300);
+    let mut agent = sink_agent(dir.path(), &servers, "client", 0..300);
     let status = agent.wait(WAIT);
     assert!(status.success(), "{}", agent.stderr());
     let seen = consume(dir.path(), &servers, 300);
@@ -133,13 +136,7 @@ fn the_sink_delivers_over_mutual_tls_and_a_client_without_a_valid_certificate_is
 
     // A certificate from another CA: the handshake is refused, nothing is produced, and the
     // agent says why.
-    let mut intruder = Agent::start_with(
-        dir.path(),
-        &sink_config(dir.path(), &servers, "intruder"),
-        Stdio::piped(),
-        Stdio::null(),
-    );
-    feed(&mut intruder, 1000..1010);
+    let mut intruder = sink_agent(dir.path(), &servers, "intruder", 1000..1010);
     wait_until(WAIT, "a refused handshake", || proxy.refused() > 0);
     wait_until(WAIT, "the agent to log the TLS failure", || {
         intruder.stderr().contains("alert certificate required")

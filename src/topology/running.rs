@@ -17,7 +17,6 @@ const FORCE_GRACE: Duration = Duration::from_secs(2);
 /// A config whose components are running.
 pub struct Topology {
     config: Config,
-    graph: Graph,
     root: Shutdown,
     wiring: Wiring,
     components: IndexMap<String, Running>,
@@ -43,6 +42,18 @@ pub struct ReloadSummary {
     pub removed: Vec<String>,
     /// Global options changed: everything was drained and started again.
     pub restarted: bool,
+}
+
+impl ReloadSummary {
+    /// The running components that go: rebuilt and removed ones.
+    fn retired(&self) -> impl Iterator<Item = &String> {
+        self.rebuilt.iter().chain(&self.removed)
+    }
+
+    /// The components to build: rebuilt and added ones.
+    fn to_build(&self) -> impl Iterator<Item = &String> {
+        self.rebuilt.iter().chain(&self.added)
+    }
 }
 
 struct Finished {
@@ -98,7 +109,6 @@ impl Topology {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let mut topology = Topology {
             config,
-            graph,
             root,
             wiring,
             components: IndexMap::new(),
@@ -272,18 +282,8 @@ impl Topology {
                 .await;
         }
         let summary = diff(&self.config, &new);
-        let retired: Vec<String> = summary
-            .rebuilt
-            .iter()
-            .chain(&summary.removed)
-            .cloned()
-            .collect();
-        let to_build: IndexSet<String> = summary
-            .rebuilt
-            .iter()
-            .chain(&summary.added)
-            .cloned()
-            .collect();
+        let retired: Vec<String> = summary.retired().cloned().collect();
+        let to_build: IndexSet<String> = summary.to_build().cloned().collect();
 
         // 1. The components that keep running send nothing more to the retired ones: their
         //    outputs point at the new graph, with rebuilt and added consumers paused.
@@ -306,10 +306,9 @@ impl Topology {
 
         // 3. The rebuilt and added ones start and take their place in the wiring.
         self.config = new;
-        self.graph = graph;
         let built = build::build(
             &self.config,
-            &self.graph,
+            &graph,
             &to_build,
             &mut self.wiring,
             &self.root,
@@ -318,7 +317,7 @@ impl Topology {
         for component in built {
             self.spawn(component);
         }
-        self.rewire(&self.graph.clone());
+        self.rewire(&graph);
         Ok(summary)
     }
 
