@@ -11,6 +11,8 @@ pub mod codec;
 pub mod config;
 pub mod config_tests;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http_serve;
 pub mod kafka;
 pub mod observe;

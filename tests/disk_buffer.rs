@@ -4,7 +4,7 @@
 //! sink that rejects.
 
 mod common;
-use common::{free_port, http_get, wait_until_async, Agent, Mode, Receiver};
+use common::{free_port, wait_until_async, Agent, Mode, Receiver};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -97,11 +97,7 @@ sinks:
     }
 
     fn metric(&self, name: &str, label: &str) -> f64 {
-        let (_, text) = http_get(([127, 0, 0, 1], self.api_port).into(), "/metrics");
-        text.lines()
-            .filter(|l| l.starts_with(name) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        common::metric(self.api_port, name, label)
     }
 
     /// The file source's acknowledged offset of the input file.
@@ -398,4 +394,189 @@ async fn rejected_events_are_not_checkpointed_and_come_back_after_restart() {
     tokio::task::block_in_place(|| agent.terminate(WAIT));
     let got: BTreeSet<usize> = ids(&receiver).keys().copied().collect();
     assert_eq!(got, (0..50).collect());
+}
+
+/// The ids of the events a segment holds, read straight from its bytes (the message text is
+/// stored as is inside the record).
+fn ids_in(bytes: &[u8]) -> BTreeSet<usize> {
+    let mut ids = BTreeSet::new();
+    let mut at = 0;
+    while let Some(found) = bytes[at..].windows(6).position(|w| w == b"event ") {
+        let start = at + found + 6;
+        if let Some(digits) = bytes.get(start..start + 7) {
+            if let Some(id) = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+            {
+                ids.insert(id);
+            }
+        }
+        at = start;
+    }
+    ids
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Random damage, many seeded cases: bytes flipped in buffer segments, segments cut at random
+/// points, the file source's checkpoint file or the buffer's position file damaged. Every case
+/// starts from the same fully buffered state (2,000 events in 10-event records, the endpoint
+/// down until then). The agent must always start, count what is damaged, deliver every event
+/// of the undamaged segments, repeat nothing unless it had to re-read its input (a damaged
+/// checkpoint), and stop cleanly. `SLUICE_CORRUPTION_CASES` sets the count (default 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
+    let cases: u64 = std::env::var("SLUICE_CORRUPTION_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let receiver = Receiver::start().await;
+    let pipeline = Pipeline::new(
+        &receiver,
+        "      type: disk\n      segment_bytes: 8192\n",
+        "    max_batch_events: 10\n",
+    );
+    receiver.set_mode(Mode::Unavailable);
+    pipeline.append(0..2000);
+    let mut agent = pipeline.start();
+    wait_until_async(WAIT, "everything buffered on disk", || {
+        pipeline.checkpoint() == pipeline.input_len()
+    })
+    .await;
+    tokio::task::block_in_place(|| agent.terminate(WAIT));
+    let data = pipeline.dir.path().join("data");
+    let pristine = pipeline.dir.path().join("pristine");
+    copy_dir(&data, &pristine);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    for case in 0..cases {
+        let _ = std::fs::remove_dir_all(&data);
+        copy_dir(&pristine, &data);
+        receiver.lines.lock().unwrap().clear();
+        let segments = pipeline.segments();
+        let mut damaged_segments = BTreeSet::new();
+        let mut checkpoint_damaged = false;
+        let mut what = Vec::new();
+        for _ in 0..1 + rng.below(3) {
+            match rng.below(5) {
+                0 | 1 => {
+                    let index = rng.below(segments.len() as u64) as usize;
+                    let mut bytes = std::fs::read(&segments[index]).unwrap();
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] ^= 1 << rng.below(8);
+                    std::fs::write(&segments[index], bytes).unwrap();
+                    damaged_segments.insert(index);
+                    what.push(format!("flip segment {index} at {at}"));
+                }
+                2 => {
+                    let index = rng.below(segments.len() as u64) as usize;
+                    let len = std::fs::metadata(&segments[index]).unwrap().len();
+                    let at = rng.below(len);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&segments[index])
+                        .unwrap()
+                        .set_len(at)
+                        .unwrap();
+                    damaged_segments.insert(index);
+                    what.push(format!("cut segment {index} at {at}"));
+                }
+                3 => {
+                    let path = data.join("logs/checkpoints.json");
+                    let mut bytes = std::fs::read(&path).unwrap();
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    if rng.below(2) == 0 {
+                        bytes[at] ^= 1 << rng.below(8);
+                    } else {
+                        bytes.truncate(at);
+                    }
+                    std::fs::write(&path, bytes).unwrap();
+                    checkpoint_damaged = true;
+                    what.push(format!("damage checkpoints.json at {at}"));
+                }
+                _ => {
+                    let garbage: Vec<u8> =
+                        (0..rng.below(40)).map(|_| rng.below(256) as u8).collect();
+                    std::fs::write(data.join("buffers/out/reader.json"), garbage).unwrap();
+                    what.push("garbage reader.json".into());
+                }
+            }
+        }
+        let intact: BTreeSet<usize> = segments
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !damaged_segments.contains(index))
+            .flat_map(|(_, path)| ids_in(&std::fs::read(path).unwrap()))
+            .collect();
+        receiver.set_mode(Mode::Accept);
+        let mut agent = pipeline.start();
+        let re_read = |pipeline: &Pipeline| {
+            checkpoint_damaged
+                && pipeline.metric(
+                    "component_errors_total",
+                    "error_type=\"checkpoint_corrupted\"",
+                ) >= 1.0
+        };
+        wait_until_async(
+            WAIT,
+            &format!("case {case} ({what:?}): the intact events delivered"),
+            || {
+                let delivered = ids(&receiver);
+                let counted = damaged_segments.is_empty()
+                    || tokio::task::block_in_place(|| {
+                        pipeline.metric("buffer_corrupted_records_total", "component_id=\"out\"")
+                    }) >= 1.0;
+                counted && intact.iter().all(|id| delivered.contains_key(id))
+            },
+        )
+        .await;
+        let re_read = tokio::task::block_in_place(|| re_read(&pipeline));
+        if re_read {
+            wait_until_async(
+                WAIT,
+                &format!("case {case}: the re-read input delivered"),
+                || ids(&receiver).len() == 2000,
+            )
+            .await;
+        }
+        let status = tokio::task::block_in_place(|| agent.terminate(WAIT));
+        let stderr = agent.stderr();
+        assert!(
+            status.success(),
+            "case {case} ({what:?}): {status}\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "case {case} ({what:?}):\n{stderr}"
+        );
+        let counts = ids(&receiver);
+        if !re_read {
+            assert!(
+                counts.values().all(|c| *c == 1),
+                "case {case} ({what:?}): nothing repeated without a re-read"
+            );
+        }
+        eprintln!(
+            "case {case}: {what:?}: {} of 2000 delivered, {} intact expected",
+            counts.len(),
+            intact.len()
+        );
+        receiver.set_mode(Mode::Unavailable);
+    }
 }

@@ -169,7 +169,7 @@ impl Flush for FileSink {
             if data.is_empty() {
                 continue;
             }
-            match self.write(path, data) {
+            match self.write_retrying(path, data).await {
                 Ok(n) => {
                     bytes_out += n;
                     sent += members.len();
@@ -206,7 +206,40 @@ impl Flush for FileSink {
     }
 }
 
+/// Errors that pass by themselves (space or descriptors freed elsewhere): the write is
+/// retried, holding the batch (backpressure), rather than rejected.
+fn is_transient(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE | libc::EINTR | libc::EAGAIN
+        )
+    )
+}
+
 impl FileSink {
+    /// [`FileSink::write`], retried with backoff while the error is transient (a full disk):
+    /// every failed attempt is undone first, so no line is ever torn or written twice. A
+    /// forced shutdown aborts the wait; the batch is then not acknowledged and comes again.
+    async fn write_retrying(&mut self, path: &Path, data: &[u8]) -> std::io::Result<usize> {
+        let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0u64;
+        loop {
+            match self.write(path, data) {
+                Err(error) if is_transient(&error) => {
+                    attempts += 1;
+                    self.metrics.error("write_failed");
+                    if attempts.is_power_of_two() {
+                        tracing::error!(component_id = self.metrics.id(), path = %path.display(), %error, attempts, "cannot write file; retrying (nothing of the failed write is kept)");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn write(&mut self, path: &Path, data: &[u8]) -> std::io::Result<usize> {
         let payload = self.compression.compress(data)?;
         let rotate_now = match self.open.get(path) {
@@ -256,7 +289,14 @@ impl FileSink {
             );
         }
         let open = self.open.get_mut(path).expect("inserted above");
-        open.file.write_all(&payload)?;
+        if let Err(error) = open.file.write_all(&payload) {
+            // Undo the partial write so the file ends on a whole line (or frame). If even that
+            // fails, forget the handle: reopening ends a torn last line before appending.
+            if open.file.set_len(open.written).is_err() {
+                self.open.shift_remove(path);
+            }
+            return Err(error);
+        }
         open.written += payload.len() as u64;
         open.last_write = Instant::now();
         Ok(payload.len())

@@ -121,6 +121,11 @@ struct Stored {
     shards: BTreeMap<String, ShardCheckpoint>,
 }
 
+/// Parses a checkpoint file's content (for fuzzing): the number of shards it holds.
+pub fn parse_checkpoints(bytes: &[u8]) -> Result<usize, String> {
+    state_file::decode::<Stored>(bytes).map(|stored| stored.shards.len())
+}
+
 impl KinesisSourceConfig {
     fn connection(&self) -> AwsConnection<'_> {
         AwsConnection {
@@ -213,7 +218,7 @@ async fn run(
     mut cx: SourceContext,
 ) -> Result<(), ComponentError> {
     let path: PathBuf = cx.data_dir.join("checkpoints.json");
-    let mut stored: Stored = state_file::load(&path);
+    let mut stored: Stored = state_file::load(&path, &cx.metrics);
     stored.version = 1;
     let mut dirty = false;
     let decoder = Decoder::new(&config.decoding);

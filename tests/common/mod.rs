@@ -62,6 +62,28 @@ impl Agent {
     }
 
     pub fn start_with(dir: &Path, config: &str, stdin: Stdio, stdout: Stdio) -> Agent {
+        Self::spawn(dir, config, stdin, stdout, None)
+    }
+
+    /// Starts the agent with `RLIMIT_NOFILE` (soft and hard) lowered to `max_open_files`, as
+    /// `ulimit -n` would.
+    pub fn start_with_open_file_limit(dir: &Path, config: &str, max_open_files: u64) -> Agent {
+        Self::spawn(
+            dir,
+            config,
+            Stdio::null(),
+            Stdio::null(),
+            Some(max_open_files),
+        )
+    }
+
+    fn spawn(
+        dir: &Path,
+        config: &str,
+        stdin: Stdio,
+        stdout: Stdio,
+        max_open_files: Option<u64>,
+    ) -> Agent {
         let config_path = dir.join("sluice.yaml");
         std::fs::write(&config_path, config).unwrap();
         let stderr_path = dir.join(format!(
@@ -69,16 +91,32 @@ impl Agent {
             std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos()
         ));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let child = sluice()
+        let mut command = sluice();
+        command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
             .env("SLUICE_LOG", "info")
             .stdin(stdin)
             .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("sluice binary starts");
+            .stderr(stderr);
+        if let Some(limit) = max_open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("sluice binary starts");
         Agent { child, stderr_path }
     }
 
@@ -260,4 +298,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The sum of the `/metrics` samples of `name` whose labels contain `label`, from the agent's
+/// api on `api_port` (0 while it does not answer).
+pub fn metric(api_port: u16, name: &str, label: &str) -> f64 {
+    let (_, text) = http_get(([127, 0, 0, 1], api_port).into(), "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

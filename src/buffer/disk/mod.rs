@@ -9,9 +9,12 @@
 //!   queue runs empty while a source waits for acknowledgements (group commit). Only after the
 //!   fsync does it release the batches' handles: a source checkpoints nothing not on disk.
 //! - The **reader** reads records in order and hands them to the sink with handles of its
-//!   own. When the sink delivers, the reader's position advances (in order), is written to
-//!   `reader.json` (temp file, fsync, rename), and only then are segments before it deleted —
-//!   so a crash between any two steps restarts at a position whose data still exists.
+//!   own. When the sink delivers, the reader's position advances (in order); segments wholly
+//!   before it are deleted *first*, then the position is written to `reader.json` (temp file,
+//!   fsync, rename). Deleting first frees space without allocating any, so a full disk cannot
+//!   wedge the buffer (writing the position needs a block; deleting does not). A crash between
+//!   the two steps leaves an older position that points into a deleted segment; on start such a
+//!   position moves to the first segment present — every byte before it was delivered.
 //! - On start the writer always opens a new segment: existing files are never appended to, so
 //!   a torn tail from a crash stays where it is and the reader skips it.
 //! - A record with a bad checksum is skipped; a torn tail or an impossible length ends that
@@ -20,8 +23,12 @@
 //!   keeps going. Nothing here can crash-loop.
 //! - Full (`max_size` reached, or the disk itself full): `when_full: block` stops taking
 //!   batches (backpressure) until the reader frees a segment; `drop_newest` drops and counts.
+//!   A write that fails for want of space leaves no partial record and seals the segment (the
+//!   next write opens a new one), so the reader can finish and delete it. A writer waiting for
+//!   space gives up on shutdown: the batch it holds is marked rejected, so its source keeps it
+//!   (re-reads or re-asks for it after the restart) instead of counting it delivered.
 
-mod record;
+pub mod record;
 
 use crate::event::{BatchStatus, EventBatch, Finalizers};
 use crate::observe::ComponentMetrics;
@@ -191,6 +198,7 @@ pub async fn run(
         settings,
         shared.clone(),
         metrics.clone(),
+        shutdown.clone(),
     )?;
     let reader = Reader {
         dir,
@@ -198,6 +206,7 @@ pub async fn run(
         metrics,
         position: start,
         persisted: start,
+        deleted_below: start.segment,
         last_persist: Instant::now(),
         logged: HashSet::new(),
         frozen: false,
@@ -219,9 +228,13 @@ struct Writer {
     settings: DiskSettings,
     shared: Arc<Shared>,
     metrics: ComponentMetrics,
+    shutdown: Shutdown,
     /// Handles of batches written but not yet fsynced.
     unsynced: Vec<Finalizers>,
     buf: Vec<u8>,
+    /// A write failed: the next append opens a new segment first, so the reader can finish
+    /// this one and delete it (the active segment is never deleted).
+    seal: bool,
 }
 
 impl Writer {
@@ -231,6 +244,7 @@ impl Writer {
         settings: DiskSettings,
         shared: Arc<Shared>,
         metrics: ComponentMetrics,
+        shutdown: Shutdown,
     ) -> std::io::Result<Writer> {
         let file = OpenOptions::new()
             .create(true)
@@ -244,8 +258,10 @@ impl Writer {
             settings,
             shared,
             metrics,
+            shutdown,
             unsynced: Vec::new(),
             buf: Vec::new(),
+            seal: false,
         })
     }
 
@@ -296,7 +312,7 @@ impl Writer {
             // A record larger than the whole buffer still goes in once the buffer is empty.
             let fits = used + size <= self.settings.max_size || used == 0;
             if fits {
-                if self.len >= self.settings.segment_bytes {
+                if self.len > 0 && (self.seal || self.len >= self.settings.segment_bytes) {
                     self.roll().await;
                 }
                 match self.file.write_all(&self.buf) {
@@ -304,8 +320,9 @@ impl Writer {
                     Err(error) => {
                         // Leave no partial record behind; earlier records stay intact.
                         let _ = self.file.set_len(self.len);
+                        self.seal = true;
                         self.metrics.error("buffer_write_failed");
-                        tracing::error!(component_id = self.metrics.id(), %error, "cannot write to the disk buffer");
+                        tracing::error!(component_id = self.metrics.id(), %error, "cannot write to the disk buffer; waiting for space");
                     }
                 }
             }
@@ -317,9 +334,17 @@ impl Writer {
                 WhenFull::Block => {
                     // Make what is written durable (and acknowledged) before waiting.
                     self.sync().await;
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), self.shared.space.notified())
-                            .await;
+                    tokio::select! {
+                        _ = self.shared.space.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = self.shutdown.stop.cancelled() => {
+                            // The reader stops freeing space now: never wait past shutdown.
+                            batch.finalizers.update_status(BatchStatus::Rejected);
+                            self.metrics.error("buffer_full_at_shutdown");
+                            tracing::warn!(component_id = self.metrics.id(), events = batch.len(), "disk buffer full at shutdown; the batch goes back to its source");
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -348,6 +373,7 @@ impl Writer {
                 self.file = file;
                 self.id = next;
                 self.len = 0;
+                self.seal = false;
                 let mut state = self.shared.lock();
                 state.active = next;
                 state.written = 0;
@@ -396,6 +422,8 @@ struct Reader {
     /// Where the next unacknowledged record starts.
     position: Position,
     persisted: Position,
+    /// Segments below this one are deleted.
+    deleted_below: u64,
     last_persist: Instant,
     /// Segments already reported as corrupt (log once per file).
     logged: HashSet<u64>,
@@ -589,8 +617,8 @@ impl Reader {
         }
     }
 
-    /// Writes the position when a segment was finished (then deletes what is before it), or
-    /// at most every 20 ms otherwise (the window of duplicates after a crash).
+    /// Records the position when a segment was finished (deleting the segments before it
+    /// first), or at most every 20 ms otherwise (the window of duplicates after a crash).
     fn persist(&mut self, force: bool) {
         let new_segment = self.position.segment > self.persisted.segment;
         if self.position == self.persisted
@@ -598,22 +626,42 @@ impl Reader {
         {
             return;
         }
+        self.delete_delivered_segments();
         if let Err(error) = write_position(&self.dir, self.position, force || new_segment) {
             self.metrics.error("buffer_position_failed");
             tracing::error!(component_id = self.metrics.id(), %error, "cannot write disk buffer position; will retry");
             return;
         }
-        let mut freed = 0;
-        for id in self.persisted.segment..self.position.segment {
-            let path = segment_path(&self.dir, id);
-            if let Ok(meta) = std::fs::metadata(&path) {
-                if std::fs::remove_file(&path).is_ok() {
-                    freed += meta.len();
-                }
-            }
-        }
         self.persisted = self.position;
         self.last_persist = Instant::now();
+    }
+
+    /// Deletes every segment wholly before the position (all delivered). Needs no free space,
+    /// so it is what unwedges a full disk.
+    fn delete_delivered_segments(&mut self) {
+        let mut freed = 0;
+        let mut deleted = self.deleted_below;
+        for id in self.deleted_below..self.position.segment {
+            let path = segment_path(&self.dir, id);
+            match std::fs::metadata(&path) {
+                Ok(meta) => match std::fs::remove_file(&path) {
+                    Ok(()) => freed += meta.len(),
+                    Err(error) => {
+                        self.metrics.error("buffer_delete_failed");
+                        tracing::error!(component_id = self.metrics.id(), file = %path.display(), %error, "cannot delete a delivered buffer segment; will retry");
+                        break;
+                    }
+                },
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    self.metrics.error("buffer_delete_failed");
+                    tracing::error!(component_id = self.metrics.id(), file = %path.display(), %error, "cannot inspect a delivered buffer segment; will retry");
+                    break;
+                }
+            }
+            deleted = id + 1;
+        }
+        self.deleted_below = deleted;
         if freed > 0 {
             let mut state = self.shared.lock();
             state.disk_bytes = state.disk_bytes.saturating_sub(freed);

@@ -464,7 +464,7 @@ impl Builder {
 }
 
 /// The rows of a Parquet file as events (objects of their column values).
-pub(super) fn decode(body: &[u8]) -> Vec<Event> {
+pub(crate) fn decode(body: &[u8]) -> Vec<Event> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let Ok(reader) = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(body))
         .and_then(|b| b.build())

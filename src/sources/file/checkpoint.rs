@@ -3,6 +3,7 @@
 //! Keyed by file fingerprint (not path), so a renamed file keeps its position. Stored with
 //! [`state_file`]: replaced atomically, never torn.
 
+use crate::observe::ComponentMetrics;
 use crate::sources::state_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +24,19 @@ struct Stored {
     files: BTreeMap<String, Position>,
 }
 
+/// Parses a checkpoint file's content.
+pub fn parse(bytes: &[u8]) -> Result<BTreeMap<u64, Position>, String> {
+    state_file::decode::<Stored>(bytes).map(by_fingerprint)
+}
+
+fn by_fingerprint(stored: Stored) -> BTreeMap<u64, Position> {
+    stored
+        .files
+        .into_iter()
+        .filter_map(|(k, v)| u64::from_str_radix(&k, 16).ok().map(|k| (k, v)))
+        .collect()
+}
+
 /// The positions of one source and the file they live in.
 #[derive(Debug)]
 pub struct Checkpoints {
@@ -34,14 +48,10 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// Loads `dir/checkpoints.json`. A missing file is an empty set; an unreadable one is
     /// reported and started over (logged, never a crash loop).
-    pub fn load(dir: &Path) -> Self {
+    pub fn load(dir: &Path, metrics: &ComponentMetrics) -> Self {
         let path = dir.join("checkpoints.json");
-        let stored: Stored = state_file::load(&path);
-        let files = stored
-            .files
-            .into_iter()
-            .filter_map(|(k, v)| u64::from_str_radix(&k, 16).ok().map(|k| (k, v)))
-            .collect();
+        let stored: Stored = state_file::load(&path, metrics);
+        let files = by_fingerprint(stored);
         Checkpoints {
             path,
             files,
@@ -92,14 +102,15 @@ mod tests {
     #[test]
     fn survives_a_round_trip_and_ignores_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cp = Checkpoints::load(dir.path());
+        let metrics = ComponentMetrics::new("src", "file");
+        let mut cp = Checkpoints::load(dir.path(), &metrics);
         cp.set(0xabc, 42, "/var/log/a.log");
         cp.persist(true).unwrap();
-        let again = Checkpoints::load(dir.path());
+        let again = Checkpoints::load(dir.path(), &metrics);
         assert_eq!(again.get(0xabc).map(|p| p.offset), Some(42));
 
         std::fs::write(dir.path().join("checkpoints.json"), b"{not json").unwrap();
-        let corrupt = Checkpoints::load(dir.path());
+        let corrupt = Checkpoints::load(dir.path(), &metrics);
         assert!(corrupt.get(0xabc).is_none());
     }
 }

@@ -6,6 +6,15 @@
 //! read twice. A file is not read until it has a full first line or `fingerprint_bytes` bytes.
 //! Truncation (size below the read position) restarts the file at offset 0. Reading uses
 //! plain blocking reads of the page cache in small chunks, which is cheaper than a thread hop.
+//!
+//! Descriptors are bounded: at most `max_open_files` files are open at once (by default a
+//! quarter of the process's `RLIMIT_NOFILE`, at most 1024), so thousands of files under one
+//! glob never exhaust the limit the sinks, buffers and checkpoints also need. Every known file
+//! keeps its position in memory whether open or not; a file at its end is closed when others
+//! are waiting for a slot, and reopened by path (checked by device and inode) when the scan
+//! sees it grow. Files are read in turn, each batch starting after the file the last one ended
+//! on. A file that cannot be opened (out of descriptors) is simply tried again at the next
+//! scan, at its position: never read from the start because of it.
 
 mod checkpoint;
 
@@ -83,6 +92,32 @@ pub struct FileSourceConfig {
     /// Most events in one batch sent downstream (default 1000).
     #[serde(default = "default_batch_events")]
     pub max_batch_events: usize,
+    /// Most files held open at once (default: a quarter of the process's open-file limit,
+    /// between 8 and 1024). Files at their end are closed while others wait and reopened when
+    /// they grow, so any number of files can be tailed.
+    #[serde(default)]
+    pub max_open_files: Option<usize>,
+}
+
+/// Parses a checkpoint file's content (for fuzzing): the number of files it holds.
+pub fn parse_checkpoints(bytes: &[u8]) -> Result<usize, String> {
+    checkpoint::parse(bytes).map(|files| files.len())
+}
+
+/// The default `max_open_files`: well under the soft `RLIMIT_NOFILE`, which every other part
+/// of the process (sockets, buffers, checkpoints) shares.
+fn default_max_open_files() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    usize::try_from(soft / 4).unwrap_or(1024).clamp(8, 1024)
 }
 
 fn default_max_line_bytes() -> usize {
@@ -135,16 +170,22 @@ impl FileSourceConfig {
                 "`on_error: reject` is only for http_server; use drop or pass_raw",
             ));
         }
+        if self.max_open_files == Some(0) {
+            return Err(BuildError::new("max_open_files", "must be at least 1"));
+        }
         let reader = Reader::new(self.clone(), &cx);
         Ok(Box::pin(reader.run(cx)))
     }
 }
 
-/// One file being read.
+/// One file being read, open or not.
 struct Watched {
     path: PathBuf,
     path_value: Bytes,
-    file: File,
+    /// `None` while closed to free its descriptor; reopened by path when there is more to read.
+    file: Option<File>,
+    /// Size at the last scan: a closed file with more than `read_pos` needs reading.
+    len_seen: u64,
     fingerprint: u64,
     inode: (u64, u64),
     /// File offset just past the bytes moved into `buf`.
@@ -160,6 +201,31 @@ impl Watched {
     fn position(&self) -> u64 {
         self.read_pos - self.buf.len() as u64
     }
+
+    /// Closed with bytes past the read position (as of the last scan).
+    fn waiting(&self) -> bool {
+        self.file.is_none() && self.len_seen > self.read_pos
+    }
+
+    /// Releases the descriptor; the position (and any partial line) stays.
+    fn close(&mut self) {
+        self.file = None;
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new(); // give back the read buffer too
+        }
+    }
+
+    /// Reopens the file at its read position, if the path still leads to the same file.
+    fn reopen(&mut self) -> std::io::Result<bool> {
+        let mut file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != self.inode {
+            return Ok(false); // the path now holds another file; the scan will find both
+        }
+        file.seek(SeekFrom::Start(self.read_pos))?;
+        self.file = Some(file);
+        Ok(true)
+    }
 }
 
 struct Reader {
@@ -168,6 +234,13 @@ struct Reader {
     include: Vec<String>,
     exclude: Vec<glob::Pattern>,
     watched: Vec<Watched>,
+    /// How many of `watched` hold a descriptor.
+    open_files: usize,
+    max_open_files: usize,
+    /// Where the next batch starts reading: files are read in turn.
+    cursor: usize,
+    /// `file_open_failed` warnings are logged once per scan, not once per file.
+    open_failures: u64,
     checkpoints: Checkpoints,
     /// Files with a rejected batch: their checkpoint is frozen for this run.
     rejected: std::collections::HashSet<u64>,
@@ -180,10 +253,7 @@ impl Reader {
         let left: u64 = self
             .watched
             .iter()
-            .map(|w| {
-                let len = w.file.metadata().map(|m| m.len()).unwrap_or(0);
-                len.saturating_sub(w.position())
-            })
+            .map(|w| w.len_seen.saturating_sub(w.position()))
             .sum();
         if left >= 1 << 20 {
             let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -214,7 +284,11 @@ impl Reader {
                 .filter_map(|p| glob::Pattern::new(p).ok())
                 .collect(),
             watched: Vec::new(),
-            checkpoints: Checkpoints::load(&cx.data_dir),
+            open_files: 0,
+            max_open_files: config.max_open_files.unwrap_or_else(default_max_open_files),
+            cursor: 0,
+            open_failures: 0,
+            checkpoints: Checkpoints::load(&cx.data_dir, &cx.metrics),
             rejected: Default::default(),
             first_scan: true,
             config,
@@ -327,47 +401,72 @@ impl Reader {
         }
     }
 
-    /// Finds new files, renames and removals.
+    /// Finds new files, renames, growth and removals.
     fn discover(&mut self, cx: &SourceContext) {
-        let mut seen: Vec<(PathBuf, (u64, u64))> = Vec::new();
+        let mut seen: Vec<(PathBuf, (u64, u64), u64)> = Vec::new();
+        // A directory that cannot be listed (out of descriptors, say) makes the scan partial:
+        // then nothing is taken for removed, or a closed file would be given up on.
+        let mut complete = true;
         for pattern in &self.include {
             let paths = match glob::glob(pattern) {
                 Ok(paths) => paths,
                 Err(_) => continue,
             };
-            for path in paths.flatten() {
+            for path in paths {
+                let Ok(path) = path else {
+                    complete = false;
+                    continue;
+                };
                 if self.exclude.iter().any(|p| p.matches_path(&path)) {
                     continue;
                 }
                 match std::fs::metadata(&path) {
-                    Ok(meta) if meta.is_file() => seen.push((path, (meta.dev(), meta.ino()))),
-                    _ => {}
+                    Ok(meta) if meta.is_file() => {
+                        seen.push((path, (meta.dev(), meta.ino()), meta.len()))
+                    }
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => complete = false,
                 }
             }
         }
+        let by_inode: std::collections::HashMap<(u64, u64), (&PathBuf, u64)> = seen
+            .iter()
+            .map(|(path, inode, len)| (*inode, (path, *len)))
+            .collect();
         for watched in &mut self.watched {
-            match seen.iter().find(|(_, inode)| *inode == watched.inode) {
-                Some((path, _)) if *path != watched.path => {
-                    tracing::info!(component_id = %cx.id, from = %watched.path.display(), to = %path.display(), "file renamed; following it");
-                    watched.path = path.clone();
-                    watched.path_value = Bytes::from(path.to_string_lossy().into_owned());
+            match by_inode.get(&watched.inode) {
+                Some((path, len)) => {
+                    if **path != watched.path {
+                        tracing::info!(component_id = %cx.id, from = %watched.path.display(), to = %path.display(), "file renamed; following it");
+                        watched.path = (*path).clone();
+                        watched.path_value = Bytes::from(path.to_string_lossy().into_owned());
+                    }
+                    watched.len_seen = *len;
                     watched.gone = false;
                 }
-                Some(_) => watched.gone = false,
-                None => watched.gone = true,
+                None if complete => watched.gone = true,
+                None => {}
             }
         }
         let read_from_end = self.first_scan && self.config.read_from == ReadFrom::End;
         self.first_scan = false;
-        for (path, inode) in seen {
-            if self.watched.iter().any(|w| w.inode == inode) {
+        let known: std::collections::HashSet<(u64, u64)> =
+            self.watched.iter().map(|w| w.inode).collect();
+        let mut failed_opens = 0u64;
+        for (path, inode, _) in seen {
+            if known.contains(&inode) {
                 continue;
             }
             let file = match File::open(&path) {
                 Ok(file) => file,
                 Err(error) => {
+                    // Tried again at the next scan; nothing about the file is recorded yet.
+                    failed_opens += 1;
                     cx.metrics.error("file_open_failed");
-                    tracing::warn!(component_id = %cx.id, path = %path.display(), %error, "cannot open file");
+                    if failed_opens == 1 {
+                        tracing::warn!(component_id = %cx.id, path = %path.display(), %error, "cannot open file; will try again at the next scan");
+                    }
                     continue;
                 }
             };
@@ -385,133 +484,254 @@ impl Reader {
                 None if read_from_end => len,
                 None => 0,
             };
-            tracing::info!(component_id = %cx.id, path = %path.display(), offset = start, "watching file");
+            tracing::debug!(component_id = %cx.id, path = %path.display(), offset = start, "watching file");
             let mut file = file;
-            if file.seek(SeekFrom::Start(start)).is_err() {
-                continue;
+            // Keep the descriptor only while there is a free slot; otherwise the file waits
+            // its turn closed, at its position.
+            let file = if self.open_files < self.max_open_files
+                && file.seek(SeekFrom::Start(start)).is_ok()
+            {
+                self.open_files += 1;
+                Some(file)
+            } else {
+                None
+            };
+            if self.checkpoints.get(fingerprint).is_none() {
+                self.checkpoints
+                    .set(fingerprint, start, &path.to_string_lossy());
             }
             self.watched.push(Watched {
                 path_value: Bytes::from(path.to_string_lossy().into_owned()),
                 path,
                 file,
+                len_seen: len,
                 fingerprint,
                 inode,
                 read_pos: start,
-                buf: BytesMut::with_capacity(READ_CHUNK),
+                buf: BytesMut::new(),
                 framer: LineFramer::new(self.config.max_line_bytes, self.config.oversize_lines),
                 gone: false,
             });
-            if self.checkpoints.get(fingerprint).is_none() {
-                let path = self
-                    .watched
-                    .last()
-                    .map(|w| w.path.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                self.checkpoints.set(fingerprint, start, &path);
+        }
+        if failed_opens > 1 {
+            tracing::warn!(component_id = %cx.id, files = failed_opens, "files could not be opened in this scan; will try again at the next");
+        }
+        self.open_failures += failed_opens;
+    }
+
+    /// Gives `index` a descriptor if it has none, closing a file at its end when every slot
+    /// is taken. False when it cannot be read now.
+    fn ensure_open(&mut self, index: usize, cx: &SourceContext) -> bool {
+        if self.watched[index].file.is_some() {
+            return true;
+        }
+        if self.open_files >= self.max_open_files {
+            let idle = self
+                .watched
+                .iter()
+                .position(|w| w.file.is_some() && !w.gone && w.len_seen <= w.read_pos);
+            match idle {
+                Some(idle) => {
+                    self.watched[idle].close();
+                    self.open_files -= 1;
+                }
+                None => return false,
+            }
+        }
+        let watched = &mut self.watched[index];
+        match watched.reopen() {
+            Ok(true) => {
+                self.open_files += 1;
+                true
+            }
+            Ok(false) => {
+                watched.gone = true;
+                false
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                watched.gone = true;
+                false
+            }
+            Err(error) => {
+                cx.metrics.error("file_open_failed");
+                tracing::debug!(component_id = %cx.id, path = %watched.path.display(), %error, "cannot reopen file; will try again");
+                false
             }
         }
     }
 
-    /// Reads from every file until a batch is full or every file is at its end. Returns the
-    /// batch and the position each contributing file reached.
+    /// Reads from the files in turn until a batch is full or every file is at its end.
+    /// Returns the batch and the position each contributing file reached.
     fn read_batch(&mut self, cx: &SourceContext) -> (EventBatch, Vec<(u64, u64, PathBuf)>) {
-        let mut events = Vec::new();
-        let mut bytes = 0usize;
+        let mut out = BatchOut {
+            events: Vec::new(),
+            bytes: 0,
+            max_events: self.config.max_batch_events.max(1),
+        };
         let mut positions = Vec::new();
         let mut finished = Vec::new();
-        let max_events = self.config.max_batch_events.max(1);
-        for (index, watched) in self.watched.iter_mut().enumerate() {
-            let before = watched.position();
-            let mut at_eof = false;
-            while events.len() < max_events && bytes < MAX_BATCH_BYTES {
-                while let Some(frame) = watched.framer.next(&mut watched.buf) {
-                    let line = match frame {
-                        Frame::Line(line) => line,
-                        Frame::Truncated(head) => {
-                            cx.metrics.error("line_truncated");
-                            tracing::warn!(component_id = %cx.id, path = %watched.path.display(), max_line_bytes = self.config.max_line_bytes, "line too long; truncated");
-                            head
-                        }
-                        Frame::Dropped => {
-                            cx.metrics.discarded("oversize", 1);
-                            tracing::warn!(component_id = %cx.id, path = %watched.path.display(), max_line_bytes = self.config.max_line_bytes, "line too long; dropped");
-                            continue;
-                        }
-                    };
-                    bytes += line.len() + 1;
-                    self.lines
-                        .decode(line, &watched.path_value, &mut events, &cx.metrics);
-                    if events.len() >= max_events || bytes >= MAX_BATCH_BYTES {
-                        break;
+        let count = self.watched.len();
+        let waiting = self.watched.iter().filter(|w| w.waiting()).count();
+        let mut last = self.cursor;
+        for step in 0..count {
+            let index = (self.cursor + step) % count;
+            if self.watched[index].file.is_none() {
+                let watched = &self.watched[index];
+                if watched.gone {
+                    // Closed, then removed or rotated out of the globs: it cannot be reopened.
+                    if watched.len_seen > watched.position() {
+                        cx.metrics.error("file_removed_unread");
+                        tracing::warn!(component_id = %cx.id, path = %watched.path.display(), unread_bytes = watched.len_seen - watched.position(), "file removed before it could be read to its end");
                     }
+                    finished.push(index);
+                    continue;
                 }
-                if events.len() >= max_events || bytes >= MAX_BATCH_BYTES {
-                    break;
-                }
-                watched.buf.reserve(READ_CHUNK);
-                let spare = watched.buf.capacity() - watched.buf.len();
-                let start = watched.buf.len();
-                watched.buf.resize(start + spare.min(READ_CHUNK), 0);
-                match watched.file.read(&mut watched.buf[start..]) {
-                    Ok(0) => {
-                        watched.buf.truncate(start);
-                        at_eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        watched.buf.truncate(start + n);
-                        watched.read_pos += n as u64;
-                    }
-                    Err(error) => {
-                        watched.buf.truncate(start);
-                        cx.metrics.error("file_read_failed");
-                        tracing::warn!(component_id = %cx.id, path = %watched.path.display(), %error, "read failed");
-                        at_eof = true;
-                        break;
-                    }
+                if !watched.waiting() || !self.ensure_open(index, cx) {
+                    continue;
                 }
             }
+            last = index;
+            let watched = &mut self.watched[index];
+            let before = watched.position();
+            let at_eof = read_file(watched, &mut out, &self.lines, &self.config, cx);
             if at_eof {
-                if let Ok(meta) = watched.file.metadata() {
-                    if meta.len() < watched.read_pos {
-                        tracing::info!(component_id = %cx.id, path = %watched.path.display(), "file truncated; reading from the start");
-                        watched.read_pos = 0;
-                        watched.buf.clear();
-                        watched.framer.reset();
-                        let _ = watched.file.seek(SeekFrom::Start(0));
-                        if let Some(fp) = fingerprint(&watched.file, self.config.fingerprint_bytes)
-                        {
-                            watched.fingerprint = fp;
-                        }
-                        positions.push((watched.fingerprint, 0, watched.path.clone()));
-                    }
-                }
                 if watched.gone {
                     // Rotated away and fully read: a last line without newline is complete now.
                     if !watched.buf.is_empty() {
                         let line = watched.buf.split().freeze();
-                        bytes += line.len();
+                        out.bytes += line.len();
                         self.lines
-                            .decode(line, &watched.path_value, &mut events, &cx.metrics);
+                            .decode(line, &watched.path_value, &mut out.events, &cx.metrics);
                     }
                     finished.push(index);
+                } else if waiting > 0 {
+                    // Others wait for a descriptor: give this one back until the file grows.
+                    watched.len_seen = watched.read_pos;
+                    watched.close();
+                    self.open_files -= 1;
                 }
             }
+            let watched = &self.watched[index];
             let after = watched.position();
             if after != before || finished.last() == Some(&index) {
                 positions.push((watched.fingerprint, after, watched.path.clone()));
             }
-            if events.len() >= max_events || bytes >= MAX_BATCH_BYTES {
+            if out.full() {
                 break;
             }
         }
+        // The next batch starts with the file after the last one read from.
+        self.cursor = if count == 0 { 0 } else { (last + 1) % count };
+        finished.sort_unstable();
+        finished.dedup();
         for index in finished.into_iter().rev() {
             let watched = self.watched.remove(index);
+            if watched.file.is_some() {
+                self.open_files -= 1;
+            }
+            if index < self.cursor {
+                self.cursor -= 1;
+            }
             tracing::info!(component_id = %cx.id, path = %watched.path.display(), "file removed or rotated away and fully read; no longer watching");
         }
-        cx.metrics.received(events.len(), bytes);
-        (EventBatch::new(events, bytes), positions)
+        if self.cursor >= self.watched.len() {
+            self.cursor = 0;
+        }
+        cx.metrics.received(out.events.len(), out.bytes);
+        (EventBatch::new(out.events, out.bytes), positions)
     }
+}
+
+/// The batch being filled and its limits.
+struct BatchOut {
+    events: Vec<Event>,
+    bytes: usize,
+    max_events: usize,
+}
+
+impl BatchOut {
+    fn full(&self) -> bool {
+        self.events.len() >= self.max_events || self.bytes >= MAX_BATCH_BYTES
+    }
+}
+
+/// Reads lines of one open file into `out` until it is full or the file is at its end
+/// (returns true then; a truncated file restarts at 0).
+fn read_file(
+    watched: &mut Watched,
+    out: &mut BatchOut,
+    lines: &LineDecoder,
+    config: &FileSourceConfig,
+    cx: &SourceContext,
+) -> bool {
+    let Some(file) = watched.file.as_mut() else {
+        return false;
+    };
+    let mut at_eof = false;
+    while !out.full() {
+        while let Some(frame) = watched.framer.next(&mut watched.buf) {
+            let line = match frame {
+                Frame::Line(line) => line,
+                Frame::Truncated(head) => {
+                    cx.metrics.error("line_truncated");
+                    tracing::warn!(component_id = %cx.id, path = %watched.path.display(), max_line_bytes = config.max_line_bytes, "line too long; truncated");
+                    head
+                }
+                Frame::Dropped => {
+                    cx.metrics.discarded("oversize", 1);
+                    tracing::warn!(component_id = %cx.id, path = %watched.path.display(), max_line_bytes = config.max_line_bytes, "line too long; dropped");
+                    continue;
+                }
+            };
+            out.bytes += line.len() + 1;
+            lines.decode(line, &watched.path_value, &mut out.events, &cx.metrics);
+            if out.full() {
+                break;
+            }
+        }
+        if out.full() {
+            break;
+        }
+        watched.buf.reserve(READ_CHUNK);
+        let spare = watched.buf.capacity() - watched.buf.len();
+        let start = watched.buf.len();
+        watched.buf.resize(start + spare.min(READ_CHUNK), 0);
+        match file.read(&mut watched.buf[start..]) {
+            Ok(0) => {
+                watched.buf.truncate(start);
+                at_eof = true;
+                break;
+            }
+            Ok(n) => {
+                watched.buf.truncate(start + n);
+                watched.read_pos += n as u64;
+            }
+            Err(error) => {
+                watched.buf.truncate(start);
+                cx.metrics.error("file_read_failed");
+                tracing::warn!(component_id = %cx.id, path = %watched.path.display(), %error, "read failed");
+                at_eof = true;
+                break;
+            }
+        }
+    }
+    if at_eof {
+        if let Ok(meta) = file.metadata() {
+            watched.len_seen = watched.len_seen.max(meta.len());
+            if meta.len() < watched.read_pos {
+                tracing::info!(component_id = %cx.id, path = %watched.path.display(), "file truncated; reading from the start");
+                watched.read_pos = 0;
+                watched.len_seen = meta.len();
+                watched.buf.clear();
+                watched.framer.reset();
+                let _ = file.seek(SeekFrom::Start(0));
+                if let Some(fp) = fingerprint(file, config.fingerprint_bytes) {
+                    watched.fingerprint = fp;
+                }
+            }
+        }
+    }
+    at_eof
 }
 
 /// Turns lines into events: decoding policy plus the file path field.

@@ -1,0 +1,189 @@
+//! Fuzz targets: each takes arbitrary bytes and drives one parser of what comes from outside
+//! (lines, JSON, compressed bodies, config files) or what is read back from our own disk
+//! (buffer records, checkpoint files, objects decoded for dead letters), checking invariants
+//! that must hold for *any* input. A panic, an abort or a hang in one of them is a bug.
+//!
+//! `tests/fuzz.rs` runs them with a seeded random mutator (any toolchain; CI runs each
+//! briefly), and `scripts/fuzz.sh TARGET SECONDS` runs one for longer. Inputs that once broke
+//! a target live in `tests/fuzz/regressions/<target>/` and are replayed on every run.
+
+use crate::buffer::disk::record;
+use crate::codec::compression::{decompress, Compression, DecompressError};
+use crate::codec::decoding::{decode_frame, Decoder, DecodingCodec, DecodingConfig, OnDecodeError};
+use crate::codec::encoding::{Encoder, EncodingCodec};
+use crate::codec::framing::{Frame, LineFramer, Oversize};
+use crate::config::Config;
+use crate::observe::ComponentMetrics;
+use bytes::{Bytes, BytesMut};
+
+/// A fuzz target: name and the function that takes one input.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every in-process target, by name.
+pub const TARGETS: &[Target] = &[
+    ("lines_json", lines_json),
+    ("decompress", decompress_body),
+    ("config", config),
+    ("buffer_record", buffer_record),
+    ("checkpoint", checkpoint),
+    ("dead_letter_object", dead_letter_object),
+];
+
+/// The first byte as settings, the rest as data.
+fn split(data: &[u8]) -> (u8, &[u8]) {
+    match data.split_first() {
+        Some((first, rest)) => (*first, rest),
+        None => (0, &[]),
+    }
+}
+
+/// Newline framing (cut into chunks at arbitrary points, as reads arrive) and JSON decoding
+/// under each `on_error` policy: `pass_raw` keeps every frame, `drop` never invents events.
+fn lines_json(data: &[u8]) {
+    let (settings, data) = split(data);
+    let max_line = if settings & 1 == 0 { 16 } else { 4096 };
+    let oversize = if settings & 2 == 0 {
+        Oversize::Truncate
+    } else {
+        Oversize::Drop
+    };
+    let on_error = if settings & 4 == 0 {
+        OnDecodeError::Drop
+    } else {
+        OnDecodeError::PassRaw
+    };
+    let decoder = Decoder::new(&DecodingConfig {
+        codec: DecodingCodec::Json,
+        on_error: Some(on_error),
+    });
+    let metrics = ComponentMetrics::new("fuzz", "file");
+    let mut framer = LineFramer::new(max_line, oversize);
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    let mut frames = 0usize;
+    let mut framed_bytes = 0usize;
+    let chunk = usize::from(settings >> 3).max(1);
+    for piece in data.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        while let Some(frame) = framer.next(&mut buf) {
+            let line = match frame {
+                Frame::Line(line) | Frame::Truncated(line) => line,
+                Frame::Dropped => continue,
+            };
+            assert!(line.len() <= max_line, "a frame longer than max_line_bytes");
+            framed_bytes += line.len();
+            frames += 1;
+            let before = events.len();
+            decode_frame(&decoder, on_error, line, &mut events, &metrics);
+            if on_error == OnDecodeError::PassRaw {
+                assert!(
+                    events.len() > before || frames == 0,
+                    "pass_raw lost a frame"
+                );
+            }
+        }
+    }
+    assert!(
+        framed_bytes <= data.len(),
+        "frames hold more bytes than came in"
+    );
+}
+
+/// gzip and zstd bodies never inflate past the limit, whatever they claim.
+fn decompress_body(data: &[u8]) {
+    const LIMIT: usize = 64 * 1024;
+    let (settings, data) = split(data);
+    let encoding = ["gzip", "zstd", "x-gzip", "identity", "br"][usize::from(settings) % 5];
+    let body = Bytes::copy_from_slice(data);
+    match decompress(Some(encoding), body, LIMIT) {
+        Ok(out) if encoding != "identity" => assert!(out.len() <= LIMIT, "inflated past the limit"),
+        Ok(out) => assert_eq!(out.len(), data.len()),
+        Err(DecompressError::Unsupported(_)) => assert_eq!(encoding, "br"),
+        Err(_) => {}
+    }
+    // What we compress, we read back.
+    let compression = [Compression::Gzip, Compression::Zstd][usize::from(settings) % 2];
+    let packed = compression
+        .compress(data)
+        .expect("compressing memory cannot fail");
+    let name = compression.content_encoding().unwrap_or("identity");
+    let back = decompress(Some(name), Bytes::from(packed.into_owned()), data.len())
+        .expect("our own compressed body reads back");
+    assert_eq!(&back[..], data);
+}
+
+/// Config text through loading (YAML, `${VAR}` interpolation) and graph validation: errors,
+/// never a panic. `${file:...}` references are cut out: they would read the fuzzing host's
+/// files, which says nothing about the parser.
+fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data).replace("${file:", "${");
+    if let Ok(config) = Config::load_str("fuzz.yaml", &text) {
+        let _ = config.graph();
+    }
+}
+
+/// Disk buffer records: any bytes either read as a record or are named as damage; a record
+/// that decodes re-encodes to the same events.
+fn buffer_record(data: &[u8]) {
+    let data = Bytes::copy_from_slice(data);
+    match record::read_record(&data) {
+        record::Read::Record(payload, total) => {
+            assert!(total <= data.len());
+            check_payload(payload);
+        }
+        record::Read::BadChecksum(total) => assert!(total <= data.len()),
+        record::Read::Incomplete | record::Read::BadLength(_) => {}
+    }
+    // The payload decoder on its own (as if the checksum had matched).
+    check_payload(data);
+}
+
+fn check_payload(payload: Bytes) {
+    if let Ok(batch) = record::decode_batch(payload) {
+        let mut encoded = Vec::new();
+        record::encode_record(&batch, &mut encoded);
+        let record::Read::Record(again, _) = record::read_record(&Bytes::from(encoded)) else {
+            panic!("a record we wrote does not read back");
+        };
+        let again = record::decode_batch(again).expect("a record we wrote decodes");
+        assert_eq!(again.events, batch.events, "round trip changed the events");
+    }
+}
+
+/// Checkpoint files of the file and Kinesis sources: damage is an error, never a panic.
+fn checkpoint(data: &[u8]) {
+    let _ = crate::sources::file::parse_checkpoints(data);
+    let _ = crate::sources::aws_kinesis::parse_checkpoints(data);
+}
+
+/// Objects decoded back into events for a dead-letter output (Parquet, and NDJSON/JSON/text
+/// under gzip, zstd or none).
+fn dead_letter_object(data: &[u8]) {
+    let (settings, data) = split(data);
+    let encoder = match settings % 4 {
+        0 => crate::sinks::aws_s3::encode::ObjectEncoder::Lines(
+            Encoder {
+                codec: EncodingCodec::Ndjson,
+            },
+            [Compression::None, Compression::Gzip, Compression::Zstd]
+                [usize::from(settings >> 2) % 3],
+        ),
+        1 => crate::sinks::aws_s3::encode::ObjectEncoder::Lines(
+            Encoder {
+                codec: EncodingCodec::Json,
+            },
+            Compression::None,
+        ),
+        2 => crate::sinks::aws_s3::encode::ObjectEncoder::Lines(
+            Encoder {
+                codec: EncodingCodec::Text,
+            },
+            Compression::Gzip,
+        ),
+        _ => {
+            let _ = crate::sinks::aws_s3::parquet::decode(data);
+            return;
+        }
+    };
+    let _ = encoder.decode(data);
+}
