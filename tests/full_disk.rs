@@ -150,6 +150,8 @@ fn checkpoint_is_whole(data: &Path) -> bool {
 
 const TOTAL: usize = 80_000; // ~20 MiB of lines; the tmpfs holds 8
 
+/// Fails (stalls for good) when the reader records its position before deleting segments: I
+/// checked that mutation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_a_disk_buffer_blocks_then_delivers_everything_once() {
     let Some(tmpfs) = Tmpfs::mount("8m") else {
@@ -173,6 +175,9 @@ async fn a_full_disk_under_a_disk_buffer_blocks_then_delivers_everything_once() 
         ) >= 1.0
     })
     .await;
+    // Take the last free bytes too: recording the reader's position now fails, so only
+    // deleting delivered segments first can free space (fails when the order is reversed).
+    let _filler = fill(tmpfs.path());
     receiver.set_mode(Mode::Accept);
     wait_until_async(
         WAIT,
