@@ -172,8 +172,15 @@ async fn kill_9_at_random_points_loses_nothing() {
     pipeline.append(0..total);
     let started = Instant::now();
     let mut kills = 0;
-    // At least 20 kills, bounded by count and time.
-    while kills < 20 || (kills < 40 && started.elapsed() < Duration::from_secs(40)) {
+    // At least 20 kills, bounded by count and time; SLUICE_KILL_CYCLES=N runs exactly N
+    // (the long version: 100 and more).
+    let cycles: Option<usize> = std::env::var("SLUICE_KILL_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    while match cycles {
+        Some(cycles) => kills < cycles,
+        None => kills < 20 || (kills < 40 && started.elapsed() < Duration::from_secs(40)),
+    } {
         receiver.set_mode(match rng.below(3) {
             0 => Mode::Accept,
             1 => Mode::Unavailable,
