@@ -68,7 +68,8 @@ class Endpoint:
 
 
 def file_writer(directory, stop, produced, rate=2000):
-    """Appends `rate` JSON lines a second to app.log, renaming it away every ~4 MiB."""
+    """Appends `rate` JSON lines a second to app.log, renaming it away every ~4 MiB and
+    deleting rotations older than the last five, as logrotate would."""
     path = os.path.join(directory, "app.log")
     n = 0
     rotations = 0
@@ -83,6 +84,8 @@ def file_writer(directory, stop, produced, rate=2000):
             log.close()
             rotations += 1
             os.rename(path, f"{path}.{rotations}")
+            if rotations > 5:
+                os.remove(f"{path}.{rotations - 5}")
             log = open(path, "a")
         time.sleep(max(0, 0.1 - (time.time() - tick)))
     log.close()

@@ -110,11 +110,10 @@ fn decompress_body(data: &[u8]) {
     assert_eq!(&back[..], data);
 }
 
-/// Config text through loading (YAML, `${VAR}` interpolation) and graph validation: errors,
-/// never a panic. `${file:...}` references are cut out: they would read the fuzzing host's
-/// files, which says nothing about the parser.
+/// Config text through loading (YAML, `${VAR}` and `${file:...}` interpolation) and graph
+/// validation: errors, never a panic or a hang (a secret file is read up to 1 MiB).
 fn config(data: &[u8]) {
-    let text = String::from_utf8_lossy(data).replace("${file:", "${");
+    let text = String::from_utf8_lossy(data);
     if let Ok(config) = Config::load_str("fuzz.yaml", &text) {
         let _ = config.graph();
     }

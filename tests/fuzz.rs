@@ -245,6 +245,7 @@ fn config() {
     let seeds = text(&[
         "sources:\n  in:\n    type: demo\n    interval_secs: 0.1\ntransforms:\n  r:\n    type: remap\n    inputs: [in]\n    source: '.a = 1'\nsinks:\n  out:\n    type: console\n    inputs: [r]\n",
         "data_dir: ${HOME:-/tmp}\nsources:\n  f:\n    type: file\n    include: [\"/var/log/*.log\"]\nsinks:\n  b:\n    type: blackhole\n    inputs: [f]\n    buffer:\n      type: disk\n      max_size: 1000\n",
+        "sources:\n  s:\n    type: stdin\nsinks:\n  h:\n    type: http\n    inputs: [s]\n    uri: ${file:/nonexistent}\n    auth:\n      strategy: bearer\n      token: ${file:/dev/zero}\n",
         "sources:\n  k:\n    type: kafka\n    bootstrap_servers: 127.0.0.1:9\n    topics: [\"^a.*\"]\n    group_id: g\nsinks:\n  h:\n    type: http\n    inputs: [k]\n    uri: http://127.0.0.1:1/\n    auth:\n      strategy: bearer\n      token: ${TOKEN}\n",
     ]);
     run_library_target("config", seeds);

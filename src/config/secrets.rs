@@ -44,10 +44,25 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Largest secret file read: a path to a device or a log by mistake (`/dev/zero`) must give an
+/// error, not fill memory.
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
 /// Reads a secret file: its contents without one trailing newline.
 pub fn read_file(path: &str) -> Result<String, String> {
-    let mut value = std::fs::read_to_string(path)
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
+    let mut value = String::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut value)
         .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
+    if value.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "secret file `{path}` is larger than {} KiB; is it the right file?",
+            MAX_SECRET_BYTES >> 10
+        ));
+    }
     if value.ends_with('\n') {
         value.pop();
         if value.ends_with('\r') {
@@ -83,5 +98,15 @@ mod tests {
         assert_eq!(redact("password=hunter2-long; ab"), "password=***; ab");
         assert!(is_secret_name("INGEST_TOKEN") && is_secret_name("db_password"));
         assert!(!is_secret_name("HOST"));
+    }
+
+    #[test]
+    fn a_device_or_huge_file_as_secret_is_an_error_not_a_hang() {
+        let error = read_file("/dev/zero").unwrap_err();
+        assert!(error.contains("larger than 1024 KiB"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        assert_eq!(read_file(path.to_str().unwrap()).unwrap(), "s3cret");
     }
 }

@@ -368,9 +368,22 @@ impl Reader {
                 }
             }
         }
-        self.checkpoints
-            .persist(true)
-            .map_err(|e| format!("cannot write checkpoints in {}: {e}", cx.data_dir.display()))?;
+        // The last write matters most: a passing error (a full disk, no descriptors) gets a
+        // few more tries before the positions since the last good write are given up (then
+        // read again on restart: duplicates, never loss).
+        let mut attempt = 0;
+        while let Err(error) = self.checkpoints.persist(true) {
+            attempt += 1;
+            if attempt == 20 {
+                return Err(format!(
+                    "cannot write checkpoints in {}: {error}",
+                    cx.data_dir.display()
+                )
+                .into());
+            }
+            cx.metrics.error("checkpoint_failed");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         Ok(())
     }
 
