@@ -4,8 +4,9 @@
 //! that must hold for *any* input. A panic, an abort or a hang in one of them is a bug.
 //!
 //! `tests/fuzz.rs` runs them with a seeded random mutator (any toolchain; CI runs each
-//! briefly), and `scripts/fuzz.sh TARGET SECONDS` runs one for longer. Inputs that once broke
-//! a target live in `tests/fuzz/regressions/<target>/` and are replayed on every run.
+//! briefly), and `scripts/fuzz.sh TARGET SECONDS` runs one for longer, coverage-guided with
+//! libFuzzer through `cargo fuzz` (the harnesses in `fuzz/`). Inputs that once broke a target
+//! live in `tests/fuzz/regressions/<target>/` and are replayed on every run.
 
 use crate::buffer::disk::record;
 use crate::codec::compression::{decompress, Compression, DecompressError};
@@ -28,6 +29,14 @@ pub const TARGETS: &[Target] = &[
     ("checkpoint", checkpoint),
     ("dead_letter_object", dead_letter_object),
 ];
+
+/// Runs target `name` on one input (for the libFuzzer harnesses in `fuzz/`).
+pub fn run(name: &str, data: &[u8]) {
+    match TARGETS.iter().find(|(n, _)| *n == name) {
+        Some((_, target)) => target(data),
+        None => panic!("no fuzz target {name}"),
+    }
+}
 
 /// The first byte as settings, the rest as data.
 fn split(data: &[u8]) -> (u8, &[u8]) {

@@ -107,7 +107,10 @@ pub async fn send_batch(
                 Attempt::Done(errors) => {
                     let mut retry = Vec::new();
                     let mut first_error = None;
-                    for ((index, record), error) in pending.into_iter().zip(errors) {
+                    let (sent_now, answered) = (pending.len(), errors.len());
+                    let mut answers = std::mem::take(&mut pending).into_iter();
+                    // `errors` first: zip stops on it without taking a record it cannot pair.
+                    for (error, (index, record)) in errors.into_iter().zip(answers.by_ref()) {
                         match error {
                             None => {
                                 sent += 1;
@@ -118,6 +121,16 @@ pub async fn send_batch(
                                 retry.push((index, record));
                             }
                         }
+                    }
+                    // An answer that leaves records out does not count them delivered: they
+                    // are sent again.
+                    let unaccounted: Vec<(usize, Record)> = answers.collect();
+                    if !unaccounted.is_empty() {
+                        metrics.error("response_incomplete");
+                        first_error.get_or_insert(format!(
+                            "the answer accounts for {answered} of {sent_now} records"
+                        ));
+                        retry.extend(unaccounted);
                     }
                     pending = retry;
                     match first_error {
@@ -262,6 +275,78 @@ mod tests {
             ["a", "b", "c", "flaky-1", "flaky-2"],
             "each record taken once"
         );
+        assert_eq!(status.await.unwrap(), crate::event::BatchStatus::Delivered);
+    }
+
+    /// Answers for the first half of the records only (a truncated response).
+    #[derive(Default)]
+    struct HalfAnswers {
+        taken: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl RecordService for HalfAnswers {
+        async fn put(&self, records: Vec<Record>) -> Attempt<Vec<Option<String>>> {
+            let answered = records.len().div_ceil(2);
+            let mut taken = self.taken.lock().unwrap();
+            taken.extend(
+                records[..answered]
+                    .iter()
+                    .map(|r| String::from_utf8(r.data.to_vec()).unwrap()),
+            );
+            Attempt::Done(vec![None; answered])
+        }
+    }
+
+    /// Fails without the check: the unanswered half counted as delivered.
+    #[tokio::test]
+    async fn records_an_answer_leaves_out_are_sent_again_not_counted_delivered() {
+        let service = HalfAnswers::default();
+        let metrics = ComponentMetrics::new("out", "aws_kinesis_firehose");
+        let mut dead_letter = Fanout::new(metrics.clone());
+        let texts: Vec<String> = (0..9).map(|i| format!("r{i}")).collect();
+        let events: Vec<Event> = texts
+            .iter()
+            .map(|t| Event::from_message(t.clone().into()))
+            .collect();
+        let records = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let data = Bytes::from(t.clone());
+                (
+                    i,
+                    Record {
+                        data,
+                        partition_key: "k".into(),
+                    },
+                )
+            })
+            .collect();
+        let request = RequestConfig {
+            retry_initial_backoff_ms: 1,
+            ..RequestConfig::default()
+        };
+        let limits = Limits {
+            max_records: 500,
+            max_request_bytes: 1 << 20,
+            max_record_bytes: 1 << 10,
+        };
+        let (notifier, status) = crate::event::BatchNotifier::new();
+        send_batch(
+            &service,
+            limits,
+            &request,
+            &metrics,
+            &mut dead_letter,
+            events,
+            records,
+            Vec::new(),
+            Finalizers::new(notifier),
+        )
+        .await;
+        let mut taken = service.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(taken, texts, "every record taken once");
         assert_eq!(status.await.unwrap(), crate::event::BatchStatus::Delivered);
     }
 
