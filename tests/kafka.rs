@@ -164,7 +164,8 @@ fn last_assignment(agent: &Agent) -> Option<usize> {
         .lines()
         .rev()
         .find(|l| l.contains("partitions assigned"))?;
-    line.rsplit("partitions=").next()?.trim().parse().ok()
+    let after = line.rsplit("partitions=").next()?;
+    after.split_whitespace().next()?.parse().ok()
 }
 
 fn kill9(agent: &mut Agent) {

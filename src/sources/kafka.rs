@@ -4,11 +4,27 @@
 //! Offsets go through librdkafka's offset store: auto-commit is on, but an offset is stored
 //! only when its message (and every earlier one of its partition) is acknowledged, so
 //! periodic, rebalance-time and close-time commits never pass an undelivered event. On revoke
-//! the stored offsets are committed synchronously before the partitions go, and messages of
-//! revoked partitions still waiting in this process are not handed out; partitions assigned
-//! later resume from their committed offsets. When the pipeline is full the consumer stops
-//! polling, and librdkafka's fetch queue (bounded by `queued.max.messages.kbytes`, 16 MiB by
-//! default here) stops fetching: backpressure without unbounded buffering.
+//! the stored offsets are committed synchronously before the partitions go.
+//!
+//! What keeps those offsets right:
+//! - **Fencing.** Each assignment of a partition gets a new epoch, carried by the batches read
+//!   under it. An acknowledgement from an earlier epoch (the partition was revoked meanwhile,
+//!   maybe reassigned) never stores an offset; messages of a revoked partition still in this
+//!   process are not handed out.
+//! - **Freezing.** After a rejected batch, nothing later of that partition is stored until it
+//!   is reassigned or the process restarts, so a commit never passes the rejected messages.
+//! - **Gaps are seen.** The first message after an assignment is checked against the
+//!   committed offset it should resume at, and every later one against its predecessor; a
+//!   jump is logged (rate-limited) and counted in `kafka_offset_gaps_total`. Compacted topics
+//!   and transaction markers make gaps too, so it is a warning. (tansu 0.6 answers a fetch
+//!   inside a record batch with the *next* batch, which is how such a jump loses messages.)
+//! - **Backpressure without leaving the group.** When the pipeline is full the assigned
+//!   partitions are paused (librdkafka stops fetching) and the consumer is still polled at least
+//!   every second — rebalance callbacks run and `max.poll.interval.ms` never passes — with
+//!   messages already fetched held for the next batch; the partitions resume once there is
+//!   room. A sink down for longer than the poll interval causes no rebalance.
+//! - **Lag.** librdkafka's statistics (`statistics_interval_ms`) set `kafka_consumer_lag` and
+//!   `kafka_committed_offset` per topic and partition.
 
 use super::acks::OrderedAcks;
 use super::SourceContext;
@@ -23,11 +39,14 @@ use indexmap::IndexMap;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where a new consumer group starts in a partition without a committed offset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -38,6 +57,31 @@ pub enum OffsetReset {
     /// Only messages produced from now on (default, as in Vector).
     #[default]
     Latest,
+}
+
+/// How the group's partitions are divided among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AssignmentStrategy {
+    /// Contiguous ranges of each topic's partitions (eager: a rebalance revokes everything).
+    #[serde(rename = "range")]
+    Range,
+    /// Partitions dealt out in turn (eager).
+    #[serde(rename = "roundrobin")]
+    RoundRobin,
+    /// Incremental: a rebalance moves only the partitions that change owner; the others keep
+    /// being read.
+    #[serde(rename = "cooperative-sticky", alias = "cooperative_sticky")]
+    CooperativeSticky,
+}
+
+impl AssignmentStrategy {
+    fn librdkafka_name(self) -> &'static str {
+        match self {
+            AssignmentStrategy::Range => "range",
+            AssignmentStrategy::RoundRobin => "roundrobin",
+            AssignmentStrategy::CooperativeSticky => "cooperative-sticky",
+        }
+    }
 }
 
 /// Consume from Kafka topics as a member of a consumer group.
@@ -84,6 +128,14 @@ pub struct KafkaSourceConfig {
     /// Field for the headers, as an object (default `headers`; empty to leave out).
     #[serde(default = "default_headers_key")]
     pub headers_key: String,
+    /// `range`, `roundrobin` or `cooperative-sticky` (default: librdkafka's `range,roundrobin`).
+    /// Every member of a group must use the same kind (eager or cooperative).
+    #[serde(default)]
+    pub assignment_strategy: Option<AssignmentStrategy>,
+    /// How often partition lag and committed offsets are refreshed as gauges (ms, default
+    /// 5000; 0 turns them off).
+    #[serde(default = "default_statistics_interval")]
+    pub statistics_interval_ms: u64,
     /// How each message payload becomes events (default: bytes into `message`).
     #[serde(default)]
     pub decoding: DecodingConfig,
@@ -110,6 +162,9 @@ fn default_fetch_bytes() -> u64 {
 fn default_fetch_wait() -> u64 {
     100
 }
+fn default_statistics_interval() -> u64 {
+    5_000
+}
 fn default_key_field() -> String {
     "message_key".into()
 }
@@ -127,11 +182,26 @@ fn default_headers_key() -> String {
 }
 
 const BATCH: usize = 1000;
+/// How long a send may wait for room before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// At most one gap warning per partition in this interval (all are counted).
+const GAP_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Partitions this member owns; shared with the rebalance callbacks.
+/// A topic and partition.
+type Partition = (String, i32);
+
+/// What this member owns, shared with the rebalance callbacks.
 #[derive(Default)]
 struct Ownership {
-    assigned: HashSet<(String, i32)>,
+    /// Assigned partitions and the epoch of their current assignment.
+    assigned: HashMap<Partition, u64>,
+    last_epoch: u64,
+    /// Partitions with a rejected batch in their current assignment: nothing more is stored.
+    frozen: HashSet<Partition>,
+    /// The committed offset a newly assigned partition resumes at, until its first message.
+    resume_at: HashMap<Partition, i64>,
+    /// The pipeline is full: partitions assigned now are paused at once.
+    paused: bool,
 }
 
 struct GroupContext {
@@ -139,42 +209,111 @@ struct GroupContext {
     ownership: Arc<Mutex<Ownership>>,
 }
 
-impl ClientContext for GroupContext {}
+impl GroupContext {
+    fn ownership(&self) -> std::sync::MutexGuard<'_, Ownership> {
+        self.ownership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn lag_labels(id: &str, topic: &str, partition: i32) -> [(&'static str, String); 3] {
+    [
+        ("component_id", id.to_string()),
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ]
+}
+
+impl ClientContext for GroupContext {
+    /// Lag and committed offset of the partitions this member owns, as gauges.
+    fn stats(&self, statistics: Statistics) {
+        let owned: HashSet<Partition> = self.ownership().assigned.keys().cloned().collect();
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                if !owned.contains(&(topic.clone(), *partition)) {
+                    continue;
+                }
+                let labels = lag_labels(&self.id, topic, *partition);
+                if stats.consumer_lag >= 0 {
+                    metrics::gauge!("kafka_consumer_lag", &labels).set(stats.consumer_lag as f64);
+                }
+                if stats.committed_offset >= 0 {
+                    metrics::gauge!("kafka_committed_offset", &labels)
+                        .set(stats.committed_offset as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             {
-                let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
+                let mut ownership = self.ownership();
                 for element in partitions.elements() {
-                    ownership
-                        .assigned
-                        .remove(&(element.topic().to_string(), element.partition()));
+                    let partition = (element.topic().to_string(), element.partition());
+                    ownership.assigned.remove(&partition);
+                    ownership.frozen.remove(&partition);
+                    ownership.resume_at.remove(&partition);
+                    // Another member reports it now.
+                    let labels = lag_labels(&self.id, &partition.0, partition.1);
+                    metrics::gauge!("kafka_consumer_lag", &labels).set(0.0);
                 }
             }
             // Commit what was acknowledged before the partitions move to another member.
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => {
-                    tracing::info!(component_id = %self.id, partitions = partitions.count(), "partitions revoked; acknowledged offsets committed")
+                    tracing::info!(component_id = %self.id, partitions = partitions.count(), revoked = %names(partitions), "partitions revoked; acknowledged offsets committed")
                 }
                 Err(error) => {
-                    tracing::debug!(component_id = %self.id, %error, "nothing to commit on revoke")
+                    tracing::info!(component_id = %self.id, partitions = partitions.count(), revoked = %names(partitions), %error, "partitions revoked; nothing to commit")
                 }
             }
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
-            let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
-            for element in partitions.elements() {
-                ownership
-                    .assigned
-                    .insert((element.topic().to_string(), element.partition()));
+            // Where each partition resumes, to see whether the broker skips ahead.
+            let committed = consumer
+                .committed_offsets((*partitions).clone(), Duration::from_secs(5))
+                .ok();
+            let paused = {
+                let mut ownership = self.ownership();
+                for element in partitions.elements() {
+                    let partition = (element.topic().to_string(), element.partition());
+                    ownership.last_epoch += 1;
+                    let epoch = ownership.last_epoch;
+                    ownership.assigned.insert(partition.clone(), epoch);
+                    ownership.frozen.remove(&partition);
+                    ownership.resume_at.remove(&partition);
+                }
+                for element in committed.iter().flat_map(|c| c.elements()) {
+                    if let Offset::Offset(offset) = element.offset() {
+                        let partition = (element.topic().to_string(), element.partition());
+                        ownership.resume_at.insert(partition, offset);
+                    }
+                }
+                ownership.paused
+            };
+            if paused {
+                // The pipeline is still full: these wait with the others.
+                let _ = consumer.pause(partitions);
             }
-            tracing::info!(component_id = %self.id, partitions = partitions.count(), "partitions assigned");
+            tracing::info!(component_id = %self.id, partitions = partitions.count(), assigned = %names(partitions), "partitions assigned");
         }
     }
+}
+
+/// `topic/partition` names of a list, for the log.
+fn names(partitions: &TopicPartitionList) -> String {
+    let mut names: Vec<String> = partitions
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect();
+    names.sort();
+    names.join(",")
 }
 
 impl KafkaSourceConfig {
@@ -214,12 +353,19 @@ impl KafkaSourceConfig {
             .set("queued.max.messages.kbytes", "16384")
             .set("enable.partition.eof", "false")
             .set(
+                "statistics.interval.ms",
+                self.statistics_interval_ms.to_string(),
+            )
+            .set(
                 "auto.offset.reset",
                 match self.auto_offset_reset {
                     OffsetReset::Earliest => "earliest",
                     OffsetReset::Latest => "latest",
                 },
             );
+        if let Some(strategy) = self.assignment_strategy {
+            client.set("partition.assignment.strategy", strategy.librdkafka_name());
+        }
         for (key, value) in &self.librdkafka_options {
             client.set(key, value);
         }
@@ -240,8 +386,56 @@ impl KafkaSourceConfig {
     }
 }
 
-/// The last offset of each partition in a batch.
-type Positions = Vec<(String, i32, i64)>;
+/// The last offset of each partition in a batch, with the epoch it was read under.
+type Positions = Vec<(String, i32, i64, u64)>;
+
+type Chunk<'a> = Vec<rdkafka::error::KafkaResult<BorrowedMessage<'a>>>;
+
+/// Offsets seen so far, to notice jumps.
+#[derive(Default)]
+struct GapWatch {
+    /// The offset expected next per partition, with the epoch it belongs to.
+    next: HashMap<Partition, (u64, i64)>,
+    last_logged: HashMap<Partition, Instant>,
+}
+
+impl GapWatch {
+    fn check(
+        &mut self,
+        partition: &Partition,
+        epoch: u64,
+        offset: i64,
+        ownership: &Mutex<Ownership>,
+        cx: &SourceContext,
+    ) {
+        let expected = match self.next.get(partition) {
+            Some((seen_epoch, next)) if *seen_epoch == epoch => Some(*next),
+            // First message of this assignment: it should be the committed offset.
+            _ => ownership
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .resume_at
+                .remove(partition),
+        };
+        self.next.insert(partition.clone(), (epoch, offset + 1));
+        let Some(expected) = expected else { return };
+        if offset <= expected {
+            return;
+        }
+        metrics::counter!("kafka_offset_gaps_total", "component_id" => cx.id.clone(),
+            "topic" => partition.0.clone(), "partition" => partition.1.to_string())
+        .increment(1);
+        let now = Instant::now();
+        let due = self
+            .last_logged
+            .get(partition)
+            .is_none_or(|at| now.duration_since(*at) >= GAP_LOG_EVERY);
+        if due {
+            self.last_logged.insert(partition.clone(), now);
+            tracing::warn!(component_id = %cx.id, topic = %partition.0, partition = partition.1, expected, received = offset, skipped = offset - expected, "offsets jumped: the broker answered past the position asked for (normal for compacted topics and transaction markers; otherwise messages were skipped)");
+        }
+    }
+}
 
 async fn consume(
     config: KafkaSourceConfig,
@@ -257,61 +451,89 @@ async fn consume(
     let on_error = config.decoding.on_error.unwrap_or(OnDecodeError::Drop);
     let mut acks: OrderedAcks<Positions> = OrderedAcks::new(cx.acknowledgements);
     let mut stream = consumer.stream().ready_chunks(BATCH);
+    let mut held: VecDeque<Chunk<'_>> = VecDeque::new();
+    let mut gaps = GapWatch::default();
     loop {
-        tokio::select! {
-            _ = cx.shutdown.stop.cancelled() => break,
-            acked = acks.next(), if acks.pending() > 0 => {
-                if let Some((positions, status)) = acked {
-                    store(&consumer, &ownership, positions, status, &cx);
-                }
-            }
-            messages = stream.next() => {
-                let Some(messages) = messages else { break };
-                let owned = ownership.lock().unwrap_or_else(|p| p.into_inner()).assigned.clone();
-                let mut events = Vec::with_capacity(messages.len());
-                let mut bytes = 0;
-                let mut last: HashMap<(String, i32), i64> = HashMap::new();
-                for message in messages {
-                    let message = match message {
-                        Ok(message) => message,
-                        Err(error) => {
-                            cx.metrics.error("kafka_read_failed");
-                            tracing::warn!(component_id = %cx.id, %error, "Kafka consumer error");
-                            continue;
-                        }
-                    };
-                    let partition = (message.topic().to_string(), message.partition());
-                    if !owned.contains(&partition) {
-                        continue; // revoked while waiting here: its new owner reads it
+        let messages = match held.pop_front() {
+            Some(chunk) => chunk,
+            None => tokio::select! {
+                _ = cx.shutdown.stop.cancelled() => break,
+                acked = acks.next(), if acks.pending() > 0 => {
+                    if let Some((positions, status)) = acked {
+                        store(&consumer, &ownership, positions, status, &cx);
                     }
-                    last.insert(partition, message.offset());
-                    let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
-                    bytes += payload.len();
-                    let first = events.len();
-                    decode_frame(&decoder, on_error, payload, &mut events, &cx.metrics);
-                    for event in &mut events[first..] {
-                        add_metadata(&config, event, &message);
-                    }
+                    continue;
                 }
-                cx.metrics.received(events.len(), bytes);
-                let positions: Positions = last.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-                let mut batch = EventBatch::new(events, bytes);
-                acks.attach(&mut batch, positions);
-                if cx.out.send(batch).await.is_err() {
-                    break;
+                messages = stream.next() => match messages {
+                    Some(messages) => messages,
+                    None => break,
+                },
+            },
+        };
+        let owned = ownership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .assigned
+            .clone();
+        let mut events = Vec::with_capacity(messages.len());
+        let mut bytes = 0;
+        let mut last: HashMap<Partition, (i64, u64)> = HashMap::new();
+        for message in messages {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    cx.metrics.error("kafka_read_failed");
+                    tracing::warn!(component_id = %cx.id, %error, "Kafka consumer error");
+                    continue;
                 }
-                for (positions, status) in acks.ready() {
-                    store(&consumer, &ownership, positions, status, &cx);
-                }
+            };
+            let partition = (message.topic().to_string(), message.partition());
+            let Some(epoch) = owned.get(&partition).copied() else {
+                continue; // revoked while waiting here: its new owner reads it
+            };
+            gaps.check(&partition, epoch, message.offset(), &ownership, &cx);
+            last.insert(partition, (message.offset(), epoch));
+            let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+            bytes += payload.len();
+            let first = events.len();
+            decode_frame(&decoder, on_error, payload, &mut events, &cx.metrics);
+            for event in &mut events[first..] {
+                add_metadata(&config, event, &message);
             }
         }
+        if last.is_empty() {
+            continue;
+        }
+        cx.metrics.received(events.len(), bytes);
+        let positions: Positions = last
+            .into_iter()
+            .map(|((t, p), (o, e))| (t, p, o, e))
+            .collect();
+        let mut batch = EventBatch::new(events, bytes);
+        acks.attach(&mut batch, positions);
+        let sent = send_serving(
+            &mut cx,
+            batch,
+            &consumer,
+            &ownership,
+            &mut stream,
+            &mut held,
+        )
+        .await;
+        if sent.is_err() {
+            break;
+        }
+        for (positions, status) in acks.ready() {
+            store(&consumer, &ownership, positions, status, &cx);
+        }
     }
+    drop(held);
     drop(stream);
     drop(cx.out);
     loop {
         tokio::select! {
             next = acks.next() => match next {
-                Some((positions, status)) => store_quiet(&consumer, &ownership, positions, status),
+                Some((positions, status)) => store_quietly(&consumer, &ownership, positions, status),
                 None => break,
             },
             _ = cx.shutdown.force.cancelled() => break,
@@ -323,6 +545,61 @@ async fn consume(
     Ok(())
 }
 
+/// Sends `batch` downstream while keeping the consumer served: if the pipeline has no room
+/// for `PAUSE_AFTER`, every assigned partition is paused, and until the send completes the
+/// stream is polled at least every second (rebalance callbacks, `max.poll.interval.ms`), with
+/// messages that were already fetched held for the next batches. Resumes after.
+async fn send_serving<'a, S>(
+    cx: &mut SourceContext,
+    batch: EventBatch,
+    consumer: &StreamConsumer<GroupContext>,
+    ownership: &Mutex<Ownership>,
+    stream: &mut S,
+    held: &mut VecDeque<Chunk<'a>>,
+) -> Result<(), crate::topology::fanout::Closed>
+where
+    S: futures::Stream<Item = Chunk<'a>> + Unpin,
+{
+    let send = cx.out.send(batch);
+    tokio::pin!(send);
+    let mut paused_at: Option<Instant> = None;
+    let mut keepalive = tokio::time::interval(Duration::from_secs(1));
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pause_at = tokio::time::sleep(PAUSE_AFTER);
+    tokio::pin!(pause_at);
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = &mut send => break result,
+            _ = &mut pause_at, if paused_at.is_none() => {
+                ownership.lock().unwrap_or_else(|p| p.into_inner()).paused = true;
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                    tracing::info!(component_id = %cx.id, partitions = assignment.count(), "pipeline full: partitions paused (still in the group)");
+                }
+                paused_at = Some(Instant::now());
+            }
+            chunk = stream.next(), if paused_at.is_some() => {
+                if let Some(chunk) = chunk {
+                    held.push_back(chunk);
+                }
+            }
+            // Wakes the loop so that the stream is polled even when nothing arrives.
+            _ = keepalive.tick() => {}
+        }
+    };
+    if let Some(paused_at) = paused_at {
+        ownership.lock().unwrap_or_else(|p| p.into_inner()).paused = false;
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.resume(&assignment);
+        }
+        tracing::info!(component_id = %cx.id, paused_secs = format!("{:.1}", paused_at.elapsed().as_secs_f64()), held = held.iter().map(Vec::len).sum::<usize>(), "room in the pipeline: partitions resumed");
+    }
+    result
+}
+
+/// Stores the acknowledged offsets of a batch: only for partitions still assigned under the
+/// same epoch, and none of a partition frozen by a rejection.
 fn store(
     consumer: &StreamConsumer<GroupContext>,
     ownership: &Mutex<Ownership>,
@@ -330,34 +607,45 @@ fn store(
     status: BatchStatus,
     cx: &SourceContext,
 ) {
-    if status == BatchStatus::Rejected {
-        // Never store past a rejected event: a restart or the next owner reads it again.
-        cx.metrics.error("delivery_rejected");
-        tracing::error!(component_id = %cx.id, "a sink rejected Kafka messages; their offsets are not committed");
-        return;
+    let mut ownership = ownership.lock().unwrap_or_else(|p| p.into_inner());
+    for (topic, partition, offset, epoch) in positions {
+        let key = (topic, partition);
+        if ownership.assigned.get(&key) != Some(&epoch) {
+            continue; // read under an earlier assignment: fenced
+        }
+        if status == BatchStatus::Rejected {
+            if ownership.frozen.insert(key.clone()) {
+                cx.metrics.error("delivery_rejected");
+                tracing::error!(component_id = %cx.id, topic = %key.0, partition = key.1, offset, "a sink rejected Kafka messages; this partition's offsets stay before them until it is reassigned or the agent restarts");
+            }
+            continue;
+        }
+        if ownership.frozen.contains(&key) {
+            continue;
+        }
+        // Stores offset + 1: the next message to read.
+        let _ = consumer.store_offset(&key.0, key.1, offset);
     }
-    store_quiet(consumer, ownership, positions, status);
 }
 
-fn store_quiet(
+/// [`store`] during shutdown, without logging rejections again.
+fn store_quietly(
     consumer: &StreamConsumer<GroupContext>,
     ownership: &Mutex<Ownership>,
     positions: Positions,
     status: BatchStatus,
 ) {
-    if status == BatchStatus::Rejected {
-        return;
-    }
-    let owned = ownership
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .assigned
-        .clone();
-    for (topic, partition, offset) in positions {
-        if owned.contains(&(topic.clone(), partition)) {
-            // Stores offset + 1: the next message to read.
-            let _ = consumer.store_offset(&topic, partition, offset);
+    let mut ownership = ownership.lock().unwrap_or_else(|p| p.into_inner());
+    for (topic, partition, offset, epoch) in positions {
+        let key = (topic, partition);
+        if ownership.assigned.get(&key) != Some(&epoch) || ownership.frozen.contains(&key) {
+            continue;
         }
+        if status == BatchStatus::Rejected {
+            ownership.frozen.insert(key);
+            continue;
+        }
+        let _ = consumer.store_offset(&key.0, key.1, offset);
     }
 }
 
