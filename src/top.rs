@@ -16,6 +16,8 @@ struct Sample {
     errors: f64,
     discarded: f64,
     buffer_events: f64,
+    /// Kafka sources: messages behind the end of their partitions, summed.
+    lag: Option<f64>,
 }
 
 /// `GET /metrics` over a plain TCP connection (the api speaks HTTP/1.1).
@@ -77,6 +79,7 @@ fn parse(text: &str) -> BTreeMap<String, Sample> {
             "component_errors_total" => sample.errors += value,
             "component_discarded_events_total" => sample.discarded += value,
             "buffer_events" => sample.buffer_events += value,
+            "kafka_consumer_lag" => *sample.lag.get_or_insert(0.0) += value,
             _ => {}
         }
     }
@@ -94,14 +97,22 @@ fn human(rate: f64) -> String {
 
 fn table(before: &BTreeMap<String, Sample>, after: &BTreeMap<String, Sample>, secs: f64) -> String {
     let mut out = format!(
-        "{:<24} {:<20} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}\n",
-        "component", "type", "in ev/s", "out ev/s", "out B/s", "errors", "discarded", "buffer"
+        "{:<24} {:<20} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8} {:>8}\n",
+        "component",
+        "type",
+        "in ev/s",
+        "out ev/s",
+        "out B/s",
+        "errors",
+        "discarded",
+        "buffer",
+        "lag"
     );
     for (id, now) in after {
         let then = before.get(id).cloned().unwrap_or_default();
         let rate = |a: f64, b: f64| ((a - b) / secs).max(0.0);
         out.push_str(&format!(
-            "{:<24} {:<20} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}\n",
+            "{:<24} {:<20} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8} {:>8}\n",
             id,
             now.kind,
             human(rate(now.received_events, then.received_events)),
@@ -109,7 +120,8 @@ fn table(before: &BTreeMap<String, Sample>, after: &BTreeMap<String, Sample>, se
             human(rate(now.sent_bytes, then.sent_bytes)),
             now.errors,
             now.discarded,
-            now.buffer_events
+            now.buffer_events,
+            now.lag.map_or("-".to_string(), human)
         ));
     }
     out
@@ -150,6 +162,15 @@ mod tests {
         let text = table(&first, &second, 2.0);
         let row = text.lines().nth(1).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells, ["out", "http", "0", "500", "0", "3", "0", "7"]);
+        assert_eq!(cells, ["out", "http", "0", "500", "0", "3", "0", "7", "-"]);
+    }
+
+    #[test]
+    fn kafka_sources_show_their_lag_summed_over_partitions() {
+        let text = "component_received_events_total{component_id=\"in\",component_type=\"kafka\"} 10\nkafka_consumer_lag{component_id=\"in\",partition=\"0\",topic=\"t\"} 1200\nkafka_consumer_lag{component_id=\"in\",partition=\"1\",topic=\"t\"} 300\n";
+        let sample = parse(text);
+        let table = table(&sample, &sample, 1.0);
+        let cells: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(cells.last(), Some(&"1.5k"));
     }
 }

@@ -45,9 +45,7 @@ macro_rules! scenarios_against {
             #[test]
             fn a_rejected_batch_freezes_its_partition_while_the_others_advance() {
                 if let Some(broker) = broker() {
-                    super::a_rejected_batch_freezes_its_partition_while_the_others_advance(
-                        broker,
-                    );
+                    super::a_rejected_batch_freezes_its_partition_while_the_others_advance(broker);
                 }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,15 +132,25 @@ fn committed(servers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i6
         .committed_offsets(list, Duration::from_secs(10))
         .unwrap();
     (0..partitions)
-        .map(|p| match list.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
+        .map(
+            |p| match list.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
         .collect()
 }
 
 /// A kafka source feeding `sinks` (YAML under `sinks:`, input `in`), with the api on.
-fn config(dir: &Path, servers: &str, topic: &str, group: &str, api: u16, extra: &str, rest: &str) -> String {
+fn config(
+    dir: &Path,
+    servers: &str,
+    topic: &str,
+    group: &str,
+    api: u16,
+    extra: &str,
+    rest: &str,
+) -> String {
     format!(
         r#"
 data_dir: {data}
@@ -199,7 +207,8 @@ fn an_offset_gap_after_a_mid_batch_commit_is_logged_and_counted(mut broker: Brok
     produce(&servers, "gaps", Some(0), 0..200, 10);
     let setter = consumer(&servers, "gap-group");
     let mut at = TopicPartitionList::new();
-    at.add_partition_offset("gaps", 0, Offset::Offset(5)).unwrap();
+    at.add_partition_offset("gaps", 0, Offset::Offset(5))
+        .unwrap();
     setter.commit(&at, CommitMode::Sync).unwrap();
     drop(setter);
     let dir = tempfile::tempdir().unwrap();
@@ -207,16 +216,33 @@ fn an_offset_gap_after_a_mid_batch_commit_is_logged_and_counted(mut broker: Brok
     let out = dir.path().join("out.ndjson");
     let mut agent = Agent::start(
         dir.path(),
-        &config(dir.path(), &servers, "gaps", "gap-group", api, "", &file_sink(dir.path(), "out.ndjson")),
+        &config(
+            dir.path(),
+            &servers,
+            "gaps",
+            "gap-group",
+            api,
+            "",
+            &file_sink(dir.path(), "out.ndjson"),
+        ),
     );
-    wait_until(WAIT, "the partition read to its end", || ids(&out).contains_key(&199));
+    wait_until(WAIT, "the partition read to its end", || {
+        ids(&out).contains_key(&199)
+    });
     let gaps = metric(api, "kafka_offset_gaps_total", "topic=\"gaps\"");
     assert!(agent.terminate(WAIT).success());
     let first = *ids(&out).keys().next().unwrap();
     if tansu {
-        assert_eq!(first, 10, "tansu skips the rest of the batch holding offset 5");
+        assert_eq!(
+            first, 10,
+            "tansu skips the rest of the batch holding offset 5"
+        );
         assert_eq!(gaps, 1.0, "one jump, from 5 to 10");
-        assert!(agent.stderr().contains("offsets jumped"), "{}", agent.stderr());
+        assert!(
+            agent.stderr().contains("offsets jumped"),
+            "{}",
+            agent.stderr()
+        );
     } else {
         assert_eq!(first, 5, "resumes exactly at the committed offset");
         assert_eq!(gaps, 0.0, "no gap where the broker does not skip");
@@ -266,10 +292,22 @@ sinks:
     produce(&servers, "freeze", Some(0), 0..50, 1);
     let mut agent = Agent::start(
         dir.path(),
-        &config(dir.path(), &servers, "freeze", "freeze-group", api, "", &rest),
+        &config(
+            dir.path(),
+            &servers,
+            "freeze",
+            "freeze-group",
+            api,
+            "",
+            &rest,
+        ),
     );
     wait_until(WAIT, "the rejection", || {
-        metric(api, "component_errors_total", "error_type=\"delivery_rejected\"") >= 1.0
+        metric(
+            api,
+            "component_errors_total",
+            "error_type=\"delivery_rejected\"",
+        ) >= 1.0
     });
     receiver.set_mode(Mode::Accept);
     produce(&servers, "freeze", Some(0), 50..100, 1);
@@ -300,11 +338,12 @@ sinks:
 /// its partitions and keeps polling, so the member stays in the group: no revocation, no
 /// nothing lost. Without the pause and the polling the member is thrown out after 10 s and the
 /// group rebalances: I checked that mutation.
-async fn a_sink_down_three_poll_intervals_causes_no_rebalance_and_loses_nothing(mut broker: Broker) {
+async fn a_sink_down_three_poll_intervals_causes_no_rebalance_and_loses_nothing(
+    mut broker: Broker,
+) {
     broker.create_topic("slow", 2);
     let servers = broker.servers();
     let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Hang);
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let rest = format!(
@@ -325,17 +364,38 @@ async fn a_sink_down_three_poll_intervals_causes_no_rebalance_and_loses_nothing(
         uri = receiver.uri()
     );
     let extra = "    librdkafka_options:\n      max.poll.interval.ms: \"10000\"\n";
-    produce(&servers, "slow", None, 0..5000, 1);
+    // A first part delivered and committed (lag is measured from the committed offset), then
+    // the endpoint hangs and the rest piles up.
+    produce(&servers, "slow", None, 0..500, 1);
     let mut agent = Agent::start(
         dir.path(),
-        &config(dir.path(), &servers, "slow", "slow-group", api, extra, &rest),
+        &config(
+            dir.path(),
+            &servers,
+            "slow",
+            "slow-group",
+            api,
+            extra,
+            &rest,
+        ),
     );
+    wait_until_async(WAIT, "the first part committed", || {
+        metric(api, "kafka_committed_offset", "topic=\"slow\"") == 500.0
+    })
+    .await;
+    receiver.set_mode(Mode::Hang);
+    tokio::task::block_in_place(|| produce(&servers, "slow", None, 500..5000, 1));
     wait_until_async(WAIT, "the pipeline full", || {
         metric(api, "buffer_events", "component_id=\"out\"") >= 100.0
     })
     .await;
     let paused = Instant::now();
-    tokio::time::sleep(Duration::from_secs(30)).await; // the outage itself, by design
+    wait_until_async(WAIT, "the lag gauge shows the backlog", || {
+        metric(api, "kafka_consumer_lag", "topic=\"slow\"") > 0.0
+    })
+    .await;
+    let outage = Duration::from_secs(30).saturating_sub(paused.elapsed());
+    tokio::time::sleep(outage).await; // the outage itself, by design
     receiver.set_mode(Mode::Accept);
     wait_until_async(WAIT, "every message delivered", || {
         let delivered: std::collections::BTreeSet<u64> = receiver
@@ -346,10 +406,18 @@ async fn a_sink_down_three_poll_intervals_causes_no_rebalance_and_loses_nothing(
         delivered.len() >= 5000
     })
     .await;
+    wait_until_async(WAIT, "committed offsets and lag gauges caught up", || {
+        metric(api, "kafka_committed_offset", "topic=\"slow\"") == 5000.0
+            && metric(api, "kafka_consumer_lag", "topic=\"slow\"") == 0.0
+    })
+    .await;
     let stderr = agent.stderr();
     tokio::task::block_in_place(|| agent.terminate(WAIT));
     eprintln!("sink down {:.0?}", paused.elapsed());
-    assert!(!stderr.contains("partitions revoked"), "no rebalance:\n{stderr}");
+    assert!(
+        !stderr.contains("partitions revoked"),
+        "no rebalance:\n{stderr}"
+    );
     assert!(!stderr.contains("maximum poll interval"), "{stderr}");
     assert!(stderr.contains("partitions paused"), "{stderr}");
     let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
@@ -397,12 +465,22 @@ fn cooperative_sticky_moves_only_the_joining_members_share(mut broker: Broker) {
         let api = free_port();
         Agent::start(
             &member,
-            &config(&member, &servers, "coop", "coop-group", api, extra, &file_sink(&member, "out.ndjson")),
+            &config(
+                &member,
+                &servers,
+                "coop",
+                "coop-group",
+                api,
+                extra,
+                &file_sink(&member, "out.ndjson"),
+            ),
         )
     };
     let owned = |agent: &Agent| {
         let mut owned: std::collections::BTreeSet<String> =
-            logged(agent, "partitions assigned", "assigned").into_iter().collect();
+            logged(agent, "partitions assigned", "assigned")
+                .into_iter()
+                .collect();
         for gone in logged(agent, "partitions revoked", "revoked") {
             owned.remove(&gone);
         }
@@ -410,7 +488,9 @@ fn cooperative_sticky_moves_only_the_joining_members_share(mut broker: Broker) {
     };
     let mut a = start("a");
     let mut b = start("b");
-    wait_until(WAIT, "three partitions each", || owned(&a).len() == 3 && owned(&b).len() == 3);
+    wait_until(WAIT, "three partitions each", || {
+        owned(&a).len() == 3 && owned(&b).len() == 3
+    });
     produce(&servers, "coop", None, 0..3000, 1);
     let before = (owned(&a), owned(&b));
     let revoked_before = (
@@ -443,8 +523,15 @@ fn cooperative_sticky_moves_only_the_joining_members_share(mut broker: Broker) {
         .cloned()
         .collect();
     let taken = owned(&c);
-    assert_eq!(moved.len(), 2, "only two partitions changed owner: {moved:?}");
-    assert!(moved.iter().all(|p| taken.contains(p)), "{moved:?} went to the new member {taken:?}");
+    assert_eq!(
+        moved.len(),
+        2,
+        "only two partitions changed owner: {moved:?}"
+    );
+    assert!(
+        moved.iter().all(|p| taken.contains(p)),
+        "{moved:?} went to the new member {taken:?}"
+    );
     assert!(owned(&a).is_subset(&before.0) && owned(&b).is_subset(&before.1));
     for agent in [&mut a, &mut b, &mut c] {
         assert!(agent.terminate(WAIT).success());
@@ -471,12 +558,21 @@ fn chaos_members_killed_at_random_while_producing_lose_nothing() {
     // Killed members linger until the coordinator gives up on them: a bounded rebalance
     // timeout keeps each rejoin short.
     let extra = "    librdkafka_options:\n      max.poll.interval.ms: \"10000\"\n";
-    let members: Vec<std::path::PathBuf> = (0..3).map(|i| dir.path().join(format!("m{i}"))).collect();
+    let members: Vec<std::path::PathBuf> =
+        (0..3).map(|i| dir.path().join(format!("m{i}"))).collect();
     let start = |member: &Path| {
         std::fs::create_dir_all(member).unwrap();
         Agent::start(
             member,
-            &config(member, &servers, "chaos", "chaos-group", free_port(), extra, &file_sink(member, "out.ndjson")),
+            &config(
+                member,
+                &servers,
+                "chaos",
+                "chaos-group",
+                free_port(),
+                extra,
+                &file_sink(member, "out.ndjson"),
+            ),
         )
     };
     let union = || {
@@ -517,7 +613,9 @@ fn chaos_members_killed_at_random_while_producing_lose_nothing() {
     };
     for round in 0..rounds {
         let before = union().len();
-        wait_until(WAIT, &format!("round {round}: progress"), || union().len() > before);
+        wait_until(WAIT, &format!("round {round}: progress"), || {
+            union().len() > before
+        });
         std::thread::sleep(Duration::from_millis(200 + random(1500)));
         let victim = random(3) as usize;
         unsafe {
@@ -532,7 +630,11 @@ fn chaos_members_killed_at_random_while_producing_lose_nothing() {
     let total = produced.load(std::sync::atomic::Ordering::SeqCst);
     let deadline = Instant::now() + 3 * WAIT;
     while (union().len() as u64) < total {
-        let logs: String = agents.iter().map(|a| a.stderr()).collect::<Vec<_>>().join("\n---\n");
+        let logs: String = agents
+            .iter()
+            .map(|a| a.stderr())
+            .collect::<Vec<_>>()
+            .join("\n---\n");
         assert!(
             Instant::now() < deadline,
             "{} of {total} delivered; logs:\n{}",
@@ -546,7 +648,12 @@ fn chaos_members_killed_at_random_while_producing_lose_nothing() {
     }
     let all = union();
     let missing: Vec<u64> = (0..total).filter(|id| !all.contains_key(id)).collect();
-    assert!(missing.is_empty(), "lost {} messages, e.g. {:?}", missing.len(), &missing[..missing.len().min(20)]);
+    assert!(
+        missing.is_empty(),
+        "lost {} messages, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
     let duplicates: usize = all.values().map(|c| c - 1).sum();
     eprintln!("{rounds} kill rounds: {total} messages, none lost, {duplicates} duplicates");
 }

@@ -40,7 +40,6 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use serde::Deserialize;
@@ -224,21 +223,34 @@ fn lag_labels(id: &str, topic: &str, partition: i32) -> [(&'static str, String);
 }
 
 impl ClientContext for GroupContext {
-    /// Lag and committed offset of the partitions this member owns, as gauges.
-    fn stats(&self, statistics: Statistics) {
+    /// Lag and committed offset of the partitions this member owns, as gauges. Read from the
+    /// raw statistics JSON: only these two fields are needed, and a full parse into
+    /// rdkafka's `Statistics` fails on fields some brokers leave out.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(statistics) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
         let owned: HashSet<Partition> = self.ownership().assigned.keys().cloned().collect();
-        for (topic, stats) in &statistics.topics {
-            for (partition, stats) in &stats.partitions {
-                if !owned.contains(&(topic.clone(), *partition)) {
+        let Some(topics) = statistics["topics"].as_object() else {
+            return;
+        };
+        for (topic, stats) in topics {
+            let Some(partitions) = stats["partitions"].as_object() else {
+                continue;
+            };
+            for (partition, stats) in partitions {
+                let Ok(partition) = partition.parse::<i32>() else {
+                    continue;
+                };
+                if !owned.contains(&(topic.clone(), partition)) {
                     continue;
                 }
-                let labels = lag_labels(&self.id, topic, *partition);
-                if stats.consumer_lag >= 0 {
-                    metrics::gauge!("kafka_consumer_lag", &labels).set(stats.consumer_lag as f64);
+                let labels = lag_labels(&self.id, topic, partition);
+                if let Some(lag) = stats["consumer_lag"].as_i64().filter(|l| *l >= 0) {
+                    metrics::gauge!("kafka_consumer_lag", &labels).set(lag as f64);
                 }
-                if stats.committed_offset >= 0 {
-                    metrics::gauge!("kafka_committed_offset", &labels)
-                        .set(stats.committed_offset as f64);
+                if let Some(offset) = stats["committed_offset"].as_i64().filter(|o| *o >= 0) {
+                    metrics::gauge!("kafka_committed_offset", &labels).set(offset as f64);
                 }
             }
         }
