@@ -182,6 +182,15 @@ sinks:
     agent_log = open(os.path.join(out, "soak-agent.log"), "w")
     agent = subprocess.Popen([args.binary, "run", "--config", os.path.join(work, "sluice.yaml")],
                              stderr=agent_log, stdout=subprocess.DEVNULL)
+    try:
+        return run(args, work, out, endpoint, agent, http_port)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+
+
+def run(args, work, out, endpoint, agent, http_port):
+    logs = os.path.join(work, "logs")
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -214,7 +223,7 @@ sinks:
     drain_deadline = time.time() + 300
     while time.time() < drain_deadline and len(endpoint.ids) < total:
         time.sleep(1)
-    final_buffer = sample(agent.pid, os.path.join(work, "data", "buffers"))[3]
+    final_buffer = sample(agent.pid, os.path.join(work, "data", "buffers"))[2]
     agent.send_signal(signal.SIGTERM)
     code = agent.wait(timeout=60)
     expected = {f"f{i}" for i in range(produced["file"])} | {f"h{i}" for i in range(produced["http"])}
