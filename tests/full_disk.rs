@@ -92,16 +92,28 @@ fn ids(receiver: &Receiver) -> BTreeMap<usize, usize> {
     counts
 }
 
-/// file source -> disk buffer (on the tmpfs) -> http sink.
-fn buffered_config(
-    data: &Path,
-    input: &Path,
-    receiver: &Receiver,
+const TOTAL: usize = 80_000; // ~20 MiB of lines; the tmpfs holds 8
+
+/// file source -> disk buffer (`data_dir` on an 8 MiB tmpfs) -> http sink whose endpoint is
+/// down, with `TOTAL` lines waiting in the input file.
+struct Buffered {
+    tmpfs: Tmpfs,
+    dir: tempfile::TempDir,
+    receiver: Receiver,
     api: u16,
-    when_full: &str,
-) -> String {
-    format!(
-        r#"
+    config: String,
+}
+
+impl Buffered {
+    async fn start(when_full: &str) -> Option<(Buffered, Agent)> {
+        let tmpfs = Tmpfs::mount("8m")?;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input.log");
+        let receiver = Receiver::start().await;
+        receiver.set_mode(Mode::Unavailable);
+        let api = free_port();
+        let config = format!(
+            r#"
 data_dir: {data}
 shutdown_timeout_secs: 3
 api:
@@ -133,10 +145,54 @@ sinks:
       segment_bytes: 262144
       when_full: {when_full}
 "#,
-        data = data.display(),
-        input = input.display(),
-        uri = receiver.uri(),
-    )
+            data = tmpfs.path().join("data").display(),
+            input = input.display(),
+            uri = receiver.uri(),
+        );
+        write_lines(&input, 0..TOTAL, 230);
+        let setup = Buffered {
+            tmpfs,
+            dir,
+            receiver,
+            api,
+            config,
+        };
+        let agent = setup.agent();
+        Some((setup, agent))
+    }
+
+    fn agent(&self) -> Agent {
+        Agent::start(self.dir.path(), &self.config)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.tmpfs.path().join("data")
+    }
+
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        metric(self.api, name, label)
+    }
+
+    async fn wait_for_a_full_disk(&self) {
+        wait_until_async(WAIT, "the disk to fill", || {
+            assert!(checkpoint_is_whole(&self.data()));
+            self.metric(
+                "component_errors_total",
+                "error_type=\"buffer_write_failed\"",
+            ) >= 1.0
+        })
+        .await;
+    }
+
+    /// Waits until `expected` distinct lines arrived; returns them with their counts.
+    async fn delivered(&self, expected: usize, what: &str) -> BTreeMap<usize, usize> {
+        wait_until_async(WAIT, what, || {
+            assert!(checkpoint_is_whole(&self.data()));
+            ids(&self.receiver).len() >= expected
+        })
+        .await;
+        ids(&self.receiver)
+    }
 }
 
 /// The checkpoint file, when there is one, always parses: a failed write on the full disk
@@ -148,49 +204,23 @@ fn checkpoint_is_whole(data: &Path) -> bool {
     }
 }
 
-const TOTAL: usize = 80_000; // ~20 MiB of lines; the tmpfs holds 8
-
 /// Fails (stalls for good) when the reader records its position before deleting segments: I
 /// checked that mutation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_a_disk_buffer_blocks_then_delivers_everything_once() {
-    let Some(tmpfs) = Tmpfs::mount("8m") else {
+    let Some((setup, mut agent)) = Buffered::start("block").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.log");
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Unavailable);
-    let api = free_port();
-    let data = tmpfs.path().join("data");
-    let config = buffered_config(&data, &input, &receiver, api, "block");
-    write_lines(&input, 0..TOTAL, 230);
-    let mut agent = Agent::start(dir.path(), &config);
-    wait_until_async(WAIT, "the disk to fill", || {
-        assert!(checkpoint_is_whole(&data));
-        metric(
-            api,
-            "component_errors_total",
-            "error_type=\"buffer_write_failed\"",
-        ) >= 1.0
-    })
-    .await;
+    setup.wait_for_a_full_disk().await;
     // Take the last free bytes too: recording the reader's position now fails, so only
-    // deleting delivered segments first can free space (fails when the order is reversed).
-    let _filler = fill(tmpfs.path());
-    receiver.set_mode(Mode::Accept);
-    wait_until_async(
-        WAIT,
-        "every line delivered once the endpoint is back",
-        || {
-            assert!(checkpoint_is_whole(&data));
-            ids(&receiver).len() >= TOTAL
-        },
-    )
-    .await;
+    // deleting delivered segments first can free space.
+    let _filler = fill(setup.tmpfs.path());
+    setup.receiver.set_mode(Mode::Accept);
+    let counts = setup
+        .delivered(TOTAL, "every line delivered once the endpoint is back")
+        .await;
     let status = tokio::task::block_in_place(|| agent.terminate(Duration::from_secs(30)));
     assert!(status.success(), "{}", agent.stderr());
-    let counts = ids(&receiver);
     assert_eq!(counts.len(), TOTAL, "nothing lost");
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     assert_eq!(duplicates, 0, "nothing repeated without a restart");
@@ -199,26 +229,10 @@ async fn a_full_disk_under_a_disk_buffer_blocks_then_delivers_everything_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_disk_is_full_stops_promptly_and_a_restart_loses_nothing() {
-    let Some(tmpfs) = Tmpfs::mount("8m") else {
+    let Some((setup, mut agent)) = Buffered::start("block").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.log");
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Unavailable);
-    let api = free_port();
-    let data = tmpfs.path().join("data");
-    let config = buffered_config(&data, &input, &receiver, api, "block");
-    write_lines(&input, 0..TOTAL, 230);
-    let mut agent = Agent::start(dir.path(), &config);
-    wait_until_async(WAIT, "the disk to fill", || {
-        metric(
-            api,
-            "component_errors_total",
-            "error_type=\"buffer_write_failed\"",
-        ) >= 1.0
-    })
-    .await;
+    setup.wait_for_a_full_disk().await;
     let asked = Instant::now();
     // shutdown_timeout_secs is 3: well within 15 s, or the writer ignored the signal.
     let status = tokio::task::block_in_place(|| agent.terminate(Duration::from_secs(15)));
@@ -226,15 +240,12 @@ async fn sigterm_while_the_disk_is_full_stops_promptly_and_a_restart_loses_nothi
         "stopped {:.1?} after SIGTERM on a full disk ({status})",
         asked.elapsed()
     );
-
-    receiver.set_mode(Mode::Accept);
-    let mut agent = Agent::start(dir.path(), &config);
-    wait_until_async(WAIT, "every line delivered after the restart", || {
-        ids(&receiver).len() >= TOTAL
-    })
-    .await;
+    setup.receiver.set_mode(Mode::Accept);
+    let mut agent = setup.agent();
+    let counts = setup
+        .delivered(TOTAL, "every line delivered after the restart")
+        .await;
     tokio::task::block_in_place(|| agent.terminate(Duration::from_secs(30)));
-    let counts = ids(&receiver);
     assert_eq!(counts.len(), TOTAL, "nothing lost");
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     eprintln!("{duplicates} duplicates after the stop on a full disk");
@@ -242,40 +253,19 @@ async fn sigterm_while_the_disk_is_full_stops_promptly_and_a_restart_loses_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_newest_on_a_full_disk_drops_exactly_what_it_counts() {
-    let Some(tmpfs) = Tmpfs::mount("8m") else {
+    let Some((setup, mut agent)) = Buffered::start("drop_newest").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.log");
-    let receiver = Receiver::start().await;
-    receiver.set_mode(Mode::Unavailable);
-    let api = free_port();
-    let data = tmpfs.path().join("data");
-    let config = buffered_config(&data, &input, &receiver, api, "drop_newest");
-    write_lines(&input, 0..TOTAL, 230);
-    let mut agent = Agent::start(dir.path(), &config);
     wait_until_async(WAIT, "the whole input read (kept or dropped)", || {
-        metric(
-            api,
-            "component_received_events_total",
-            "component_id=\"logs\"",
-        ) >= TOTAL as f64
+        setup.metric("component_received_events_total", "component_id=\"logs\"") >= TOTAL as f64
     })
     .await;
-    let dropped = metric(
-        api,
-        "component_discarded_events_total",
-        "reason=\"buffer_full\"",
-    );
+    let dropped = setup.metric("component_discarded_events_total", "reason=\"buffer_full\"");
     assert!(dropped > 0.0, "the full disk dropped something");
-    receiver.set_mode(Mode::Accept);
+    setup.receiver.set_mode(Mode::Accept);
     let kept = TOTAL - dropped as usize;
-    wait_until_async(WAIT, "every kept line delivered", || {
-        ids(&receiver).len() >= kept
-    })
-    .await;
+    let counts = setup.delivered(kept, "every kept line delivered").await;
     tokio::task::block_in_place(|| agent.terminate(Duration::from_secs(30)));
-    let counts = ids(&receiver);
     assert_eq!(
         counts.len() + dropped as usize,
         TOTAL,

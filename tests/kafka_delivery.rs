@@ -184,9 +184,19 @@ fn file_sink(dir: &Path, name: &str) -> String {
     )
 }
 
+/// How often each id arrived at the HTTP receiver.
+fn received(receiver: &Receiver) -> BTreeMap<u64, usize> {
+    count_ids(receiver.lines().iter().map(String::as_str))
+}
+
+/// How often each id stands in a file sink's output.
 fn ids(path: &Path) -> BTreeMap<u64, usize> {
+    count_ids(std::fs::read_to_string(path).unwrap_or_default().lines())
+}
+
+fn count_ids<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+    for line in lines {
         if let Some(id) = serde_json::from_str::<serde_json::Value>(line)
             .ok()
             .and_then(|v| v["id"].as_u64())
@@ -314,12 +324,7 @@ sinks:
     produce(&servers, "freeze", Some(1), 100..200, 1);
     let p1 = dir.path().join("p1.ndjson");
     wait_until(WAIT, "partition 0's later messages delivered", || {
-        let ids: Vec<u64> = receiver
-            .lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["id"].as_u64())
-            .collect();
-        ids.contains(&99)
+        received(&receiver).contains_key(&99)
     });
     wait_until(WAIT, "partition 1 delivered and committed", || {
         ids(&p1).len() >= 100 && committed(&servers, "freeze-group", "freeze", 2)[1] == 100
@@ -398,12 +403,7 @@ async fn a_sink_down_three_poll_intervals_causes_no_rebalance_and_loses_nothing(
     tokio::time::sleep(outage).await; // the outage itself, by design
     receiver.set_mode(Mode::Accept);
     wait_until_async(WAIT, "every message delivered", || {
-        let delivered: std::collections::BTreeSet<u64> = receiver
-            .lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["id"].as_u64())
-            .collect();
-        delivered.len() >= 5000
+        received(&receiver).len() >= 5000
     })
     .await;
     wait_until_async(WAIT, "committed offsets and lag gauges caught up", || {
@@ -420,13 +420,7 @@ async fn a_sink_down_three_poll_intervals_causes_no_rebalance_and_loses_nothing(
     );
     assert!(!stderr.contains("maximum poll interval"), "{stderr}");
     assert!(stderr.contains("partitions paused"), "{stderr}");
-    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
-    for line in receiver.lines() {
-        let id = serde_json::from_str::<serde_json::Value>(&line).unwrap()["id"]
-            .as_u64()
-            .unwrap();
-        *counts.entry(id).or_default() += 1;
-    }
+    let counts = received(&receiver);
     assert_eq!(counts.len(), 5000, "nothing lost");
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     eprintln!("{duplicates} duplicates (hung requests retried after the endpoint came back)");

@@ -216,94 +216,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn after_a_partial_failure_only_the_failed_records_are_sent_again() {
-        let service = Flaky::default();
+    /// Sends one batch of `texts` (one event and record each) through `service`; the batch's
+    /// final status.
+    async fn send_texts(
+        service: &impl RecordService,
+        texts: &[String],
+    ) -> crate::event::BatchStatus {
         let metrics = ComponentMetrics::new("out", "aws_kinesis_streams");
         let mut dead_letter = Fanout::new(metrics.clone());
-        let texts = ["a", "flaky-1", "b", "flaky-2", "c"];
-        let events: Vec<Event> = texts
-            .iter()
-            .map(|t| Event::from_message((*t).into()))
-            .collect();
-        let records = texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                (
-                    i,
-                    Record {
-                        data: Bytes::from(t.to_string()),
-                        partition_key: "k".into(),
-                    },
-                )
-            })
-            .collect();
-        let request = RequestConfig {
-            retry_initial_backoff_ms: 1,
-            ..RequestConfig::default()
-        };
-        let limits = Limits {
-            max_records: 500,
-            max_request_bytes: 1 << 20,
-            max_record_bytes: 1 << 10,
-        };
-        let (notifier, status) = crate::event::BatchNotifier::new();
-        send_batch(
-            &service,
-            limits,
-            &request,
-            &metrics,
-            &mut dead_letter,
-            events,
-            records,
-            Vec::new(),
-            Finalizers::new(notifier),
-        )
-        .await;
-        let calls = service.calls.lock().unwrap().clone();
-        assert_eq!(calls.len(), 2);
-        assert_eq!(
-            calls[1],
-            ["flaky-1", "flaky-2"],
-            "only the failed records, in order"
-        );
-        let mut taken = service.taken.lock().unwrap().clone();
-        taken.sort();
-        assert_eq!(
-            taken,
-            ["a", "b", "c", "flaky-1", "flaky-2"],
-            "each record taken once"
-        );
-        assert_eq!(status.await.unwrap(), crate::event::BatchStatus::Delivered);
-    }
-
-    /// Answers for the first half of the records only (a truncated response).
-    #[derive(Default)]
-    struct HalfAnswers {
-        taken: std::sync::Mutex<Vec<String>>,
-    }
-
-    impl RecordService for HalfAnswers {
-        async fn put(&self, records: Vec<Record>) -> Attempt<Vec<Option<String>>> {
-            let answered = records.len().div_ceil(2);
-            let mut taken = self.taken.lock().unwrap();
-            taken.extend(
-                records[..answered]
-                    .iter()
-                    .map(|r| String::from_utf8(r.data.to_vec()).unwrap()),
-            );
-            Attempt::Done(vec![None; answered])
-        }
-    }
-
-    /// Fails without the check: the unanswered half counted as delivered.
-    #[tokio::test]
-    async fn records_an_answer_leaves_out_are_sent_again_not_counted_delivered() {
-        let service = HalfAnswers::default();
-        let metrics = ComponentMetrics::new("out", "aws_kinesis_firehose");
-        let mut dead_letter = Fanout::new(metrics.clone());
-        let texts: Vec<String> = (0..9).map(|i| format!("r{i}")).collect();
         let events: Vec<Event> = texts
             .iter()
             .map(|t| Event::from_message(t.clone().into()))
@@ -333,7 +253,7 @@ mod tests {
         };
         let (notifier, status) = crate::event::BatchNotifier::new();
         send_batch(
-            &service,
+            service,
             limits,
             &request,
             &metrics,
@@ -344,10 +264,63 @@ mod tests {
             Finalizers::new(notifier),
         )
         .await;
+        status.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn after_a_partial_failure_only_the_failed_records_are_sent_again() {
+        let service = Flaky::default();
+        let texts: Vec<String> = ["a", "flaky-1", "b", "flaky-2", "c"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let status = send_texts(&service, &texts).await;
+        let calls = service.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls[1],
+            ["flaky-1", "flaky-2"],
+            "only the failed records, in order"
+        );
+        let mut taken = service.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(
+            taken,
+            ["a", "b", "c", "flaky-1", "flaky-2"],
+            "each record taken once"
+        );
+        assert_eq!(status, crate::event::BatchStatus::Delivered);
+    }
+
+    /// Answers for the first half of the records only (a truncated response).
+    #[derive(Default)]
+    struct HalfAnswers {
+        taken: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl RecordService for HalfAnswers {
+        async fn put(&self, records: Vec<Record>) -> Attempt<Vec<Option<String>>> {
+            let answered = records.len().div_ceil(2);
+            let mut taken = self.taken.lock().unwrap();
+            taken.extend(
+                records[..answered]
+                    .iter()
+                    .map(|r| String::from_utf8(r.data.to_vec()).unwrap()),
+            );
+            Attempt::Done(vec![None; answered])
+        }
+    }
+
+    /// Fails without the check: the unanswered half counted as delivered.
+    #[tokio::test]
+    async fn records_an_answer_leaves_out_are_sent_again_not_counted_delivered() {
+        let service = HalfAnswers::default();
+        let texts: Vec<String> = (0..9).map(|i| format!("r{i}")).collect();
+        let status = send_texts(&service, &texts).await;
         let mut taken = service.taken.lock().unwrap().clone();
         taken.sort();
         assert_eq!(taken, texts, "every record taken once");
-        assert_eq!(status.await.unwrap(), crate::event::BatchStatus::Delivered);
+        assert_eq!(status, crate::event::BatchStatus::Delivered);
     }
 
     #[test]
