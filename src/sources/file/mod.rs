@@ -202,9 +202,10 @@ impl Watched {
         self.read_pos - self.buf.len() as u64
     }
 
-    /// Closed with bytes past the read position (as of the last scan).
+    /// Closed, and grown (or truncated: shorter than the read position) since it was read,
+    /// as of the last scan.
     fn waiting(&self) -> bool {
-        self.file.is_none() && self.len_seen > self.read_pos
+        self.file.is_none() && self.len_seen != self.read_pos
     }
 
     /// Releases the descriptor; the position (and any partial line) stays.
