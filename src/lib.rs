@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod observe;
 pub mod sinks;
 pub mod sources;
+pub mod state_file;
 pub mod template;
 pub mod tls;
 pub mod top;

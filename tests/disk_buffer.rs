@@ -481,7 +481,7 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
         let mut checkpoint_damaged = false;
         let mut what = Vec::new();
         for _ in 0..1 + rng.below(3) {
-            match rng.below(5) {
+            match rng.below(6) {
                 0 | 1 => {
                     let index = rng.below(segments.len() as u64) as usize;
                     let mut bytes = std::fs::read(&segments[index]).unwrap();
@@ -516,6 +516,16 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
                     std::fs::write(&path, bytes).unwrap();
                     checkpoint_damaged = true;
                     what.push(format!("damage checkpoints.json at {at}"));
+                }
+                4 => {
+                    // A well-formed position whose segment number was flipped: trusted, it
+                    // would skip (and delete) undelivered segments; its checksum catches it.
+                    let position = serde_json::json!({"segment": 0, "offset": 0});
+                    let text = String::from_utf8(sluice::state_file::encode(&position).unwrap())
+                        .unwrap()
+                        .replace("\"segment\": 0", "\"segment\": 9");
+                    std::fs::write(data.join("buffers/out/reader.json"), text).unwrap();
+                    what.push("position file with a flipped segment number".into());
                 }
                 _ => {
                     let garbage: Vec<u8> =

@@ -14,13 +14,14 @@
 //!   of the shard id (stable across restarts; a resize of `instance_count` reassigns).
 
 use super::acks::OrderedAcks;
-use super::{state_file, SourceContext};
+use super::SourceContext;
 use crate::aws::{classify, AwsAuth, AwsConnection};
 use crate::codec::decoding::{decode_frame, DecodingConfig, OnDecodeError};
 use crate::codec::Decoder;
 use crate::event::{BatchStatus, EventBatch, Value};
 use crate::observe::ComponentMetrics;
 use crate::sinks::retry::{Attempt, RequestConfig};
+use crate::state_file;
 use crate::topology::{BuildError, ComponentError, RunFuture};
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use bytes::Bytes;

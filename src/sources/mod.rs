@@ -6,7 +6,6 @@ pub mod demo;
 pub mod file;
 pub mod http_server;
 pub mod kafka;
-pub mod state_file;
 pub mod stdin;
 
 use crate::config::{parse_fields, unknown_type, FieldError};

@@ -106,34 +106,25 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// Writes the position by temp file and rename. `durable` adds the fsyncs needed before
-/// segments are deleted; routine writes skip them (the page cache survives a killed process,
-/// and an OS crash only replays more).
+/// Writes the position by temp file and rename, with a checksum (a flipped digit must not
+/// move the position: that would skip or delete undelivered segments). `durable` adds the
+/// fsyncs needed before relying on it; routine writes skip them (the page cache survives a
+/// killed process, and an OS crash only replays more).
 fn write_position(dir: &Path, position: Position, durable: bool) -> std::io::Result<()> {
-    let tmp = dir.join("reader.json.tmp");
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(&position).map_err(std::io::Error::other)?)?;
-        if durable {
-            file.sync_all()?;
-        }
-    }
-    std::fs::rename(&tmp, dir.join("reader.json"))?;
-    if durable {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::state_file::store(&dir.join("reader.json"), &position, durable)
 }
 
-fn read_position(dir: &Path) -> Option<Position> {
-    let bytes = std::fs::read(dir.join("reader.json")).ok()?;
-    match serde_json::from_slice(&bytes) {
-        Ok(position) => Some(position),
-        Err(error) => {
-            tracing::error!(dir = %dir.display(), %error, "disk buffer position file is corrupt; replaying every segment");
-            None
-        }
+/// The recorded position; `None` (replay every segment) when there is none or it is damaged.
+fn read_position(dir: &Path, metrics: &ComponentMetrics) -> Option<Position> {
+    let path = dir.join("reader.json");
+    if !path.exists() {
+        return None;
     }
+    let position: Option<Position> = crate::state_file::load(&path, metrics);
+    if position.is_none() {
+        tracing::error!(component_id = metrics.id(), dir = %dir.display(), "disk buffer position file unusable; replaying every segment");
+    }
+    position
 }
 
 /// Opens (or creates) the buffer in `dir` and runs its writer and reader until upstream is
@@ -150,7 +141,7 @@ pub async fn run(
         .map_err(|e| format!("cannot create disk buffer {}: {e}", dir.display()))?;
     let _ = std::fs::remove_file(dir.join("reader.json.tmp"));
     let segments = list_segments(&dir)?;
-    let mut start = read_position(&dir).unwrap_or(Position {
+    let mut start = read_position(&dir, &metrics).unwrap_or(Position {
         segment: segments.first().copied().unwrap_or(0),
         offset: 0,
     });

@@ -4,7 +4,7 @@
 //! [`state_file`]: replaced atomically, never torn.
 
 use crate::observe::ComponentMetrics;
-use crate::sources::state_file;
+use crate::state_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
