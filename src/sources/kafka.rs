@@ -472,7 +472,7 @@ async fn consume(
                 _ = cx.shutdown.stop.cancelled() => break,
                 acked = acks.next(), if acks.pending() > 0 => {
                     if let Some((positions, status)) = acked {
-                        store(&consumer, &ownership, positions, status, &cx);
+                        store(&consumer, &ownership, positions, status, Some(&cx));
                     }
                     continue;
                 }
@@ -536,7 +536,7 @@ async fn consume(
             break;
         }
         for (positions, status) in acks.ready() {
-            store(&consumer, &ownership, positions, status, &cx);
+            store(&consumer, &ownership, positions, status, Some(&cx));
         }
     }
     drop(held);
@@ -545,7 +545,7 @@ async fn consume(
     loop {
         tokio::select! {
             next = acks.next() => match next {
-                Some((positions, status)) => store_quietly(&consumer, &ownership, positions, status),
+                Some((positions, status)) => store(&consumer, &ownership, positions, status, None),
                 None => break,
             },
             _ = cx.shutdown.force.cancelled() => break,
@@ -610,54 +610,65 @@ where
     result
 }
 
+/// What an acknowledgement may do with its partition's offset.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Store it: acknowledged, under the current assignment, partition not frozen.
+    Store,
+    /// Read under an earlier assignment (revoked since, perhaps reassigned): fenced.
+    Fenced,
+    /// The first rejection of this assignment: the partition freezes now.
+    Freeze,
+    /// Frozen by an earlier rejection: nothing more is stored until reassigned.
+    Frozen,
+}
+
+impl Ownership {
+    /// Decides (and records a freeze) for one partition's position in an acknowledged batch.
+    fn judge(&mut self, partition: &Partition, epoch: u64, status: BatchStatus) -> Verdict {
+        if self.assigned.get(partition) != Some(&epoch) {
+            return Verdict::Fenced;
+        }
+        if status == BatchStatus::Rejected {
+            return if self.frozen.insert(partition.clone()) {
+                Verdict::Freeze
+            } else {
+                Verdict::Frozen
+            };
+        }
+        if self.frozen.contains(partition) {
+            return Verdict::Frozen;
+        }
+        Verdict::Store
+    }
+}
+
 /// Stores the acknowledged offsets of a batch: only for partitions still assigned under the
-/// same epoch, and none of a partition frozen by a rejection.
+/// same epoch, and none of a partition frozen by a rejection. `cx` is `None` during shutdown
+/// (rejections were reported already).
 fn store(
     consumer: &StreamConsumer<GroupContext>,
     ownership: &Mutex<Ownership>,
     positions: Positions,
     status: BatchStatus,
-    cx: &SourceContext,
+    cx: Option<&SourceContext>,
 ) {
     let mut ownership = ownership.lock().unwrap_or_else(|p| p.into_inner());
     for (topic, partition, offset, epoch) in positions {
         let key = (topic, partition);
-        if ownership.assigned.get(&key) != Some(&epoch) {
-            continue; // read under an earlier assignment: fenced
-        }
-        if status == BatchStatus::Rejected {
-            if ownership.frozen.insert(key.clone()) {
-                cx.metrics.error("delivery_rejected");
-                tracing::error!(component_id = %cx.id, topic = %key.0, partition = key.1, offset, "a sink rejected Kafka messages; this partition's offsets stay before them until it is reassigned or the agent restarts");
+        match ownership.judge(&key, epoch, status) {
+            // Stores offset + 1: the next message to read.
+            Verdict::Store => {
+                let _ = consumer.store_offset(&key.0, key.1, offset);
             }
-            continue;
+            Verdict::Freeze => {
+                if let Some(cx) = cx {
+                    cx.metrics.error("delivery_rejected");
+                    tracing::error!(component_id = %cx.id, topic = %key.0, partition = key.1, offset, "a sink rejected Kafka messages; this partition's offsets stay before them until it is reassigned or the agent restarts");
+                }
+            }
+            Verdict::Fenced | Verdict::Frozen => {}
         }
-        if ownership.frozen.contains(&key) {
-            continue;
-        }
-        // Stores offset + 1: the next message to read.
-        let _ = consumer.store_offset(&key.0, key.1, offset);
-    }
-}
-
-/// [`store`] during shutdown, without logging rejections again.
-fn store_quietly(
-    consumer: &StreamConsumer<GroupContext>,
-    ownership: &Mutex<Ownership>,
-    positions: Positions,
-    status: BatchStatus,
-) {
-    let mut ownership = ownership.lock().unwrap_or_else(|p| p.into_inner());
-    for (topic, partition, offset, epoch) in positions {
-        let key = (topic, partition);
-        if ownership.assigned.get(&key) != Some(&epoch) || ownership.frozen.contains(&key) {
-            continue;
-        }
-        if status == BatchStatus::Rejected {
-            ownership.frozen.insert(key);
-            continue;
-        }
-        let _ = consumer.store_offset(&key.0, key.1, offset);
     }
 }
 
@@ -691,5 +702,58 @@ fn add_metadata(config: &KafkaSourceConfig, event: &mut Event, message: &impl Me
             }
         }
         event.insert(&config.headers_key, Value::Object(headers));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(n: i32) -> Partition {
+        ("logs".to_string(), n)
+    }
+
+    #[test]
+    fn an_acknowledgement_from_an_earlier_assignment_is_fenced() {
+        let mut ownership = Ownership::default();
+        ownership.assigned.insert(partition(0), 1);
+        assert_eq!(
+            ownership.judge(&partition(0), 1, BatchStatus::Delivered),
+            Verdict::Store
+        );
+        // Revoked, then assigned again: epoch 2. A late acknowledgement of epoch 1 stores nothing.
+        ownership.assigned.insert(partition(0), 2);
+        assert_eq!(
+            ownership.judge(&partition(0), 1, BatchStatus::Delivered),
+            Verdict::Fenced
+        );
+        ownership.assigned.remove(&partition(0));
+        assert_eq!(
+            ownership.judge(&partition(0), 2, BatchStatus::Delivered),
+            Verdict::Fenced
+        );
+    }
+
+    #[test]
+    fn a_rejection_freezes_only_its_partition_until_reassigned() {
+        let mut ownership = Ownership::default();
+        ownership.assigned.insert(partition(0), 1);
+        ownership.assigned.insert(partition(1), 2);
+        assert_eq!(
+            ownership.judge(&partition(0), 1, BatchStatus::Rejected),
+            Verdict::Freeze
+        );
+        assert_eq!(
+            ownership.judge(&partition(0), 1, BatchStatus::Delivered),
+            Verdict::Frozen
+        );
+        assert_eq!(
+            ownership.judge(&partition(0), 1, BatchStatus::Rejected),
+            Verdict::Frozen
+        );
+        assert_eq!(
+            ownership.judge(&partition(1), 2, BatchStatus::Delivered),
+            Verdict::Store
+        );
     }
 }
