@@ -636,7 +636,23 @@ fn chaos_members_killed_at_random_while_producing_lose_nothing() {
     producer.join().unwrap();
     let total = produced.load(std::sync::atomic::Ordering::SeqCst);
     let deadline = Instant::now() + 3 * WAIT;
+    let mut dumped = false;
     while (union().len() as u64) < total {
+        if !dumped && Instant::now() + 2 * WAIT > deadline {
+            // One long run of 25 rounds once stalled here: two partitions owned by no live
+            // member for minutes (nothing lost; the tail was never read). Should it happen
+            // again, the members' stacks say where they were (best effort: needs gdb).
+            dumped = true;
+            for (i, agent) in agents.iter().enumerate() {
+                let pid = agent.child.id().to_string();
+                let batch = ["-p", &pid, "-batch", "-ex", "thread apply all bt 40"];
+                if let Ok(out) = std::process::Command::new("gdb").args(batch).output() {
+                    let path = dir.path().join(format!("stack-{i}.txt"));
+                    let _ = std::fs::write(&path, &out.stdout);
+                    eprintln!("member {i} stack: {}", String::from_utf8_lossy(&out.stdout));
+                }
+            }
+        }
         let logs: String = agents
             .iter()
             .map(|a| a.stderr())
