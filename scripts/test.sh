@@ -6,7 +6,8 @@
 # and the AWS tests against moto's emulator, which scripts/moto.sh installs (SLUICE_SKIP_MOTO=1),
 # and kinesalite for Kinesis shard splits, which scripts/kinesalite.sh installs
 # (SLUICE_SKIP_KINESALITE=1). The packaging test builds a .deb with cargo-deb, which
-# scripts/cargo-deb.sh installs once (SLUICE_SKIP_DEB=1).
+# scripts/cargo-deb.sh installs once (SLUICE_SKIP_DEB=1). The full-disk tests mount a tmpfs
+# (root only; elsewhere they skip with a message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
