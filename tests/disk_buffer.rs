@@ -83,6 +83,19 @@ sinks:
         Agent::start(self.dir.path(), &self.config)
     }
 
+    /// Appends `range` while the endpoint is down and stops the agent once all of it sits in
+    /// the disk buffer (the source's checkpoint at the end of the input).
+    async fn buffer_while_down(&self, receiver: &Receiver, range: std::ops::Range<usize>) {
+        receiver.set_mode(Mode::Unavailable);
+        self.append(range);
+        let mut agent = self.start();
+        wait_until_async(WAIT, "everything buffered on disk", || {
+            self.checkpoint() == self.input_len()
+        })
+        .await;
+        tokio::task::block_in_place(|| agent.terminate(WAIT));
+    }
+
     fn segments(&self) -> Vec<PathBuf> {
         let dir = self.dir.path().join("data/buffers/out");
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -250,14 +263,7 @@ async fn corrupted_segments_are_skipped_counted_and_the_rest_delivered() {
         "      type: disk\n      segment_bytes: 4096\n",
         "    max_batch_events: 10\n",
     );
-    receiver.set_mode(Mode::Unavailable);
-    pipeline.append(0..2000);
-    let mut agent = pipeline.start();
-    wait_until_async(WAIT, "everything buffered on disk", || {
-        pipeline.checkpoint() == pipeline.input_len()
-    })
-    .await;
-    tokio::task::block_in_place(|| agent.terminate(WAIT));
+    pipeline.buffer_while_down(&receiver, 0..2000).await;
 
     let segments = pipeline.segments();
     assert!(segments.len() > 5, "{segments:?}");
@@ -454,14 +460,7 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
         "      type: disk\n      segment_bytes: 8192\n",
         "    max_batch_events: 10\n",
     );
-    receiver.set_mode(Mode::Unavailable);
-    pipeline.append(0..2000);
-    let mut agent = pipeline.start();
-    wait_until_async(WAIT, "everything buffered on disk", || {
-        pipeline.checkpoint() == pipeline.input_len()
-    })
-    .await;
-    tokio::task::block_in_place(|| agent.terminate(WAIT));
+    pipeline.buffer_while_down(&receiver, 0..2000).await;
     let data = pipeline.dir.path().join("data");
     let pristine = pipeline.dir.path().join("pristine");
     copy_dir(&data, &pristine);
