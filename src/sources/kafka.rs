@@ -4,7 +4,7 @@
 //! Offsets go through librdkafka's offset store: auto-commit is on, but an offset is stored
 //! only when its message (and every earlier one of its partition) is acknowledged, so
 //! periodic, rebalance-time and close-time commits never pass an undelivered event. On revoke
-//! the stored offsets are committed synchronously before the partitions go.
+//! librdkafka commits the stored offsets of the revoked partitions before they go.
 //!
 //! What keeps those offsets right:
 //! - **Fencing.** Each assignment of a partition gets a new epoch, carried by the batches read
@@ -258,7 +258,7 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             {
                 let mut ownership = self.ownership();
@@ -272,15 +272,12 @@ impl ConsumerContext for GroupContext {
                     metrics::gauge!("kafka_consumer_lag", &labels).set(0.0);
                 }
             }
-            // Commit what was acknowledged before the partitions move to another member.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {
-                    tracing::info!(component_id = %self.id, partitions = partitions.count(), revoked = %names(partitions), "partitions revoked; acknowledged offsets committed")
-                }
-                Err(error) => {
-                    tracing::info!(component_id = %self.id, partitions = partitions.count(), revoked = %names(partitions), %error, "partitions revoked; nothing to commit")
-                }
-            }
+            // No commit here: with auto-commit on, librdkafka commits the stored offsets of
+            // removed partitions itself when it unassigns them, and waits for that commit
+            // before it takes a new assignment. A synchronous commit in this callback waits
+            // without a bound, and a coordinator that holds it while the group rebalances
+            // would hold this member too.
+            tracing::info!(component_id = %self.id, partitions = partitions.count(), revoked = %names(partitions), "partitions revoked; their acknowledged offsets are committed as they go");
         }
     }
 
