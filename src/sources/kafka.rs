@@ -224,8 +224,9 @@ fn lag_labels(id: &str, topic: &str, partition: i32) -> [(&'static str, String);
 
 impl ClientContext for GroupContext {
     /// Lag and committed offset of the partitions this member owns, as gauges. Read from the
-    /// raw statistics JSON: only these two fields are needed, and a full parse into
-    /// rdkafka's `Statistics` fails on fields some brokers leave out.
+    /// raw statistics JSON: only these two fields are needed, so nothing depends on the rest
+    /// of librdkafka's statistics schema. librdkafka reports lag as unknown (-1) until the
+    /// group has committed an offset; no gauge is set then.
     fn stats_raw(&self, statistics: &[u8]) {
         let Ok(statistics) = serde_json::from_slice::<serde_json::Value>(statistics) else {
             return;
