@@ -418,17 +418,26 @@ impl GapWatch {
         ownership: &Mutex<Ownership>,
         cx: &SourceContext,
     ) {
-        let expected = match self.next.get(partition) {
-            Some((seen_epoch, next)) if *seen_epoch == epoch => Some(*next),
-            // First message of this assignment: it should be the committed offset.
-            _ => ownership
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .resume_at
-                .remove(partition),
+        // Updated in place: no key allocation per message once a partition is known.
+        let expected = match self.next.get_mut(partition) {
+            Some((seen_epoch, next)) if *seen_epoch == epoch => std::mem::replace(next, offset + 1),
+            seen => {
+                // First message of this assignment: it should be the committed offset.
+                let resume = ownership
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .resume_at
+                    .remove(partition);
+                match seen {
+                    Some(entry) => *entry = (epoch, offset + 1),
+                    None => {
+                        self.next.insert(partition.clone(), (epoch, offset + 1));
+                    }
+                }
+                let Some(resume) = resume else { return };
+                resume
+            }
         };
-        self.next.insert(partition.clone(), (epoch, offset + 1));
-        let Some(expected) = expected else { return };
         if offset <= expected {
             return;
         }
