@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod config_tests;
 pub mod event;
+pub mod exactly_once;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http_serve;

@@ -10,6 +10,7 @@
 //! shutdown the topology stops the sources from reading acknowledgements *before* it aborts
 //! any sink, so a batch dropped by an aborted sink never advances a checkpoint.
 
+pub use crate::exactly_once::SourcePosition;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -28,15 +29,26 @@ pub enum BatchStatus {
 pub struct BatchNotifier {
     status: AtomicU8,
     sender: Mutex<Option<oneshot::Sender<BatchStatus>>>,
+    /// Where the batch was read, for sinks that commit source positions with their data
+    /// (see [`crate::exactly_once`]). Every copy and split of the batch carries it.
+    position: Option<SourcePosition>,
 }
 
 impl BatchNotifier {
     /// A notifier and the receiver the source awaits.
     pub fn new() -> (Arc<BatchNotifier>, oneshot::Receiver<BatchStatus>) {
+        Self::with_position(None)
+    }
+
+    /// [`BatchNotifier::new`] for a batch read at a known source position.
+    pub fn with_position(
+        position: Option<SourcePosition>,
+    ) -> (Arc<BatchNotifier>, oneshot::Receiver<BatchStatus>) {
         let (tx, rx) = oneshot::channel();
         let notifier = BatchNotifier {
             status: AtomicU8::new(BatchStatus::Delivered as u8),
             sender: Mutex::new(Some(tx)),
+            position,
         };
         (Arc::new(notifier), rx)
     }
@@ -90,6 +102,11 @@ impl Finalizers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The source positions of the batches these handles belong to (those that have one).
+    pub fn positions(&self) -> impl Iterator<Item = &SourcePosition> {
+        self.0.iter().filter_map(|n| n.position.as_ref())
     }
 }
 

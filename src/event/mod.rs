@@ -7,7 +7,7 @@
 pub mod finalizer;
 
 use bytes::Bytes;
-pub use finalizer::{BatchNotifier, BatchStatus, Finalizers};
+pub use finalizer::{BatchNotifier, BatchStatus, Finalizers, SourcePosition};
 pub use vrl::value::{KeyString, ObjectMap, Value};
 
 /// The field a source puts raw line bytes into, and the `text` codec writes out.

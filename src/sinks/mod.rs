@@ -9,6 +9,7 @@ pub mod console;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod postgres;
 pub mod retry;
 
 use crate::buffer::disk::DiskSettings;
@@ -190,6 +191,7 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     Http(http::HttpSinkConfig),
     Kafka(Box<kafka::KafkaSinkConfig>),
+    Postgres(Box<postgres::PostgresSinkConfig>),
 }
 
 const TYPES: &[&str] = &[
@@ -201,6 +203,7 @@ const TYPES: &[&str] = &[
     "file",
     "http",
     "kafka",
+    "postgres",
 ];
 
 impl SinkConfig {
@@ -214,6 +217,7 @@ impl SinkConfig {
             "file" => Self::File(parse_fields(value)?),
             "http" => Self::Http(parse_fields(value)?),
             "kafka" => Self::Kafka(parse_fields(value)?),
+            "postgres" => Self::Postgres(parse_fields(value)?),
             other => return Err(unknown_type(other, TYPES)),
         })
     }
@@ -228,6 +232,7 @@ impl SinkConfig {
             Self::File(_) => "file",
             Self::Http(_) => "http",
             Self::Kafka(_) => "kafka",
+            Self::Postgres(_) => "postgres",
         }
     }
 
@@ -240,6 +245,7 @@ impl SinkConfig {
             Self::File(c) => &c.inputs,
             Self::Http(c) => &c.inputs,
             Self::Kafka(c) => &c.inputs,
+            Self::Postgres(c) => &c.inputs,
         }
     }
 
@@ -252,6 +258,26 @@ impl SinkConfig {
             Self::File(c) => &c.buffer,
             Self::Http(c) => &c.buffer,
             Self::Kafka(c) => &c.buffer,
+            Self::Postgres(c) => &c.buffer,
+        }
+    }
+
+    /// Whether the sink commits its sources' positions with its data (exactly-once).
+    pub fn exactly_once(&self) -> bool {
+        match self {
+            Self::Postgres(c) => c.exactly_once,
+            _ => false,
+        }
+    }
+
+    /// Where the sink records source positions, for the source that feeds it.
+    pub fn position_store(
+        &self,
+        sink_id: &str,
+    ) -> Option<std::sync::Arc<dyn crate::exactly_once::PositionStore>> {
+        match self {
+            Self::Postgres(c) => c.position_store(sink_id),
+            _ => None,
         }
     }
 
@@ -265,6 +291,7 @@ impl SinkConfig {
             Self::File(c) => c.build(cx),
             Self::Http(c) => c.build(cx),
             Self::Kafka(c) => c.build(cx),
+            Self::Postgres(c) => c.build(cx),
         }
     }
 
@@ -275,6 +302,7 @@ impl SinkConfig {
             Self::Http(c) => Some(c.healthcheck().await),
             Self::File(c) => Some(c.healthcheck()),
             Self::AwsS3(c) => Some(c.healthcheck().await),
+            Self::Postgres(c) => Some(c.healthcheck().await),
             Self::AwsKinesisStreams(c) => Some(c.healthcheck(aws_kinesis::Service::Streams).await),
             Self::AwsKinesisFirehose(c) => {
                 Some(c.healthcheck(aws_kinesis::Service::Firehose).await)

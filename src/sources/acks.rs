@@ -6,7 +6,7 @@
 //! never passes an unacknowledged event. With acknowledgements off, a position comes back as
 //! soon as it is attached.
 
-use crate::event::{BatchNotifier, BatchStatus, EventBatch, Finalizers};
+use crate::event::{BatchNotifier, BatchStatus, EventBatch, Finalizers, SourcePosition};
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesOrdered, StreamExt};
 
@@ -26,11 +26,22 @@ impl<P: Send + 'static> OrderedAcks<P> {
     /// Gives `batch` a fresh acknowledgement handle whose resolution returns `position`.
     /// Send the batch downstream afterwards.
     pub fn attach(&mut self, batch: &mut EventBatch, position: P) {
+        self.attach_at(batch, position, None);
+    }
+
+    /// [`OrderedAcks::attach`], also telling the sinks where the batch was read (exactly-once
+    /// sinks commit it with the data).
+    pub fn attach_at(
+        &mut self,
+        batch: &mut EventBatch,
+        position: P,
+        source_position: Option<SourcePosition>,
+    ) {
         if !self.enabled {
             self.resolved(position);
             return;
         }
-        let (notifier, rx) = BatchNotifier::new();
+        let (notifier, rx) = BatchNotifier::with_position(source_position);
         batch.finalizers = Finalizers::new(notifier);
         self.pending.push_back(
             async move {

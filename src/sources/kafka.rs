@@ -30,7 +30,8 @@ use super::acks::OrderedAcks;
 use super::SourceContext;
 use crate::codec::decoding::{decode_frame, OnDecodeError};
 use crate::codec::{Decoder, DecodingConfig};
-use crate::event::{BatchStatus, Event, EventBatch, ObjectMap, Value};
+use crate::event::{BatchStatus, Event, EventBatch, ObjectMap, SourcePosition, Value};
+use crate::exactly_once::{claim_blocking, PositionStore};
 use crate::kafka::{KafkaConnection, KafkaSasl, KafkaTls};
 use crate::topology::{BuildError, ComponentError, RunFuture};
 use bytes::Bytes;
@@ -46,6 +47,7 @@ use serde::Deserialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Where a new consumer group starts in a partition without a committed offset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -206,11 +208,73 @@ struct Ownership {
 struct GroupContext {
     id: String,
     ownership: Arc<Mutex<Ownership>>,
+    /// Exactly-once: the sink's position store, where assigned partitions are claimed.
+    exactly_once: Option<Claims>,
+}
+
+/// What claiming partitions in an exactly-once sink's position store needs.
+struct Claims {
+    store: Arc<dyn PositionStore>,
+    /// Unique to this process: with the assignment epoch it makes each claim's token.
+    process: String,
+    /// Claims retry until the store answers; shutdown ends the wait.
+    stop: CancellationToken,
+}
+
+/// The token of one assignment's claim.
+fn claim_token(process: &str, epoch: u64) -> Arc<str> {
+    Arc::from(format!("{process}/{epoch}"))
 }
 
 impl GroupContext {
     fn ownership(&self) -> std::sync::MutexGuard<'_, Ownership> {
         self.ownership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records newly assigned partitions under a new epoch, before librdkafka assigns them.
+    /// Exactly-once: first claims them in the sink's position store and sets each one's start
+    /// to the offset the sink committed (in `partitions` itself, which librdkafka then
+    /// assigns); a partition it cannot claim (shutdown came first) is not owned, and nothing
+    /// read from it goes anywhere.
+    fn take_over(&self, partitions: &TopicPartitionList) {
+        let epoch = {
+            let mut ownership = self.ownership();
+            ownership.last_epoch += 1;
+            ownership.last_epoch
+        };
+        let mut starts: HashMap<Partition, i64> = HashMap::new();
+        if let Some(claims) = &self.exactly_once {
+            let wanted: Vec<Partition> = partitions
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let token = claim_token(&claims.process, epoch);
+            match claim_blocking(&*claims.store, &wanted, &token, &claims.stop, &self.id) {
+                Some(claimed) => starts = claimed,
+                None => {
+                    tracing::warn!(component_id = %self.id, "shutting down before the sink's position store answered; the assigned partitions are not read");
+                    return;
+                }
+            }
+            for mut element in partitions.elements() {
+                let partition = (element.topic().to_string(), element.partition());
+                if let Some(next) = starts.get(&partition) {
+                    let _ = element.set_offset(Offset::Offset(*next));
+                }
+            }
+            tracing::info!(component_id = %self.id, claim = %token, starts = ?starts, "partitions claimed in the sink's position store; reading resumes where its commits ended");
+        }
+        let mut ownership = self.ownership();
+        for element in partitions.elements() {
+            let partition = (element.topic().to_string(), element.partition());
+            ownership.assigned.insert(partition.clone(), epoch);
+            ownership.frozen.remove(&partition);
+            ownership.resume_at.remove(&partition);
+            if let Some(next) = starts.get(&partition) {
+                ownership.resume_at.insert(partition, *next);
+            }
+        }
     }
 }
 
@@ -260,6 +324,9 @@ impl ClientContext for GroupContext {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.take_over(partitions);
+        }
         if let Rebalance::Revoke(partitions) = rebalance {
             {
                 let mut ownership = self.ownership();
@@ -284,24 +351,17 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
-            // Where each partition resumes, to see whether the broker skips ahead.
+            // Where each partition resumes (unless a claim said), to see whether the broker
+            // skips ahead.
             let committed = consumer
                 .committed_offsets((*partitions).clone(), Duration::from_secs(5))
                 .ok();
             let paused = {
                 let mut ownership = self.ownership();
-                for element in partitions.elements() {
-                    let partition = (element.topic().to_string(), element.partition());
-                    ownership.last_epoch += 1;
-                    let epoch = ownership.last_epoch;
-                    ownership.assigned.insert(partition.clone(), epoch);
-                    ownership.frozen.remove(&partition);
-                    ownership.resume_at.remove(&partition);
-                }
                 for element in committed.iter().flat_map(|c| c.elements()) {
                     if let Offset::Offset(offset) = element.offset() {
                         let partition = (element.topic().to_string(), element.partition());
-                        ownership.resume_at.insert(partition, offset);
+                        ownership.resume_at.entry(partition).or_insert(offset);
                     }
                 }
                 ownership.paused
@@ -383,6 +443,11 @@ impl KafkaSourceConfig {
         let context = GroupContext {
             id: cx.id.clone(),
             ownership: ownership.clone(),
+            exactly_once: cx.position_store.clone().map(|store| Claims {
+                store,
+                process: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+                stop: cx.shutdown.stop.clone(),
+            }),
         };
         let consumer: StreamConsumer<GroupContext> =
             client.create_with_context(context).map_err(|e| {
@@ -398,6 +463,15 @@ impl KafkaSourceConfig {
 
 /// The last offset of each partition in a batch, with the epoch it was read under.
 type Positions = Vec<(String, i32, i64, u64)>;
+
+/// Messages of one chunk on their way to becoming a batch.
+#[derive(Default)]
+struct Part {
+    events: Vec<Event>,
+    bytes: usize,
+    /// Per partition: first and last offset, and the epoch they were read under.
+    offsets: HashMap<Partition, (i64, i64, u64)>,
+}
 
 type Chunk<'a> = Vec<rdkafka::error::KafkaResult<BorrowedMessage<'a>>>;
 
@@ -472,6 +546,12 @@ async fn consume(
     let mut stream = consumer.stream().ready_chunks(BATCH);
     let mut held: VecDeque<Chunk<'_>> = VecDeque::new();
     let mut gaps = GapWatch::default();
+    // Exactly-once: this process's part of the claim tokens.
+    let claims_process: Option<String> = consumer
+        .context()
+        .exactly_once
+        .as_ref()
+        .map(|c| c.process.clone());
     loop {
         let messages = match held.pop_front() {
             Some(chunk) => chunk,
@@ -494,9 +574,10 @@ async fn consume(
             .unwrap_or_else(|p| p.into_inner())
             .assigned
             .clone();
-        let mut events = Vec::with_capacity(messages.len());
-        let mut bytes = 0;
-        let mut last: HashMap<Partition, (i64, u64)> = HashMap::new();
+        // One batch per chunk; with exactly-once one per partition, so that the sink can
+        // judge each batch by its partition's claim.
+        let mut parts: Vec<Part> = Vec::new();
+        let count = messages.len();
         for message in messages {
             let message = match message {
                 Ok(message) => message,
@@ -510,36 +591,75 @@ async fn consume(
             let Some(epoch) = owned.get(&partition).copied() else {
                 continue; // revoked while waiting here: its new owner reads it
             };
-            gaps.check(&partition, epoch, message.offset(), &ownership, &cx);
-            last.insert(partition, (message.offset(), epoch));
+            let offset = message.offset();
+            gaps.check(&partition, epoch, offset, &ownership, &cx);
+            let slot = match claims_process {
+                Some(_) => parts
+                    .iter()
+                    .position(|p| p.offsets.contains_key(&partition)),
+                None => (!parts.is_empty()).then_some(0),
+            };
+            let part = match slot {
+                Some(slot) => &mut parts[slot],
+                None => {
+                    parts.push(Part {
+                        events: Vec::with_capacity(if claims_process.is_some() {
+                            0
+                        } else {
+                            count
+                        }),
+                        ..Part::default()
+                    });
+                    parts.last_mut().expect("just pushed")
+                }
+            };
+            part.offsets
+                .entry(partition)
+                .and_modify(|(_, last, _)| *last = offset)
+                .or_insert((offset, offset, epoch));
             let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
-            bytes += payload.len();
-            let first = events.len();
-            decode_frame(&decoder, on_error, payload, &mut events, &cx.metrics);
-            for event in &mut events[first..] {
+            part.bytes += payload.len();
+            let first = part.events.len();
+            decode_frame(&decoder, on_error, payload, &mut part.events, &cx.metrics);
+            for event in &mut part.events[first..] {
                 add_metadata(&config, event, &message);
             }
         }
-        if last.is_empty() {
-            continue;
+        let mut closed = false;
+        for part in parts {
+            cx.metrics.received(part.events.len(), part.bytes);
+            let source_position = claims_process.as_deref().and_then(|process| {
+                let ((topic, partition), (first, last, epoch)) = part.offsets.iter().next()?;
+                Some(SourcePosition {
+                    topic: Arc::from(topic.as_str()),
+                    partition: *partition,
+                    first_offset: *first,
+                    next_offset: last + 1,
+                    claim: claim_token(process, *epoch),
+                })
+            });
+            let positions: Positions = part
+                .offsets
+                .into_iter()
+                .map(|((t, p), (_, o, e))| (t, p, o, e))
+                .collect();
+            let mut batch = EventBatch::new(part.events, part.bytes);
+            acks.attach_at(&mut batch, positions, source_position);
+            let sent = send_serving(
+                &mut cx,
+                batch,
+                &consumer,
+                &ownership,
+                &mut stream,
+                &mut held,
+            )
+            .await;
+            if sent.is_err() {
+                closed = true;
+                break;
+            }
         }
-        cx.metrics.received(events.len(), bytes);
-        let positions: Positions = last
-            .into_iter()
-            .map(|((t, p), (o, e))| (t, p, o, e))
-            .collect();
-        let mut batch = EventBatch::new(events, bytes);
-        acks.attach(&mut batch, positions);
-        let sent = send_serving(
-            &mut cx,
-            batch,
-            &consumer,
-            &ownership,
-            &mut stream,
-            &mut held,
-        )
-        .await;
-        if sent.is_err() {
+        if closed {
             break;
         }
         for (positions, status) in acks.ready() {

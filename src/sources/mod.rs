@@ -24,6 +24,9 @@ pub struct SourceContext {
     /// Wait for delivery before advancing checkpoints / answering clients.
     pub acknowledgements: bool,
     pub metrics: ComponentMetrics,
+    /// The position store of the exactly-once sink this source feeds, if one does: the
+    /// source claims its partitions there and starts from the positions it returns.
+    pub position_store: Option<std::sync::Arc<dyn crate::exactly_once::PositionStore>>,
 }
 
 /// Every source type, selected by `type:`.

@@ -5,7 +5,7 @@ use super::channel::{self, BufferReceiver, BufferSender, ChannelLimits, WhenFull
 use super::fanout::{ConsumerList, Fanout, Target};
 use super::{run_transform, RunFuture, Shutdown};
 use crate::config::graph::DEAD_LETTER;
-use crate::config::{Config, ConfigError, Diagnostic, Graph, OutputId};
+use crate::config::{Config, ConfigError, Graph, OutputId};
 use crate::observe::ComponentMetrics;
 use crate::sinks::SinkContext;
 use crate::sources::SourceContext;
@@ -74,7 +74,7 @@ pub(super) fn build(
     wiring: &mut Wiring,
     root: &Shutdown,
 ) -> Result<Vec<Component>, ConfigError> {
-    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let (exactly_once, mut diagnostics) = crate::exactly_once::check_paths(config, graph);
     let mut built = Vec::new();
     let child = || Shutdown {
         stop: root.stop.child_token(),
@@ -117,6 +117,10 @@ pub(super) fn build(
             data_dir: config.component_data_dir(id),
             acknowledgements: config.global.acknowledgements,
             metrics,
+            position_store: exactly_once
+                .get(id)
+                .and_then(|sink| config.sinks.get(sink))
+                .and_then(|sink| sink.config.position_store(&exactly_once[id])),
         };
         match entry.config.build(cx) {
             Ok(run) => built.push(Component {
