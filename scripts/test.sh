@@ -5,7 +5,9 @@
 # scripts/tansu.sh builds once into a cache (SLUICE_SKIP_TANSU=1 skips those tests locally),
 # and the AWS tests against moto's emulator, which scripts/moto.sh installs (SLUICE_SKIP_MOTO=1),
 # and kinesalite for Kinesis shard splits, which scripts/kinesalite.sh installs
-# (SLUICE_SKIP_KINESALITE=1). The packaging test builds a .deb with cargo-deb, which
+# (SLUICE_SKIP_KINESALITE=1). The postgres sink's tests start their own PostgreSQL server from
+# Debian's package, which scripts/postgres.sh installs when missing (SLUICE_SKIP_POSTGRES=1).
+# The packaging test builds a .deb with cargo-deb, which
 # scripts/cargo-deb.sh installs once (SLUICE_SKIP_DEB=1). The full-disk tests mount a tmpfs
 # (root only; elsewhere they skip with a message).
 set -euo pipefail
@@ -58,6 +60,11 @@ if [ "${SLUICE_SKIP_KINESALITE:-}" != 1 ]; then
   fi
   SLUICE_KINESALITE_MODULES="$(scripts/kinesalite.sh)"
   export SLUICE_KINESALITE_MODULES
+fi
+# The postgres sink's tests start their own PostgreSQL server (Debian's package, installed once).
+if [ "${SLUICE_SKIP_POSTGRES:-}" != 1 ]; then
+  SLUICE_PG_BIN="$(scripts/postgres.sh)"
+  export SLUICE_PG_BIN
 fi
 if [ "${SLUICE_SKIP_TANSU:-}" != 1 ]; then
   SLUICE_TANSU="$(scripts/tansu.sh)"

@@ -150,8 +150,10 @@ fn convert(value: &Value, ty: &Type) -> Result<Cell, String> {
 
 /// The text form: strings as they are, objects and arrays as JSON.
 fn text(value: &Value) -> String {
+    if let Some(text) = value.to_str_lossy() {
+        return text.into_owned();
+    }
     match value {
-        Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         Value::Timestamp(ts) => ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         Value::Object(_) | Value::Array(_) => serde_json::to_string(value).unwrap_or_default(),
         other => other.to_string(),
@@ -175,7 +177,7 @@ fn integer(value: &Value) -> Result<i64, String> {
     match value {
         Value::Integer(i) => Ok(*i),
         Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f.into_inner() as i64),
-        Value::Bytes(_) => {
+        Value::Bytes(_) | Value::String(_) => {
             let text = text(value);
             text.trim()
                 .parse()
@@ -193,7 +195,7 @@ fn float(value: &Value) -> Result<f64, String> {
     match value {
         Value::Float(f) => Ok(f.into_inner()),
         Value::Integer(i) => Ok(*i as f64),
-        Value::Bytes(_) => text(value)
+        Value::Bytes(_) | Value::String(_) => text(value)
             .trim()
             .parse()
             .map_err(|_| format!("`{}` is not a number", short(value))),
@@ -206,7 +208,7 @@ fn numeric(value: &Value) -> Result<Decimal, String> {
         Value::Integer(i) => Ok(Decimal::from(*i)),
         Value::Float(f) => Decimal::try_from(f.into_inner())
             .map_err(|e| format!("{f} does not fit a numeric: {e}")),
-        Value::Bytes(_) => {
+        Value::Bytes(_) | Value::String(_) => {
             let text = text(value);
             Decimal::from_str(text.trim())
                 .or_else(|_| Decimal::from_scientific(text.trim()))
@@ -221,11 +223,13 @@ fn boolean(value: &Value) -> Result<bool, String> {
         Value::Boolean(b) => Ok(*b),
         Value::Integer(0) => Ok(false),
         Value::Integer(1) => Ok(true),
-        Value::Bytes(_) => match text(value).trim().to_ascii_lowercase().as_str() {
-            "true" | "t" | "yes" | "1" => Ok(true),
-            "false" | "f" | "no" | "0" => Ok(false),
-            _ => Err(format!("`{}` is not a boolean", short(value))),
-        },
+        Value::Bytes(_) | Value::String(_) => {
+            match text(value).trim().to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "1" => Ok(true),
+                "false" | "f" | "no" | "0" => Ok(false),
+                _ => Err(format!("`{}` is not a boolean", short(value))),
+            }
+        }
         other => Err(format!("`{}` is not a boolean", short(other))),
     }
 }
@@ -242,7 +246,7 @@ fn timestamp(value: &Value) -> Result<DateTime<Utc>, String> {
             }
             Ok(DateTime::from_timestamp_nanos(nanos as i64))
         }
-        Value::Bytes(_) => {
+        Value::Bytes(_) | Value::String(_) => {
             let text = text(value);
             DateTime::parse_from_rfc3339(text.trim())
                 .map(|t| t.with_timezone(&Utc))
@@ -253,7 +257,7 @@ fn timestamp(value: &Value) -> Result<DateTime<Utc>, String> {
 }
 
 fn date(value: &Value) -> Result<NaiveDate, String> {
-    if let Value::Bytes(_) = value {
+    if let Value::Bytes(_) | Value::String(_) = value {
         if let Ok(date) = NaiveDate::parse_from_str(text(value).trim(), "%Y-%m-%d") {
             return Ok(date);
         }

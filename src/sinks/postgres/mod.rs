@@ -100,9 +100,14 @@ fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Connects, running the connection on the current runtime.
+/// Connects, running the connection on the current runtime. The session is named `sluice`
+/// in `pg_stat_activity` unless the endpoint names it.
 async fn connect(endpoint: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(endpoint, NoTls).await?;
+    let mut config: tokio_postgres::Config = endpoint.parse()?;
+    if config.get_application_name().is_none() {
+        config.application_name("sluice");
+    }
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "postgres connection ended");

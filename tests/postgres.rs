@@ -1,0 +1,547 @@
+//! The `postgres` sink against a real PostgreSQL server started by each test (initdb + pg_ctl
+//! on 127.0.0.1, see `common/postgres.rs`), with `sluice` running as a child process. The
+//! exactly-once tests read from Kafka: librdkafka's mock cluster in this process, or a real
+//! `tansu` broker process (one record per record batch, see tests/kafka_delivery.rs for why).
+//! Every check reads the table back with SQL: counts, contents, no duplicates.
+
+mod common;
+#[path = "common/kafka_broker.rs"]
+mod kafka_broker;
+#[path = "common/postgres.rs"]
+mod postgres;
+#[path = "common/proxy.rs"]
+mod proxy;
+
+use common::{free_port, metric, sluice, wait_until, Agent};
+use kafka_broker::Broker;
+use postgres::Postgres;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Feeds `input` to a stdin → postgres agent and waits for it to drain and exit 0.
+fn run_stdin(dir: &Path, config: &str, input: &str) -> Agent {
+    let mut agent = Agent::start_with(dir, config, Stdio::piped(), Stdio::null());
+    let mut stdin = agent.child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let status = agent.wait(WAIT);
+    assert!(
+        status.success(),
+        "exit {status:?}; stderr:\n{}",
+        agent.stderr()
+    );
+    agent
+}
+
+#[test]
+fn rows_equal_the_input_with_types_converted_and_misfits_dead_lettered() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.execute(
+        "CREATE TABLE requests (id bigint NOT NULL, service text, status integer, \
+         latency_ms double precision, price numeric(12,3), ok boolean, at timestamptz, \
+         attributes jsonb, request_id uuid, raw jsonb)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.ndjson");
+    let config = format!(
+        r#"
+data_dir: {data}
+sources:
+  in:
+    type: stdin
+    decoding: {{codec: json}}
+sinks:
+  warehouse:
+    type: postgres
+    inputs: [in]
+    endpoint: {url}
+    table: public.requests
+    columns:
+      id: id
+      service: service
+      status: status
+      latency_ms: latency_ms
+      price: price
+      ok: ok
+      at: at
+      attributes: .attributes
+      request_id: request_id
+      raw: .
+    batch: {{max_events: 500, timeout_secs: 0.2}}
+  misfits:
+    type: file
+    inputs: [warehouse.dead_letter]
+    path: {dead}
+"#,
+        data = dir.path().join("data").display(),
+        url = pg.url(),
+        dead = dead.display()
+    );
+    let total = 3000u64;
+    let mut input = String::new();
+    let mut bad = Vec::new();
+    for id in 0..total {
+        // Numbers arrive as numbers or as text, booleans as text, times as RFC 3339 or seconds.
+        let status = if id % 2 == 0 {
+            format!("{}", 200 + id % 3)
+        } else {
+            format!("\"{}\"", 200 + id % 3)
+        };
+        let at = if id % 2 == 0 {
+            format!("\"2026-12-01T10:00:{:02}Z\"", id % 60)
+        } else {
+            format!("{}", 1_796_119_200 + id % 60)
+        };
+        let status = if id % 1000 == 7 {
+            bad.push(id);
+            "\"two hundred\"".to_string()
+        } else {
+            status
+        };
+        input.push_str(&format!(
+            r#"{{"id":{id},"service":"svc-{s}","status":{status},"latency_ms":{id}.5,"price":"{id}.125","ok":"{ok}","at":{at},"attributes":{{"n":{id},"tags":["a","b"]}},"request_id":"00000000-0000-4000-8000-{id:012}"}}"#,
+            s = id % 4,
+            ok = id % 2 == 0
+        ));
+        input.push('\n');
+    }
+    run_stdin(dir.path(), &config, &input);
+
+    let good = total - bad.len() as u64;
+    assert_eq!(pg.scalar("SELECT count(*) FROM requests"), good as i64);
+    assert_eq!(
+        pg.scalar("SELECT count(DISTINCT id) FROM requests"),
+        good as i64
+    );
+    let rows = pg.query(
+        "SELECT id, service, status, latency_ms, price, ok, \
+         to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'), attributes->>'n', \
+         attributes->'tags'->>1, request_id, raw->>'service' FROM requests ORDER BY id",
+    );
+    let mut expected_ids = (0..total).filter(|id| !bad.contains(id));
+    for row in &rows {
+        let id = expected_ids.next().unwrap();
+        let text = |i: usize| row[i].clone().unwrap_or_default();
+        assert_eq!(text(0), id.to_string());
+        assert_eq!(text(1), format!("svc-{}", id % 4));
+        assert_eq!(text(2), (200 + id % 3).to_string(), "status of {id}");
+        assert_eq!(text(3), format!("{id}.5"));
+        assert_eq!(text(4), format!("{id}.125"));
+        assert_eq!(text(5), if id % 2 == 0 { "t" } else { "f" });
+        assert_eq!(
+            text(6),
+            format!("2026-12-01T10:00:{:02}", id % 60),
+            "time of {id}"
+        );
+        assert_eq!(text(7), id.to_string());
+        assert_eq!(text(8), "b");
+        assert_eq!(text(9), format!("00000000-0000-4000-8000-{id:012}"));
+        assert_eq!(
+            text(10),
+            format!("svc-{}", id % 4),
+            "the whole event in `raw`"
+        );
+    }
+    // Each misfit is in the dead-letter file with the column and the reason.
+    let dead = std::fs::read_to_string(&dead).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dead_ids: Vec<u64> = dead.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(dead_ids, bad);
+    for event in &dead {
+        let reason = event["_dead_letter"]["reason"].as_str().unwrap();
+        assert_eq!(
+            reason,
+            "column `status` (int4): `two hundred` is not an integer"
+        );
+        assert_eq!(event["_dead_letter"]["sink"], "warehouse");
+    }
+}
+
+#[test]
+fn upsert_keeps_the_last_version_of_each_key() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.execute("CREATE TABLE latest (key text PRIMARY KEY, version integer NOT NULL, note text)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+data_dir: {data}
+sources:
+  in:
+    type: stdin
+    decoding: {{codec: json}}
+sinks:
+  warehouse:
+    type: postgres
+    inputs: [in]
+    endpoint: {url}
+    table: latest
+    columns: {{key: key, version: version, note: note}}
+    mode: upsert
+    key: [key]
+    batch: {{max_events: 64, timeout_secs: 0.2}}
+"#,
+        data = dir.path().join("data").display(),
+        url = pg.url(),
+    );
+    // 100 keys, versions 0..=9 in order; a batch holds several versions of one key and a key's
+    // versions span batches.
+    let mut input = String::new();
+    for version in 0..10 {
+        for key in 0..100 {
+            input.push_str(&format!(
+                "{{\"key\":\"k{key}\",\"version\":{version},\"note\":\"v{version} of k{key}\"}}\n"
+            ));
+            if key % 7 == 0 && version < 9 {
+                // The same key again right away, with the same version: still one row.
+                input.push_str(&format!(
+                    "{{\"key\":\"k{key}\",\"version\":{version},\"note\":\"v{version} of k{key}\"}}\n"
+                ));
+            }
+        }
+    }
+    run_stdin(dir.path(), &config, &input);
+    assert_eq!(pg.scalar("SELECT count(*) FROM latest"), 100);
+    assert_eq!(
+        pg.scalar("SELECT count(*) FROM latest WHERE version = 9"),
+        100
+    );
+    let rows = pg.query("SELECT key, note FROM latest ORDER BY key");
+    for row in rows {
+        let key = row[0].clone().unwrap();
+        assert_eq!(row[1].clone().unwrap(), format!("v9 of {key}"));
+    }
+}
+
+#[test]
+fn validate_names_a_missing_table_a_missing_column_and_a_path_that_cannot_be_exactly_once() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.execute("CREATE TABLE present (id bigint, point point)");
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |table: &str, columns: &str, no_environment: bool| {
+        let config = format!(
+            r#"
+data_dir: {data}
+sources:
+  in:
+    type: stdin
+sinks:
+  warehouse:
+    type: postgres
+    inputs: [in]
+    endpoint: {url}
+    table: {table}
+    columns: {columns}
+    exactly_once: true
+"#,
+            data = dir.path().join("data").display(),
+            url = pg.url(),
+        );
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = sluice();
+        command.arg("validate").arg(&path);
+        if no_environment {
+            command.arg("--no-environment");
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = validate("present", "{id: id}", true);
+    assert!(
+        stderr.contains("sinks.warehouse.exactly_once")
+            && stderr.contains(
+                "the path starts at `in`, a stdin source; exactly-once needs a kafka source"
+            ),
+        "{stderr}"
+    );
+    // The environment checks need a valid config: without exactly_once.
+    let validate_env = |table: &str, columns: &str| {
+        let config = format!(
+            r#"
+data_dir: {data}
+sources:
+  in:
+    type: stdin
+sinks:
+  warehouse:
+    type: postgres
+    inputs: [in]
+    endpoint: {url}
+    table: {table}
+    columns: {columns}
+"#,
+            data = dir.path().join("data").display(),
+            url = pg.url(),
+        );
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, config).unwrap();
+        let output = sluice().arg("validate").arg(&path).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = validate_env("public.nope", "{id: id}");
+    assert!(
+        !ok && stderr
+            .contains("sinks.warehouse: healthcheck failed: table `public.nope` does not exist"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate_env("present", "{id: id, name: name}");
+    assert!(
+        !ok && stderr.contains("table `present` has no column `name`"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate_env("present", "{point: point}");
+    assert!(
+        !ok && stderr
+            .contains("column `point` of `present` has type point, which the sink does not write"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate_env("present", "{id: id}");
+    assert!(ok, "{stderr}");
+}
+
+/// Produces `{"id": i}` for each i, one record per record batch, spread over the partitions.
+fn produce(servers: &str, topic: &str, ids: std::ops::Range<u64>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for id in ids {
+        let body = format!("{{\"id\":{id}}}");
+        let key = format!("k{id}");
+        let mut record = BaseRecord::to(topic).payload(&body).key(&key);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// kafka → remap → postgres with exactly-once, the api on `api`.
+fn exactly_once_config(dir: &Path, servers: &str, url: &str, api: u16, batch: usize) -> String {
+    format!(
+        r#"
+data_dir: {data}
+shutdown_timeout_secs: 10
+api:
+  enabled: true
+  address: 127.0.0.1:{api}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: {servers}
+    topics: [events]
+    group_id: loaders
+    auto_offset_reset: earliest
+    session_timeout_ms: 6000
+    commit_interval_ms: 500
+    decoding: {{codec: json}}
+transforms:
+  shape:
+    type: remap
+    inputs: [in]
+    source: |
+      .source = "kafka:" + to_string!(.partition) + ":" + to_string!(.offset)
+sinks:
+  warehouse:
+    type: postgres
+    inputs: [shape]
+    endpoint: {url}
+    table: events
+    columns: {{id: id, source: source}}
+    exactly_once: true
+    batch: {{max_events: {batch}, timeout_secs: 0.1}}
+    request: {{retry_initial_backoff_ms: 50, retry_max_backoff_secs: 1}}
+"#,
+        data = dir.join("data").display(),
+    )
+}
+
+/// How many rows each id has in the table.
+fn id_counts(pg: &Postgres) -> BTreeMap<u64, i64> {
+    pg.query("SELECT id, count(*) FROM events GROUP BY id")
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap().parse().unwrap(),
+                r[1].clone().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_each_once(pg: &Postgres, total: u64) {
+    let counts = id_counts(pg);
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<u64> = (0..total).filter(|id| !counts.contains_key(id)).collect();
+    assert!(
+        doubled.is_empty() && missing.is_empty() && counts.len() as u64 == total,
+        "{} ids doubled (first: {:?}), {} missing (first: {:?}), {} rows",
+        doubled.len(),
+        doubled.first(),
+        missing.len(),
+        missing.first(),
+        counts.values().sum::<i64>()
+    );
+}
+
+fn rows(pg: &Postgres) -> i64 {
+    pg.scalar("SELECT count(*) FROM events")
+}
+
+fn kill9(agent: &mut Agent) {
+    unsafe {
+        libc::kill(agent.child.id() as i32, libc::SIGKILL);
+    }
+    agent.wait(Duration::from_secs(10));
+}
+
+/// The stored offsets sum to the messages per partition once everything is in.
+fn offsets_cover(pg: &Postgres, total: u64) -> bool {
+    pg.scalar("SELECT coalesce(sum(next_offset), 0) FROM sluice_offsets WHERE sink = 'warehouse'")
+        == total as i64
+}
+
+#[test]
+fn connections_killed_mid_batch_are_retried_without_a_row_lost_or_doubled() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(mut broker) = Broker::mock() else {
+        return;
+    };
+    pg.execute("CREATE TABLE events (id bigint NOT NULL, source text NOT NULL)");
+    broker.create_topic("events", 4);
+    let total = 20_000u64;
+    produce(&broker.servers(), "events", 0..total);
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let agent = Agent::start(
+        dir.path(),
+        &exactly_once_config(dir.path(), &broker.servers(), &pg.url(), api, 200),
+    );
+    // Cut the agent's connections again and again while it loads.
+    let mut terminated = 0;
+    let deadline = Instant::now() + WAIT;
+    while rows(&pg) < total as i64 && Instant::now() < deadline {
+        terminated += pg.terminate_agent_connections();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    wait_until(WAIT, "every message in the table", || {
+        rows(&pg) >= total as i64
+    });
+    wait_until(
+        WAIT,
+        "the offsets table at the end of every partition",
+        || offsets_cover(&pg, total),
+    );
+    assert!(
+        terminated >= 5,
+        "only {terminated} connections were cut: the test did not test"
+    );
+    assert!(
+        metric(api, "component_errors_total", "request_failed") >= 1.0,
+        "the cut connections show as failed requests"
+    );
+    assert_each_once(&pg, total);
+    // Each row came from the message of its own partition and offset, once.
+    assert_eq!(
+        pg.scalar("SELECT count(DISTINCT source) FROM events"),
+        total as i64
+    );
+    drop(agent);
+}
+
+/// Members killed with -9 at random points (two agents in one group, so partitions also move
+/// between live members), against a real broker: every message is in the table exactly once.
+#[test]
+fn agents_killed_at_random_while_loading_leave_every_message_exactly_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(mut broker) = Broker::tansu() else {
+        return;
+    };
+    pg.execute("CREATE TABLE events (id bigint NOT NULL, source text NOT NULL)");
+    broker.create_topic("events", 4);
+    let total = 8_000u64;
+    let servers = broker.servers();
+    // Produced over several seconds, so that the kills land while rows are being loaded.
+    let producer = {
+        let servers = servers.clone();
+        std::thread::spawn(move || {
+            for chunk in 0..total / 200 {
+                produce(&servers, "events", chunk * 200..(chunk + 1) * 200);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = |n: usize| {
+        let dir = dir.path().join(format!("agent{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Agent::start(
+            &dir,
+            &exactly_once_config(&dir, &servers, &pg.url(), free_port(), 50),
+        )
+    };
+    let mut agents = [start(0), start(1)];
+    let mut seed = 0x5eed_u64;
+    let mut kills = 0;
+    let rounds = std::env::var("SLUICE_PG_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for round in 0..rounds {
+        // Once loading has moved on since the last kill, at a random moment within 400 ms.
+        let before = rows(&pg);
+        if before >= total as i64 - 300 {
+            break;
+        }
+        wait_until(WAIT, "rows being loaded", || rows(&pg) >= before + 300);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 400));
+        let victim = (seed >> 20) as usize % 2;
+        kill9(&mut agents[victim]);
+        kills += 1;
+        eprintln!("round {round}: killed agent {victim} at {} rows", rows(&pg));
+        agents[victim] = start(victim);
+    }
+    producer.join().unwrap();
+    wait_until(
+        Duration::from_secs(180),
+        "every message in the table",
+        || rows(&pg) >= total as i64,
+    );
+    wait_until(
+        WAIT,
+        "the offsets table at the end of every partition",
+        || offsets_cover(&pg, total),
+    );
+    assert!(kills >= 3);
+    assert_each_once(&pg, total);
+    assert_eq!(
+        pg.scalar("SELECT count(DISTINCT source) FROM events"),
+        total as i64
+    );
+}
