@@ -16,8 +16,8 @@ mod store;
 
 use super::batch::BatchConfig;
 use super::retry::RequestConfig;
-use super::{reject_some, BufferConfig, SinkContext};
-use crate::event::EventBatch;
+use super::{BufferConfig, SinkContext};
+use crate::event::{BatchNotifier, BatchStatus, Event, EventBatch, Finalizers};
 use crate::exactly_once::{position_of, Decision, PositionStore};
 use crate::observe::ComponentMetrics;
 use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
@@ -25,6 +25,7 @@ use columns::{Cell, Column};
 use futures::pin_mut;
 use indexmap::IndexMap;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 pub use store::OffsetsTable;
@@ -495,7 +496,10 @@ impl Writer {
                 return self.reject_all(batches, dead_letter, &reason).await;
             }
         }
-        let prepared = self.prepare(batches);
+        let mut prepared = self.prepare(batches);
+        if self.offsets.is_some() {
+            self.misfits_first(&mut prepared, dead_letter).await;
+        }
         loop {
             match timed(timeout, self.transaction(&prepared)).await {
                 Ok(decisions) => return self.settle(prepared, decisions, dead_letter).await,
@@ -539,6 +543,54 @@ impl Writer {
         }
     }
 
+    /// Sends the events of `p` that did not convert to the dead-letter output, each with its
+    /// own reason, carrying `finalizers` (or counts and rejects them without a reader).
+    async fn misfits(&self, p: &Prepared, finalizers: Finalizers, dead_letter: &mut Fanout) {
+        if p.failed.is_empty() {
+            return;
+        }
+        self.metrics
+            .errors("conversion_failed", p.failed.len() as u64);
+        tracing::warn!(component_id = self.metrics.id(), events = p.failed.len(), reason = %p.failed[0].1, "events do not fit the table's columns; sent to the dead-letter output");
+        let mut by_reason: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+        for (index, reason) in &p.failed {
+            by_reason
+                .entry(reason)
+                .or_default()
+                .push(p.batch.events[*index].clone());
+        }
+        for (reason, events) in by_reason {
+            super::reject(
+                dead_letter,
+                &self.metrics,
+                events,
+                finalizers.clone(),
+                reason,
+            )
+            .await;
+        }
+    }
+
+    /// Exactly-once: the rows commit with the offsets past their misfits, so a crash after the
+    /// commit must not lose the misfits on their way to the dead-letter output. They go first,
+    /// and the commit waits until the dead-letter path has delivered them (a crash before the
+    /// commit sends them again: the dead-letter output is at-least-once).
+    async fn misfits_first(&self, prepared: &mut [Prepared], dead_letter: &mut Fanout) {
+        if !dead_letter.is_connected() || prepared.iter().all(|p| p.failed.is_empty()) {
+            return; // without a reader they are counted and dropped after the commit
+        }
+        let (notifier, delivered) = BatchNotifier::new();
+        let finalizers = Finalizers::new(notifier);
+        for p in prepared.iter_mut() {
+            self.misfits(p, finalizers.clone(), dead_letter).await;
+            p.failed.clear();
+        }
+        drop(finalizers);
+        if delivered.await != Ok(BatchStatus::Delivered) {
+            tracing::error!(component_id = self.metrics.id(), "the dead-letter output did not deliver this batch's misfits; they are counted there, and the rows commit");
+        }
+    }
+
     /// Reports what each batch became once its transaction committed.
     async fn settle(
         &self,
@@ -555,19 +607,8 @@ impl Writer {
                         .checked_div(events)
                         .unwrap_or(0);
                     self.metrics.sent(written, bytes);
-                    if !p.failed.is_empty() {
-                        self.metrics
-                            .errors("conversion_failed", p.failed.len() as u64);
-                        tracing::warn!(component_id = self.metrics.id(), events = p.failed.len(), reason = %p.failed[0].1, "events do not fit the table's columns; sent to the dead-letter output");
-                        reject_some(
-                            dead_letter,
-                            &self.metrics,
-                            &p.batch.events,
-                            &p.failed,
-                            p.batch.finalizers,
-                        )
+                    self.misfits(&p, p.batch.finalizers.clone(), dead_letter)
                         .await;
-                    }
                 }
                 Decision::Fenced => {
                     // Another assignment owns the partition now and reads these again.
