@@ -15,6 +15,8 @@
 mod kafka_broker;
 #[path = "../tests/common/moto.rs"]
 mod moto;
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
 
@@ -87,6 +89,9 @@ fn main() {
     }
     if wanted("s3") {
         s3_scenarios(&work, &input, lines, bytes, cores);
+    }
+    if wanted("postgres") {
+        postgres_scenarios(&work, &input, lines, bytes, cores);
     }
     if !wanted("http") {
         return;
@@ -204,6 +209,38 @@ fn s3_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usiz
             &result,
         );
     }
+}
+
+/// file (JSON) -> postgres, 10 columns, binary COPY in transactions of 10,000 rows, into a
+/// server started here on 127.0.0.1 (not pinned: it takes the other core). Skipped when
+/// `SLUICE_SKIP_POSTGRES=1`.
+fn postgres_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usize) {
+    let Some(pg) = postgres::Postgres::start() else {
+        return;
+    };
+    pg.execute(
+        "CREATE TABLE requests (timestamp timestamptz, level text, service text, host text, \
+         method text, path text, status integer, bytes bigint, latency_ms double precision, \
+         message text)",
+    );
+    let source = format!(
+        "  in:\n    type: file\n    include: [{}]\n    decoding:\n      codec: json\n",
+        input.display()
+    );
+    let sink = format!(
+        "sinks:\n  out:\n    type: postgres\n    inputs: [in]\n    endpoint: {}\n    table: requests\n    columns: {{timestamp: timestamp, level: level, service: service, host: host, method: method, path: path, status: status, bytes: bytes, latency_ms: latency_ms, message: message}}\n    batch: {{max_events: 10000, timeout_secs: 1}}\n",
+        pg.url()
+    );
+    let scenario = Scenario {
+        name: "file -> postgres",
+        rest: "",
+        done_component: "out",
+        done_metric: "component_sent_events_total",
+    };
+    let result = run_with(&scenario, work, &source, &sink, lines, cores);
+    report("file -> postgres (COPY, 10 columns)", lines, bytes, &result);
+    let rows = pg.scalar("SELECT count(*) FROM requests");
+    assert_eq!(rows, lines as i64, "every line is a row");
 }
 
 /// file -> kafka and kafka -> blackhole against a real tansu broker process on 127.0.0.1
