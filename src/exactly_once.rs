@@ -66,7 +66,7 @@ pub trait PositionStore: Send + Sync {
 }
 
 /// What a commit does with one batch, given what the store holds for its partition.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Write it and advance the stored next offset.
     Commit,

@@ -8,6 +8,7 @@ pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod iceberg;
 pub mod kafka;
 pub mod postgres;
 pub mod retry;
@@ -190,6 +191,7 @@ pub enum SinkConfig {
     Console(console::ConsoleConfig),
     File(file::FileSinkConfig),
     Http(http::HttpSinkConfig),
+    Iceberg(Box<iceberg::IcebergSinkConfig>),
     Kafka(Box<kafka::KafkaSinkConfig>),
     Postgres(Box<postgres::PostgresSinkConfig>),
 }
@@ -202,6 +204,7 @@ const TYPES: &[&str] = &[
     "console",
     "file",
     "http",
+    "iceberg",
     "kafka",
     "postgres",
 ];
@@ -216,6 +219,7 @@ impl SinkConfig {
             "console" => Self::Console(parse_fields(value)?),
             "file" => Self::File(parse_fields(value)?),
             "http" => Self::Http(parse_fields(value)?),
+            "iceberg" => Self::Iceberg(parse_fields(value)?),
             "kafka" => Self::Kafka(parse_fields(value)?),
             "postgres" => Self::Postgres(parse_fields(value)?),
             other => return Err(unknown_type(other, TYPES)),
@@ -231,6 +235,7 @@ impl SinkConfig {
             Self::Console(_) => "console",
             Self::File(_) => "file",
             Self::Http(_) => "http",
+            Self::Iceberg(_) => "iceberg",
             Self::Kafka(_) => "kafka",
             Self::Postgres(_) => "postgres",
         }
@@ -244,6 +249,7 @@ impl SinkConfig {
             Self::Console(c) => &c.inputs,
             Self::File(c) => &c.inputs,
             Self::Http(c) => &c.inputs,
+            Self::Iceberg(c) => &c.inputs,
             Self::Kafka(c) => &c.inputs,
             Self::Postgres(c) => &c.inputs,
         }
@@ -257,6 +263,7 @@ impl SinkConfig {
             Self::Console(c) => &c.buffer,
             Self::File(c) => &c.buffer,
             Self::Http(c) => &c.buffer,
+            Self::Iceberg(c) => &c.buffer,
             Self::Kafka(c) => &c.buffer,
             Self::Postgres(c) => &c.buffer,
         }
@@ -266,6 +273,7 @@ impl SinkConfig {
     pub fn exactly_once(&self) -> bool {
         match self {
             Self::Postgres(c) => c.exactly_once,
+            Self::Iceberg(c) => c.exactly_once,
             _ => false,
         }
     }
@@ -277,6 +285,7 @@ impl SinkConfig {
     ) -> Option<std::sync::Arc<dyn crate::exactly_once::PositionStore>> {
         match self {
             Self::Postgres(c) => c.position_store(sink_id),
+            Self::Iceberg(c) => c.position_store(sink_id),
             _ => None,
         }
     }
@@ -290,6 +299,7 @@ impl SinkConfig {
             Self::Console(c) => c.build(cx),
             Self::File(c) => c.build(cx),
             Self::Http(c) => c.build(cx),
+            Self::Iceberg(c) => c.build(cx),
             Self::Kafka(c) => c.build(cx),
             Self::Postgres(c) => c.build(cx),
         }
@@ -303,6 +313,7 @@ impl SinkConfig {
             Self::File(c) => Some(c.healthcheck()),
             Self::AwsS3(c) => Some(c.healthcheck().await),
             Self::Postgres(c) => Some(c.healthcheck().await),
+            Self::Iceberg(c) => Some(c.healthcheck().await),
             Self::AwsKinesisStreams(c) => Some(c.healthcheck(aws_kinesis::Service::Streams).await),
             Self::AwsKinesisFirehose(c) => {
                 Some(c.healthcheck(aws_kinesis::Service::Firehose).await)

@@ -241,6 +241,17 @@ impl ColumnState {
 }
 
 impl Rows {
+    /// The finished columns, in schema order, and the row count (for writers that build their
+    /// own record batches, e.g. the iceberg sink).
+    pub fn into_columns(self) -> (Vec<(String, ArrayRef)>, usize) {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|state| (state.column.name, state.builder.finish()))
+            .collect();
+        (columns, self.rows)
+    }
+
     pub fn len(&self) -> usize {
         self.rows
     }

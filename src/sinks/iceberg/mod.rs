@@ -1,0 +1,380 @@
+//! The `iceberg` sink: events into an Apache Iceberg table, one atomic append snapshot per
+//! `commit_interval_secs` (and at shutdown). Data files are written as events arrive and stay
+//! invisible until the snapshot that names them commits; events are acknowledged only then.
+//!
+//! - Catalog: iceberg-rust's SQL catalog (SQLite file or PostgreSQL URL), the layout pyiceberg,
+//!   Spark and Trino's JDBC catalog read. Warehouse: a local directory.
+//! - Concurrency: a commit is decided against one snapshot and succeeds only if that snapshot
+//!   is still current ([`table::Pinned`]); otherwise the table is read again and the commit
+//!   redone, so two agents appending to one table both succeed and lose nothing.
+//! - Exactly-once from Kafka: each snapshot's summary records the next offset and claim of
+//!   every Kafka partition the sink wrote ([`crate::exactly_once`], [`table::Recorded`]).
+
+mod table;
+mod writer;
+
+use super::{BufferConfig, SinkContext};
+use crate::exactly_once::{Decision, Ledger, PositionStore};
+use crate::observe::ComponentMetrics;
+use crate::sinks::aws_s3::parquet::ColumnType;
+use crate::topology::{BuildError, ComponentError, RunFuture};
+use iceberg::Catalog;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use table::{append, open_catalog, CommitFailure, Recorded, SnapshotPositions};
+use writer::{Closed, Writer};
+
+/// The catalog that names the table's current metadata.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sql` (the only kind so far).
+    #[serde(rename = "type")]
+    pub kind: CatalogKind,
+    /// The catalog's name inside its tables (default `default`).
+    #[serde(default = "default_catalog_name")]
+    pub name: String,
+    /// The catalog database: `sqlite:///var/lib/sluice/iceberg.db` (created when missing) or a
+    /// `postgresql://` URL.
+    pub uri: String,
+}
+
+/// Kinds of catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogKind {
+    /// A SQL database holding the catalog tables (the JDBC catalog's layout).
+    Sql,
+}
+
+fn default_catalog_name() -> String {
+    "default".into()
+}
+
+/// One column of the table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaField {
+    /// Column name; also the event field it is read from (dots reach into nested objects).
+    pub name: String,
+    /// `string`, `int64`, `float64`, `bool`, `timestamp` (with time zone, µs) or `json` (any
+    /// value as JSON text).
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+}
+
+/// One partition field.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionField {
+    /// A column of the schema.
+    pub field: String,
+    /// `identity`, `year`, `month`, `day`, `hour`, `bucket[N]` or `truncate[W]`.
+    pub transform: String,
+}
+
+/// Append events to an Apache Iceberg table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergSinkConfig {
+    /// Components whose events this sink reads.
+    pub inputs: Vec<String>,
+    /// The catalog.
+    pub catalog: CatalogConfig,
+    /// Where new tables put their files: a local directory (path or `file://` URL).
+    pub warehouse: String,
+    /// The table's namespace (dots separate levels).
+    pub namespace: String,
+    /// The table's name.
+    pub table: String,
+    /// Create the namespace and the table from `schema` and `partition_by` when missing
+    /// (default true).
+    #[serde(default = "default_true")]
+    pub create_table: bool,
+    /// The columns, in order.
+    pub schema: Vec<SchemaField>,
+    /// How rows are partitioned (default: not partitioned).
+    #[serde(default)]
+    pub partition_by: Vec<PartitionField>,
+    /// Seconds between commits (default 60): one snapshot per interval, not per batch.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_secs: f64,
+    /// Size at which a data file is closed and the next begun (default 128 MiB).
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size_bytes: usize,
+    /// Record each Kafka partition's next offset in the snapshot with its rows and start the
+    /// Kafka source from there: no row lost or written twice across crashes and rebalances.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// The buffer in front of this sink.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_commit_interval() -> f64 {
+    60.0
+}
+fn default_target_file_size() -> usize {
+    128 << 20
+}
+
+impl IcebergSinkConfig {
+    /// The warehouse as a `file://` URL.
+    fn warehouse_url(&self) -> Result<String, String> {
+        let location = self.warehouse.trim();
+        if location.contains("://") && !location.starts_with("file://") {
+            return Err(format!(
+                "warehouse `{location}`: only local directories (a path or file:// URL) are supported so far"
+            ));
+        }
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let path = std::path::absolute(path).map_err(|e| format!("warehouse `{location}`: {e}"))?;
+        Ok(format!("file://{}", path.display()))
+    }
+
+    fn check(&self) -> Result<(), BuildError> {
+        self.warehouse_url()
+            .map_err(|m| BuildError::new("warehouse", m))?;
+        if self.namespace.trim().is_empty() || self.table.trim().is_empty() {
+            return Err(BuildError::new(
+                "table",
+                "namespace and table must not be empty",
+            ));
+        }
+        if self.schema.is_empty() {
+            return Err(BuildError::new("schema", "needs at least one column"));
+        }
+        self.schema().map_err(|m| BuildError::new("schema", m))?;
+        self.partition_spec()
+            .map_err(|m| BuildError::new("partition_by", m))?;
+        if !(self.commit_interval_secs.is_finite() && self.commit_interval_secs > 0.0) {
+            return Err(BuildError::new(
+                "commit_interval_secs",
+                "must be a number > 0",
+            ));
+        }
+        if self.target_file_size_bytes == 0 {
+            return Err(BuildError::new("target_file_size_bytes", "must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// Where the sink records source positions, for the kafka source feeding it.
+    pub fn position_store(&self, sink_id: &str) -> Option<Arc<dyn PositionStore>> {
+        self.exactly_once.then(|| {
+            Arc::new(SnapshotPositions {
+                config: self.clone(),
+                sink: sink_id.to_string(),
+            }) as Arc<dyn PositionStore>
+        })
+    }
+
+    pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
+        self.check()?;
+        Ok(Box::pin(run(self.clone(), cx)))
+    }
+
+    /// For `sluice validate`: the catalog answers, and the table exists (or may be created).
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        self.check().map_err(|e| e.message)?;
+        let catalog = open_catalog(&self.catalog, &self.warehouse_url()?).await?;
+        let exists = catalog
+            .table_exists(&self.ident())
+            .await
+            .map_err(|e| format!("cannot reach the catalog: {e}"))?;
+        if !exists && !self.create_table {
+            return Err(format!(
+                "table `{}.{}` does not exist (and create_table is off)",
+                self.namespace, self.table
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Retries what the catalog or the warehouse refuses, with backoff up to 10 s: nothing is
+/// acknowledged meanwhile, so a down catalog is backpressure.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: Duration::from_millis(200),
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Opens the catalog and the table (creating it when allowed), retrying until they answer.
+async fn open(
+    config: &IcebergSinkConfig,
+    metrics: &ComponentMetrics,
+) -> (iceberg_catalog_sql::SqlCatalog, Writer) {
+    let mut backoff = Backoff::new();
+    loop {
+        let opened = async {
+            let catalog = open_catalog(&config.catalog, &config.warehouse_url()?).await?;
+            let table = config.load_or_create(&catalog).await?;
+            let writer = Writer::new(config, &table)?;
+            Ok::<_, String>((catalog, writer))
+        }
+        .await;
+        match opened {
+            Ok(opened) => return opened,
+            Err(error) => {
+                metrics.error("catalog_failed");
+                tracing::error!(component_id = metrics.id(), %error, "cannot open the iceberg table; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+async fn run(config: IcebergSinkConfig, mut cx: SinkContext) -> Result<(), ComponentError> {
+    let metrics = cx.metrics.clone();
+    let (catalog, mut writer) = open(&config, &metrics).await;
+    let interval = Duration::from_secs_f64(config.commit_interval_secs);
+    let mut next_commit = tokio::time::Instant::now() + interval;
+    loop {
+        tokio::select! {
+            received = cx.input.recv() => match received {
+                Some(batch) => {
+                    metrics.received(batch.len(), batch.byte_size);
+                    match writer.write(batch, config.exactly_once).await {
+                        Ok(0) => {}
+                        Ok(missed) => metrics.errors("schema_mismatch", missed as u64),
+                        Err((reason, group, batch)) => {
+                            tracing::error!(component_id = metrics.id(), %reason, "events could not be written to data files; rejected");
+                            if let Some(group) = group {
+                                metrics.discarded("rejected", group.rows);
+                                group.finalizers.update_status(crate::event::BatchStatus::Rejected);
+                            }
+                            super::reject(&mut cx.dead_letter, &metrics, batch.events, batch.finalizers, &reason).await;
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(next_commit) => {
+                if !writer.is_empty() {
+                    commit(&config, &catalog, &mut writer, &metrics).await;
+                }
+                next_commit = tokio::time::Instant::now() + interval;
+            }
+        }
+    }
+    if !writer.is_empty() {
+        commit(&config, &catalog, &mut writer, &metrics).await;
+    }
+    Ok(())
+}
+
+/// Commits every open group's files in one snapshot (with exactly-once, only the groups whose
+/// claim still holds, with their advanced offsets), retrying conflicts and failures; then
+/// acknowledges.
+async fn commit(
+    config: &IcebergSinkConfig,
+    catalog: &iceberg_catalog_sql::SqlCatalog,
+    writer: &mut Writer,
+    metrics: &ComponentMetrics,
+) {
+    let mut groups: Vec<Closed> = Vec::new();
+    for closed in writer.close().await {
+        match closed {
+            Ok(group) => groups.push(group),
+            Err((reason, finalizers)) => {
+                metrics.error("write_failed");
+                tracing::error!(component_id = metrics.id(), %reason, "data files could not be finished; their events are rejected (their source reads them again)");
+                finalizers.update_status(crate::event::BatchStatus::Rejected);
+            }
+        }
+    }
+    let sink = metrics.id().to_string();
+    let ident = config.ident();
+    let mut backoff = Backoff::new();
+    let started = std::time::Instant::now();
+    let decisions = loop {
+        let table = match catalog.load_table(&ident).await {
+            Ok(table) => table,
+            Err(error) => {
+                metrics.error("commit_failed");
+                tracing::warn!(component_id = %sink, %error, "cannot load the table to commit; retrying");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let (decisions, properties) = if config.exactly_once {
+            let recorded = Recorded::read(&table, &sink);
+            let partitions = Ledger::partitions(groups.iter().filter_map(|g| g.position.as_ref()));
+            let mut ledger = recorded.ledger(&sink, &partitions);
+            let decisions: Vec<Decision> = groups
+                .iter()
+                .map(|g| {
+                    g.position
+                        .as_ref()
+                        .map_or(Decision::Commit, |p| ledger.judge(p))
+                })
+                .collect();
+            (decisions, recorded.advanced(&sink, &ledger))
+        } else {
+            (vec![Decision::Commit; groups.len()], Default::default())
+        };
+        let files: Vec<_> = groups
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| **d == Decision::Commit)
+            .flat_map(|(g, _)| g.files.iter().cloned())
+            .collect();
+        if files.is_empty() {
+            break decisions; // nothing to write: everything fenced or already there
+        }
+        let file_count = files.len();
+        let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
+        let rows: u64 = files.iter().map(|f| f.record_count()).sum();
+        match append(catalog, &table, files, properties).await {
+            Ok(_) => {
+                metrics::counter!("iceberg_commits_total", "component_id" => sink.clone())
+                    .increment(1);
+                metrics::counter!("iceberg_data_files_total", "component_id" => sink.clone())
+                    .increment(file_count as u64);
+                metrics::counter!("iceberg_data_bytes_total", "component_id" => sink.clone())
+                    .increment(bytes);
+                metrics::histogram!("iceberg_rows_per_commit", "component_id" => sink.clone())
+                    .record(rows as f64);
+                tracing::debug!(component_id = %sink, files = file_count, rows, bytes, secs = started.elapsed().as_secs_f64(), "snapshot committed");
+                break decisions;
+            }
+            Err(CommitFailure::Conflict) => {
+                metrics::counter!("iceberg_commit_conflicts_total", "component_id" => sink.clone())
+                    .increment(1);
+                tracing::info!(component_id = %sink, "another writer committed first; reading the table again");
+            }
+            Err(CommitFailure::Failed(error)) => {
+                metrics.error("commit_failed");
+                tracing::warn!(component_id = %sink, %error, "commit failed; retrying (nothing is acknowledged until it succeeds)");
+                backoff.wait().await;
+            }
+        }
+    };
+    for (group, decision) in groups.into_iter().zip(decisions) {
+        match decision {
+            Decision::Commit => metrics.sent(group.rows, group.bytes),
+            Decision::Fenced => {
+                metrics.discarded("fenced", group.rows);
+                tracing::info!(component_id = %sink, rows = group.rows, "rows read under an earlier claim of their partition; not committed (the partition's new owner writes them)");
+            }
+            Decision::AlreadyCommitted => {}
+        }
+        drop(group.finalizers); // delivered
+    }
+}
