@@ -7,6 +7,8 @@
 # and kinesalite for Kinesis shard splits, which scripts/kinesalite.sh installs
 # (SLUICE_SKIP_KINESALITE=1). The postgres sink's tests start their own PostgreSQL server from
 # Debian's package, which scripts/postgres.sh installs when missing (SLUICE_SKIP_POSTGRES=1).
+# The iceberg sink's tests read tables back with pyiceberg, which scripts/pyiceberg.sh installs
+# from PyPI into the cache (SLUICE_SKIP_PYICEBERG=1).
 # The packaging test builds a .deb with cargo-deb, which
 # scripts/cargo-deb.sh installs once (SLUICE_SKIP_DEB=1). The full-disk tests mount a tmpfs
 # (root only; elsewhere they skip with a message).
@@ -46,6 +48,19 @@ if [ "${SLUICE_SKIP_MOTO:-}" != 1 ]; then
   fi
   SLUICE_MOTO_SERVER="$(scripts/moto.sh)"
   export SLUICE_MOTO_SERVER
+fi
+# The iceberg sink's tests read their tables back with pyiceberg (PyPI), installed once.
+if [ "${SLUICE_SKIP_PYICEBERG:-}" != 1 ]; then
+  if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
+    else
+      echo "python3 with venv is needed for pyiceberg: apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  SLUICE_PYICEBERG="$(scripts/pyiceberg.sh)"
+  export SLUICE_PYICEBERG
 fi
 # The Kinesis source's shard-split test runs against kinesalite (npm), installed once.
 if [ "${SLUICE_SKIP_KINESALITE:-}" != 1 ]; then

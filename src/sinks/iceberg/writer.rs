@@ -37,11 +37,23 @@ type Rolling = RollingFileWriterBuilder<
     DefaultFileNameGenerator,
 >;
 
+/// The Kafka topic, partition and claim a group's rows were read under.
+type GroupKey = (Arc<str>, i32, Arc<str>);
+
 /// Writes one group's rows: fanned out by partition, or into one writer when unpartitioned.
 enum Files {
-    Partitioned(FanoutWriter<Builder>, Arc<RecordBatchPartitionSplitter>),
+    Partitioned(
+        Box<FanoutWriter<Builder>>,
+        Arc<RecordBatchPartitionSplitter>,
+    ),
     Unpartitioned(
-        DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+        Box<
+            DataFileWriter<
+                ParquetWriterBuilder,
+                DefaultLocationGenerator,
+                DefaultFileNameGenerator,
+            >,
+        >,
     ),
 }
 
@@ -71,7 +83,7 @@ pub struct Writer {
     rolling: Rolling,
     splitter: Option<Arc<RecordBatchPartitionSplitter>>,
     /// Open groups: one without exactly-once, else one per (topic, partition, claim).
-    pub groups: HashMap<Option<(Arc<str>, i32, Arc<str>)>, Group>,
+    pub groups: HashMap<Option<GroupKey>, Group>,
 }
 
 impl Writer {
@@ -176,14 +188,16 @@ impl Writer {
         if !self.groups.contains_key(&key) {
             let files = match &self.splitter {
                 Some(splitter) => Files::Partitioned(
-                    FanoutWriter::new(DataFileWriterBuilder::new(self.rolling.clone())),
+                    Box::new(FanoutWriter::new(DataFileWriterBuilder::new(
+                        self.rolling.clone(),
+                    ))),
                     splitter.clone(),
                 ),
                 None => match DataFileWriterBuilder::new(self.rolling.clone())
                     .build(None)
                     .await
                 {
-                    Ok(writer) => Files::Unpartitioned(writer),
+                    Ok(writer) => Files::Unpartitioned(Box::new(writer)),
                     Err(e) => return Err((e.to_string(), None, batch)),
                 },
             };

@@ -1,0 +1,465 @@
+//! The `iceberg` sink writing tables through a SQLite SQL catalog into a local warehouse,
+//! with `sluice` running as a child process, and every table read back by pyiceberg (the
+//! Python reference client, `common/pyiceberg.rs`). The exactly-once test reads from a real
+//! `tansu` broker process (one record per record batch, see tests/kafka_delivery.rs for why).
+
+mod common;
+#[path = "common/kafka_broker.rs"]
+mod kafka_broker;
+#[path = "common/proxy.rs"]
+mod proxy;
+#[path = "common/pyiceberg.rs"]
+mod pyiceberg;
+
+use common::{free_port, sluice, wait_until, Agent};
+use kafka_broker::Broker;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn sink_yaml(dir: &Path, inputs: &str, extra: &str) -> String {
+    format!(
+        r#"
+  lake:
+    type: iceberg
+    inputs: [{inputs}]
+    catalog: {{type: sql, uri: "sqlite://{catalog}"}}
+    warehouse: {warehouse}
+    namespace: logs
+    table: events
+    schema:
+      - {{name: id, type: int64}}
+      - {{name: time, type: timestamp}}
+      - {{name: service, type: string}}
+      - {{name: status, type: int64}}
+      - {{name: latency_ms, type: float64}}
+      - {{name: ok, type: bool}}
+      - {{name: attributes, type: json}}
+{extra}"#,
+        catalog = dir.join("catalog.db").display(),
+        warehouse = dir.join("warehouse").display(),
+    )
+}
+
+fn line(id: u64) -> String {
+    format!(
+        r#"{{"id":{id},"time":"2026-12-0{day}T10:00:{sec:02}Z","service":"svc-{s}","status":{status},"latency_ms":{id}.25,"ok":{ok},"attributes":{{"n":{id}}}}}"#,
+        day = 1 + id % 3,
+        sec = id % 60,
+        s = id % 4,
+        status = 200 + id % 5,
+        ok = id.is_multiple_of(2)
+    )
+}
+
+fn run_stdin(dir: &Path, config: &str, input: &str) -> Agent {
+    let mut agent = Agent::start_with(dir, config, Stdio::piped(), Stdio::null());
+    let mut stdin = agent.child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let status = agent.wait(WAIT);
+    assert!(
+        status.success(),
+        "exit {status:?}; stderr:\n{}",
+        agent.stderr()
+    );
+    agent
+}
+
+fn ids(read: &pyiceberg::Read) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for row in read.rows() {
+        *counts.entry(row[0].as_u64().unwrap()).or_default() += 1;
+    }
+    counts
+}
+
+fn assert_each_once(counts: &BTreeMap<u64, usize>, total: u64) {
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<u64> = (0..total).filter(|id| !counts.contains_key(id)).collect();
+    assert!(
+        doubled.is_empty() && missing.is_empty(),
+        "{} ids doubled (first {:?}), {} missing (first {:?})",
+        doubled.len(),
+        doubled.first(),
+        missing.len(),
+        missing.first()
+    );
+}
+
+#[test]
+fn every_row_arrives_typed_and_partitioned_and_pyiceberg_reads_it() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
+        dir.path().join("data").display(),
+        sink_yaml(
+            dir.path(),
+            "in",
+            "    partition_by:\n      - {field: time, transform: day}\n      - {field: service, transform: identity}\n    commit_interval_secs: 0.5\n"
+        )
+    );
+    let total = 5000u64;
+    let mut input = String::new();
+    for id in 0..total {
+        if id == 4321 {
+            // A status that is not a number: null in its column, the row kept.
+            input.push_str(r#"{"id":4321,"time":"2026-12-01T10:00:00Z","service":"svc-1","status":"lots","latency_ms":1.0,"ok":true,"attributes":{}}"#);
+        } else {
+            input.push_str(&line(id));
+        }
+        input.push('\n');
+    }
+    run_stdin(dir.path(), &config, &input);
+    let read = pyiceberg::read(
+        &python,
+        &dir.path().join("catalog.db"),
+        &dir.path().join("warehouse"),
+        "logs.events",
+        "",
+        "service == 'svc-1'",
+    );
+    assert_each_once(&ids(&read), total);
+    let mut rows = read.rows().clone();
+    rows.sort_by_key(|r| r[0].as_u64().unwrap());
+    for row in &rows {
+        let id = row[0].as_u64().unwrap();
+        if id == 4321 {
+            assert!(row[3].is_null(), "a misfit is null: {row:?}");
+            continue;
+        }
+        assert_eq!(
+            row[1],
+            format!("2026-12-0{}T10:00:{:02}+00:00", 1 + id % 3, id % 60)
+        );
+        assert_eq!(row[2], format!("svc-{}", id % 4));
+        assert_eq!(row[3], 200 + id % 5);
+        assert_eq!(row[4].as_f64().unwrap(), id as f64 + 0.25);
+        assert_eq!(row[5], id.is_multiple_of(2));
+        assert_eq!(row[6], format!("{{\"n\":{id}}}"));
+    }
+    assert_eq!(
+        read.json["spec"],
+        serde_json::json!([["time_day", "day"], ["service", "identity"]])
+    );
+    // Partition pruning: a filter on `service` plans only that service's files.
+    assert_eq!(read.json["filtered_rows"], total / 4);
+    let (filtered, all) = (
+        read.json["filtered_files"].as_u64().unwrap(),
+        read.json["all_files"].as_u64().unwrap(),
+    );
+    assert!(
+        filtered * 4 <= all && filtered > 0,
+        "{filtered} of {all} files planned"
+    );
+}
+
+#[test]
+fn two_agents_committing_to_one_table_both_succeed_and_lose_no_row() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let per_agent = 20_000u64;
+    let mut agents = Vec::new();
+    for n in 0..2 {
+        let home = dir.path().join(format!("agent{n}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let config = format!(
+            "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
+            home.join("data").display(),
+            sink_yaml(dir.path(), "in", "    commit_interval_secs: 0.05\n")
+        );
+        agents.push(Agent::start_with(
+            &home,
+            &config,
+            Stdio::piped(),
+            Stdio::null(),
+        ));
+    }
+    // Both feed at once, in slices, so their frequent commits interleave.
+    let mut inputs: Vec<_> = agents
+        .iter_mut()
+        .map(|a| a.child.stdin.take().unwrap())
+        .collect();
+    for slice in 0..40u64 {
+        for (n, stdin) in inputs.iter_mut().enumerate() {
+            let mut text = String::new();
+            for i in 0..per_agent / 40 {
+                text.push_str(&line(n as u64 * per_agent + slice * (per_agent / 40) + i));
+                text.push('\n');
+            }
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    drop(inputs);
+    let mut conflicts = 0;
+    for agent in &mut agents {
+        let status = agent.wait(WAIT);
+        assert!(
+            status.success(),
+            "exit {status:?}; stderr:\n{}",
+            agent.stderr()
+        );
+        conflicts += agent
+            .stderr()
+            .matches("another writer committed first")
+            .count();
+    }
+    let read = pyiceberg::read(
+        &python,
+        &dir.path().join("catalog.db"),
+        &dir.path().join("warehouse"),
+        "logs.events",
+        "id",
+        "",
+    );
+    assert_each_once(&ids(&read), 2 * per_agent);
+    eprintln!(
+        "commit conflicts resolved by reading the table again: {conflicts}; snapshots: {}",
+        read.json["snapshots"]
+    );
+}
+
+#[test]
+fn validate_and_start_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |extra: &str| {
+        format!(
+            "data_dir: {}\nsources:\n  in:\n    type: stdin\nsinks:{}",
+            dir.path().join("data").display(),
+            sink_yaml(dir.path(), "in", extra)
+        )
+    };
+    let path = dir.path().join("sluice.yaml");
+    let validate = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let output = sluice().arg("validate").arg(&path).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = validate(config("    create_table: false\n"));
+    assert!(!ok && stderr.contains("sinks.lake: healthcheck failed: table `logs.events` does not exist (and create_table is off)"), "{stderr}");
+    let (ok, stderr) = validate(config(
+        "    partition_by:\n      - {field: nope, transform: day}\n",
+    ));
+    assert!(
+        !ok && stderr.contains("partition field `nope` is not in the schema"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate(config(
+        "    partition_by:\n      - {field: service, transform: weekly}\n",
+    ));
+    assert!(
+        !ok && stderr.contains("`weekly` is not a transform"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate(config("    exactly_once: true\n"));
+    assert!(
+        !ok && stderr.contains("exactly-once needs a kafka source"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate(config(""));
+    assert!(ok, "{stderr}");
+
+    // A warehouse that cannot be written: the agent says so, names the sink, and keeps trying.
+    let text = config("").replace(
+        &format!("warehouse: {}", dir.path().join("warehouse").display()),
+        "warehouse: /proc/sluice-warehouse",
+    );
+    let mut agent = Agent::start_with(dir.path(), &text, Stdio::piped(), Stdio::null());
+    wait_until(WAIT, "the error about the warehouse", || {
+        let stderr = agent.stderr();
+        stderr.contains("cannot open the iceberg table; retrying component_id=\"lake\"")
+            && stderr.contains("Failed to create directory /proc/sluice-warehouse")
+    });
+    // Nothing was acknowledged; a stop may wait out the shutdown deadline, so kill it.
+    kill9(&mut agent);
+}
+
+/// Produces `{"id": i}` for each i, one record per record batch.
+fn produce(servers: &str, ids: std::ops::Range<u64>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for id in ids {
+        let body = format!("{{\"id\":{id}}}");
+        let key = format!("k{id}");
+        let mut record = BaseRecord::to("events").payload(&body).key(&key);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+fn kill9(agent: &mut Agent) {
+    unsafe {
+        libc::kill(agent.child.id() as i32, libc::SIGKILL);
+    }
+    agent.wait(Duration::from_secs(10));
+}
+
+/// Two agents in one group on a real broker, killed with -9 at random while loading: the
+/// table pyiceberg reads holds every message exactly once, and the latest snapshot's summary
+/// records each partition's next offset.
+#[test]
+fn agents_killed_at_random_leave_every_message_in_the_table_exactly_once() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let Some(mut broker) = Broker::tansu() else {
+        return;
+    };
+    broker.create_topic("events", 4);
+    let servers = broker.servers();
+    let total = 6_000u64;
+    // Produced over ~10 s, so that the kills land while rows are being committed.
+    let producer = {
+        let servers = servers.clone();
+        std::thread::spawn(move || {
+            for chunk in 0..total / 100 {
+                produce(&servers, chunk * 100..(chunk + 1) * 100);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.db");
+    let warehouse = dir.path().join("warehouse");
+    let start = |n: usize| {
+        let home = dir.path().join(format!("agent{n}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let config = format!(
+            r#"
+data_dir: {data}
+shutdown_timeout_secs: 10
+api: {{enabled: true, address: "127.0.0.1:{api}"}}
+sources:
+  in:
+    type: kafka
+    bootstrap_servers: {servers}
+    topics: [events]
+    group_id: lake-loaders
+    auto_offset_reset: earliest
+    session_timeout_ms: 6000
+    commit_interval_ms: 500
+    decoding: {{codec: json}}
+sinks:
+  lake:
+    type: iceberg
+    inputs: [in]
+    catalog: {{type: sql, uri: "sqlite://{catalog}"}}
+    warehouse: {warehouse}
+    namespace: logs
+    table: events
+    schema:
+      - {{name: id, type: int64}}
+      - {{name: partition, type: int64}}
+      - {{name: offset, type: int64}}
+    commit_interval_secs: 0.3
+    exactly_once: true
+"#,
+            data = home.join("data").display(),
+            api = free_port(),
+            catalog = catalog.display(),
+            warehouse = warehouse.display(),
+        );
+        Agent::start(&home, &config)
+    };
+    let rows = || -> u64 {
+        if !catalog.exists() {
+            return 0;
+        }
+        let output = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(format!(
+                "from pyiceberg.catalog.sql import SqlCatalog\nt = SqlCatalog('default', uri='sqlite:///{}', warehouse='file://{}').load_table('logs.events')\nprint(t.scan(selected_fields=('id',)).to_arrow().num_rows)",
+                catalog.display(),
+                warehouse.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let mut agents = [start(0), start(1)];
+    let mut seed = 0x1ce_u64;
+    let mut kills = 0;
+    for round in 0..5 {
+        let before = rows();
+        if before >= total - 600 {
+            break;
+        }
+        wait_until(WAIT, "rows being committed", || rows() >= before + 200);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 400));
+        let victim = (seed >> 20) as usize % 2;
+        kill9(&mut agents[victim]);
+        kills += 1;
+        eprintln!("round {round}: killed agent {victim} at {} rows", rows());
+        agents[victim] = start(victim);
+    }
+    producer.join().unwrap();
+    wait_until(
+        Duration::from_secs(180),
+        "every message in the table",
+        || rows() >= total,
+    );
+    // Give a wrongly doubled commit the time to show.
+    std::thread::sleep(Duration::from_secs(2));
+    let read = pyiceberg::read(
+        &python,
+        &catalog,
+        &warehouse,
+        "logs.events",
+        "id,partition,offset",
+        "",
+    );
+    assert!(kills >= 3, "only {kills} kills");
+    assert_each_once(&ids(&read), total);
+    // The summary's next offsets are one past the highest offset committed per partition.
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    for row in read.rows() {
+        let (partition, offset) = (row[1].as_i64().unwrap(), row[2].as_i64().unwrap());
+        let entry = highest.entry(partition).or_insert(-1);
+        *entry = (*entry).max(offset);
+    }
+    let summary = &read.json["summary"];
+    for (partition, offset) in highest {
+        assert_eq!(
+            summary[format!("sluice/lake/events/{partition}/next")].as_str(),
+            Some((offset + 1).to_string().as_str()),
+            "summary {summary}"
+        );
+    }
+    for agent in &mut agents {
+        agent.terminate(Duration::from_secs(15));
+    }
+}
