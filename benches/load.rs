@@ -90,6 +90,9 @@ fn main() {
     if wanted("s3") {
         s3_scenarios(&work, &input, lines, bytes, cores);
     }
+    if wanted("iceberg") {
+        iceberg_scenarios(&work, &input, lines, bytes, cores);
+    }
     if wanted("postgres") {
         postgres_scenarios(&work, &input, lines, bytes, cores);
     }
@@ -209,6 +212,34 @@ fn s3_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usiz
             &result,
         );
     }
+}
+
+/// file (JSON) -> iceberg: a local warehouse and SQLite catalog, 8 typed columns, partitioned
+/// by day and service, zstd Parquet data files, one snapshot a second (the harness waits for the commit).
+fn iceberg_scenarios(work: &Path, input: &Path, lines: usize, bytes: u64, cores: usize) {
+    let lake = work.join("iceberg");
+    let _ = std::fs::remove_dir_all(&lake);
+    let source = format!(
+        "  in:\n    type: file\n    include: [{}]\n    decoding:\n      codec: json\n",
+        input.display()
+    );
+    let sink = format!(
+        "sinks:\n  out:\n    type: iceberg\n    inputs: [in]\n    catalog: {{type: sql, uri: \"sqlite://{lake}/catalog.db\"}}\n    warehouse: {lake}/warehouse\n    namespace: bench\n    table: requests\n    schema:\n      - {{name: timestamp, type: timestamp}}\n      - {{name: service, type: string}}\n      - {{name: host, type: string}}\n      - {{name: method, type: string}}\n      - {{name: path, type: string}}\n      - {{name: status, type: int64}}\n      - {{name: bytes, type: int64}}\n      - {{name: latency_ms, type: float64}}\n    partition_by:\n      - {{field: timestamp, transform: day}}\n      - {{field: service, transform: identity}}\n    commit_interval_secs: 1\n",
+        lake = lake.display()
+    );
+    let scenario = Scenario {
+        name: "file -> iceberg",
+        rest: "",
+        done_component: "out",
+        done_metric: "component_sent_events_total",
+    };
+    let result = run_with(&scenario, work, &source, &sink, lines, cores);
+    report(
+        "file -> iceberg (local, zstd, 2 partition fields)",
+        lines,
+        bytes,
+        &result,
+    );
 }
 
 /// file (JSON) -> postgres, 10 columns, binary COPY in transactions of 10,000 rows, into a
