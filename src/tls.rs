@@ -104,6 +104,51 @@ impl TlsConfig {
         Ok(Arc::new(config))
     }
 
+    /// A rustls client configuration (for clients that take one, e.g. the postgres sink):
+    /// the Mozilla roots plus `ca_file`, and `crt_file` + `key_file` as the client certificate.
+    /// `verify_certificate: false` is refused here: these clients always check the server.
+    pub fn rustls_client(&self) -> Result<Arc<rustls::ClientConfig>, (&'static str, String)> {
+        if !self.verify_certificate {
+            return Err((
+                "tls.verify_certificate",
+                "cannot be turned off for this sink; give the server's CA in ca_file".into(),
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &self.ca_file {
+            for cert in certificates(ca).map_err(|m| ("tls.ca_file", m))? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ("tls.ca_file", format!("{}: {e}", ca.display())))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ("tls", e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match (&self.crt_file, &self.key_file) {
+            (Some(crt), Some(key)) => {
+                let chain = certificates(crt).map_err(|m| ("tls.crt_file", m))?;
+                let key = private_key(key).map_err(|m| ("tls.key_file", m))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    (
+                        "tls.key_file",
+                        format!("does not match the certificate: {e}"),
+                    )
+                })?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err((
+                    "tls.key_file",
+                    "crt_file and key_file go together".to_string(),
+                ))
+            }
+        };
+        Ok(Arc::new(config))
+    }
+
     /// Applies the client side to a reqwest builder.
     pub fn client(
         &self,

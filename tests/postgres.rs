@@ -7,6 +7,8 @@
 mod common;
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
+#[path = "common/pki.rs"]
+mod pki;
 #[path = "common/postgres.rs"]
 mod postgres;
 #[path = "common/proxy.rs"]
@@ -311,6 +313,52 @@ sinks:
     );
     let (ok, stderr) = validate_env("present", "{id: id}");
     assert!(ok, "{stderr}");
+}
+
+#[test]
+fn tls_to_a_server_that_accepts_only_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = pki::Pki::ca(certs.path(), "ca");
+    pki::Pki::leaf(certs.path(), "server", &ca);
+    pki::Pki::ca(certs.path(), "other-ca");
+    let Some(pg) = Postgres::start_tls_only(
+        &certs.path().join("server.crt"),
+        &certs.path().join("server.key"),
+    ) else {
+        return;
+    };
+    pg.execute("CREATE TABLE lines (n bigint)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = |sslmode: &str, ca: &str| {
+        format!(
+            "data_dir: {data}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:\n  warehouse:\n    type: postgres\n    inputs: [in]\n    endpoint: \"{url}?sslmode={sslmode}\"\n    table: lines\n    columns: {{n: n}}\n    tls: {{ca_file: {ca}}}\n",
+            data = dir.path().join("data").display(),
+            url = pg.url(),
+            ca = certs.path().join(format!("{ca}.crt")).display()
+        )
+    };
+    let validate = |text: String| {
+        let path = dir.path().join("check.yaml");
+        std::fs::write(&path, text).unwrap();
+        let output = sluice().arg("validate").arg(&path).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // Plain TCP is refused by the server; a server certificate from another CA by the agent.
+    let (ok, stderr) = validate(config("disable", "ca"));
+    assert!(!ok && stderr.contains("no encryption"), "{stderr}");
+    let (ok, stderr) = validate(config("require", "other-ca"));
+    assert!(
+        !ok && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate(config("require", "ca"));
+    assert!(ok, "{stderr}");
+    let input: String = (0..500).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    run_stdin(dir.path(), &config("require", "ca"), &input);
+    assert_eq!(pg.scalar("SELECT count(DISTINCT n) FROM lines"), 500);
 }
 
 /// Produces `{"id": i}` for each i, one record per record batch, spread over the partitions.

@@ -57,6 +57,16 @@ fn server_command(program: &Path) -> Command {
 
 impl Postgres {
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// A server that accepts only TLS connections, with `crt` and `key` (PEM) as its
+    /// certificate.
+    pub fn start_tls_only(crt: &Path, key: &Path) -> Option<Postgres> {
+        Self::start_with(Some((crt, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Option<Postgres> {
         let bin = postgres_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg")
@@ -93,10 +103,39 @@ impl Postgres {
             String::from_utf8_lossy(&output.stderr)
         );
         let port = super::free_port();
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=50",
             dir.path().display()
         );
+        if let Some((crt, key)) = tls {
+            // The server wants its key private to its own user.
+            let (server_crt, server_key) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::copy(crt, &server_crt).unwrap();
+            std::fs::copy(key, &server_key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if unsafe { libc::geteuid() } == 0 {
+                let status = Command::new("chown")
+                    .args(["postgres"])
+                    .arg(&server_crt)
+                    .arg(&server_key)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                server_crt.display(),
+                server_key.display()
+            ));
+            // Only TLS connections over TCP; the local socket stays for pg_ctl.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         let output = server_command(&bin.join("pg_ctl"))
             .arg("-D")
             .arg(&data)
@@ -129,9 +168,18 @@ impl Postgres {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The test's own connection string: the server's local socket, which needs no TLS.
+    fn local(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
     /// Runs SQL statements (no results).
     pub fn execute(&self, sql: &str) {
-        let url = self.url();
+        let url = self.local();
         self.runtime.block_on(async {
             let client = connect(&url).await;
             client
@@ -143,7 +191,7 @@ impl Postgres {
 
     /// Runs a query; every value as text (NULL as `None`).
     pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let url = self.url();
+        let url = self.local();
         self.runtime.block_on(async {
             let client = connect(&url).await;
             let messages = client

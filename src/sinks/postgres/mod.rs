@@ -20,6 +20,7 @@ use super::{BufferConfig, SinkContext};
 use crate::event::{BatchNotifier, BatchStatus, Event, EventBatch, Finalizers};
 use crate::exactly_once::{position_of, Decision, PositionStore};
 use crate::observe::ComponentMetrics;
+use crate::tls::TlsConfig;
 use crate::topology::{BuildError, ComponentError, Fanout, RunFuture};
 use columns::{Cell, Column};
 use futures::pin_mut;
@@ -31,7 +32,7 @@ use std::time::Duration;
 pub use store::OffsetsTable;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// How rows reach the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -80,6 +81,11 @@ pub struct PostgresSinkConfig {
     /// `sluice_offsets`).
     #[serde(default = "default_offsets_table")]
     pub offsets_table: String,
+    /// TLS to the server: `ca_file` (trusted besides the public roots), `crt_file` +
+    /// `key_file` (a client certificate). Whether TLS is used is the endpoint's `sslmode`
+    /// (`disable`, `prefer` (default), `require`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// The buffer in front of this sink.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -101,14 +107,19 @@ fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Connects, running the connection on the current runtime. The session is named `sluice`
-/// in `pg_stat_activity` unless the endpoint names it.
-async fn connect(endpoint: &str) -> Result<Client, tokio_postgres::Error> {
+/// Connects, running the connection on the current runtime. TLS as the endpoint's `sslmode`
+/// says (libpq's default, `prefer`: TLS when the server offers it), verified against `tls`.
+/// The session is named `sluice` in `pg_stat_activity` unless the endpoint names it.
+async fn connect(
+    endpoint: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Client, tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = endpoint.parse()?;
     if config.get_application_name().is_none() {
         config.application_name("sluice");
     }
-    let (client, connection) = config.connect(NoTls).await?;
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "postgres connection ended");
@@ -118,7 +129,20 @@ async fn connect(endpoint: &str) -> Result<Client, tokio_postgres::Error> {
 }
 
 impl PostgresSinkConfig {
+    /// The TLS client configuration (public roots when `tls` is absent).
+    fn tls_client(&self) -> Result<Arc<rustls::ClientConfig>, BuildError> {
+        self.tls
+            .clone()
+            .unwrap_or(TlsConfig {
+                verify_certificate: true,
+                ..TlsConfig::default()
+            })
+            .rustls_client()
+            .map_err(|(field, message)| BuildError::new(field, message))
+    }
+
     fn check(&self) -> Result<(), BuildError> {
+        self.tls_client()?;
         self.endpoint
             .parse::<tokio_postgres::Config>()
             .map_err(|e| BuildError::new("endpoint", format!("invalid connection string: {e}")))?;
@@ -162,22 +186,29 @@ impl PostgresSinkConfig {
 
     /// The offsets table, when this sink commits source positions.
     pub fn position_store(&self, sink_id: &str) -> Option<Arc<dyn PositionStore>> {
+        // A config that does not build has no store; its build error is reported.
+        let offsets = self.offsets(sink_id).ok()?;
         self.exactly_once
-            .then(|| Arc::new(self.offsets(sink_id)) as Arc<dyn PositionStore>)
+            .then(|| Arc::new(offsets) as Arc<dyn PositionStore>)
     }
 
-    fn offsets(&self, sink_id: &str) -> OffsetsTable {
-        OffsetsTable {
+    fn offsets(&self, sink_id: &str) -> Result<OffsetsTable, BuildError> {
+        Ok(OffsetsTable {
             endpoint: self.endpoint.clone(),
+            tls: self.tls_client()?,
             table: quote_name(&self.offsets_table),
             sink: sink_id.to_string(),
-        }
+        })
     }
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {
         self.check()?;
-        let offsets = self.exactly_once.then(|| self.offsets(&cx.id));
+        let offsets = match self.exactly_once {
+            true => Some(self.offsets(&cx.id)?),
+            false => None,
+        };
         let writer = Writer {
+            tls: self.tls_client()?,
             config: self.clone(),
             table: quote_name(&self.table),
             client: None,
@@ -192,10 +223,11 @@ impl PostgresSinkConfig {
     /// column exists with a type the sink writes.
     pub async fn healthcheck(&self) -> Result<(), String> {
         self.check().map_err(|e| e.message)?;
-        let client = tokio::time::timeout(Duration::from_secs(10), connect(&self.endpoint))
+        let tls = self.tls_client().map_err(|e| e.message)?;
+        let client = tokio::time::timeout(Duration::from_secs(10), connect(&self.endpoint, &tls))
             .await
             .map_err(|_| "no answer from the database in 10 s".to_string())?
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| format!("cannot connect: {}", describe(&e)))?;
         read_columns(
             &client,
             &quote_name(&self.table),
@@ -274,6 +306,7 @@ struct Prepared {
 /// The connection and what was learned from the catalog; one transaction at a time.
 struct Writer {
     config: PostgresSinkConfig,
+    tls: Arc<rustls::ClientConfig>,
     table: String,
     client: Option<Client>,
     columns: Option<Vec<Column>>,
@@ -287,12 +320,25 @@ enum Failure {
     Permanent(String),
 }
 
+/// An error with the server's own words when it sent any (tokio-postgres shows only "db
+/// error" otherwise), and the cause chain (TLS and I/O failures).
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl From<tokio_postgres::Error> for Failure {
     fn from(error: tokio_postgres::Error) -> Self {
-        let reason = match error.as_db_error() {
-            Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-            None => error.to_string(),
-        };
+        let reason = describe(&error);
         if retryable(&error) {
             Failure::Retry(reason)
         } else {
@@ -324,9 +370,9 @@ impl Writer {
             self.client = None;
         }
         if self.client.is_none() {
-            let client = connect(&self.config.endpoint)
+            let client = connect(&self.config.endpoint, &self.tls)
                 .await
-                .map_err(|e| Failure::Retry(format!("cannot connect: {e}")))?;
+                .map_err(|e| Failure::Retry(format!("cannot connect: {}", describe(&e))))?;
             if let Some(offsets) = &self.offsets {
                 offsets.ensure(&client).await?;
             }

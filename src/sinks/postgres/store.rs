@@ -14,6 +14,7 @@ use super::connect;
 use crate::exactly_once::{Ledger, Partition, PositionStore, SourcePosition};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio_postgres::{GenericClient, Transaction};
 
 /// The offsets table of one sink.
@@ -21,6 +22,8 @@ use tokio_postgres::{GenericClient, Transaction};
 pub struct OffsetsTable {
     /// The postgres URL.
     pub endpoint: String,
+    /// TLS to the server (see the sink's `tls`).
+    pub tls: Arc<rustls::ClientConfig>,
     /// The table's quoted name.
     pub table: String,
     /// The sink's id: one table can serve several sinks.
@@ -101,9 +104,9 @@ impl OffsetsTable {
         partitions: &[Partition],
         claim: &str,
     ) -> Result<HashMap<Partition, i64>, String> {
-        let mut client = connect(&self.endpoint)
+        let mut client = connect(&self.endpoint, &self.tls)
             .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| format!("cannot connect: {}", super::describe(&e)))?;
         self.ensure(&client)
             .await
             .map_err(|e| format!("cannot create {}: {e}", self.table))?;
