@@ -391,7 +391,14 @@ fn produce_bodies(servers: &str, topic: &str, bodies: impl Iterator<Item = Strin
 }
 
 /// kafka → remap → postgres with exactly-once, the api on `api`.
-fn exactly_once_config(dir: &Path, servers: &str, url: &str, api: u16, batch: usize) -> String {
+fn exactly_once_config(
+    dir: &Path,
+    servers: &str,
+    url: &str,
+    api: u16,
+    batch: usize,
+    pool_size: usize,
+) -> String {
     format!(
         r#"
 data_dir: {data}
@@ -423,6 +430,7 @@ sinks:
     table: events
     columns: {{id: id, source: source}}
     exactly_once: true
+    pool_size: {pool_size}
     batch: {{max_events: {batch}, timeout_secs: 0.1}}
     request: {{retry_initial_backoff_ms: 50, retry_max_backoff_secs: 1}}
   misfits:
@@ -501,13 +509,17 @@ fn connections_killed_mid_batch_are_retried_without_a_row_lost_or_doubled() {
     let api = free_port();
     let agent = Agent::start(
         dir.path(),
-        &exactly_once_config(dir.path(), &broker.servers(), &pg.url(), api, 200),
+        &exactly_once_config(dir.path(), &broker.servers(), &pg.url(), api, 200, 3),
     );
-    // Cut the agent's connections again and again while it loads.
+    // Three connections write at once (each partition keeps to one); cut them again and
+    // again while the agent loads.
     let mut terminated = 0;
+    let mut most_at_once = 0;
     let deadline = Instant::now() + WAIT;
     while rows(&pg) < total as i64 && Instant::now() < deadline {
-        terminated += pg.terminate_agent_connections();
+        let cut = pg.terminate_agent_connections();
+        most_at_once = most_at_once.max(cut);
+        terminated += cut;
         std::thread::sleep(Duration::from_millis(30));
     }
     wait_until(WAIT, "every message in the table", || {
@@ -517,6 +529,10 @@ fn connections_killed_mid_batch_are_retried_without_a_row_lost_or_doubled() {
         WAIT,
         "the offsets table at the end of every partition",
         || offsets_cover(&pg, total + bad as u64),
+    );
+    assert!(
+        most_at_once >= 2,
+        "the pool's writers hold their own connections: at most {most_at_once} at once"
     );
     assert!(
         terminated >= 5,
@@ -563,7 +579,7 @@ fn agents_killed_at_random_while_loading_leave_every_message_exactly_once() {
         std::fs::create_dir_all(&dir).unwrap();
         Agent::start(
             &dir,
-            &exactly_once_config(&dir, &servers, &pg.url(), free_port(), 50),
+            &exactly_once_config(&dir, &servers, &pg.url(), free_port(), 50, 2),
         )
     };
     let mut agents = [start(0), start(1)];

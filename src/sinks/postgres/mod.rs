@@ -69,6 +69,12 @@ pub struct PostgresSinkConfig {
     /// Rows per transaction (`max_events`, default 1000) and longest wait (`timeout_secs`).
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Connections writing at once (default 1). With exactly-once, each Kafka partition stays
+    /// on one of them (its transactions in order); otherwise batches take turns. Upsert with
+    /// more than one needs exactly-once: two connections could commit a key's versions out
+    /// of order.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// Timeout of one transaction and its retries.
     #[serde(default)]
     pub request: RequestConfig,
@@ -89,6 +95,10 @@ pub struct PostgresSinkConfig {
     /// The buffer in front of this sink.
     #[serde(default)]
     pub buffer: BufferConfig,
+}
+
+fn default_pool_size() -> usize {
+    1
 }
 
 fn default_offsets_table() -> String {
@@ -207,16 +217,19 @@ impl PostgresSinkConfig {
             true => Some(self.offsets(&cx.id)?),
             false => None,
         };
-        let writer = Writer {
-            tls: self.tls_client()?,
-            config: self.clone(),
-            table: quote_name(&self.table),
-            client: None,
-            columns: None,
-            offsets,
-            metrics: cx.metrics.clone(),
-        };
-        Ok(Box::pin(run(writer, cx)))
+        let tls = self.tls_client()?;
+        let writers = (0..self.pool_size)
+            .map(|_| Writer {
+                tls: tls.clone(),
+                config: self.clone(),
+                table: quote_name(&self.table),
+                client: None,
+                columns: None,
+                offsets: offsets.clone(),
+                metrics: cx.metrics.clone(),
+            })
+            .collect();
+        Ok(Box::pin(run(writers, cx)))
     }
 
     /// For `sluice validate`: the database answers, the table exists, and every configured
@@ -302,6 +315,9 @@ struct Prepared {
     /// Events that did not convert: index and reason.
     failed: Vec<(usize, String)>,
 }
+
+/// `<id>.dead_letter`, shared by the pool's writers (taken only to send misfits).
+type DeadLetter = tokio::sync::Mutex<Fanout>;
 
 /// The connection and what was learned from the catalog; one transaction at a time.
 struct Writer {
@@ -533,7 +549,7 @@ impl Writer {
 
     /// Writes the batches, retrying what may succeed later; then settles every event:
     /// committed, dead-lettered, fenced, or rejected.
-    async fn flush(&mut self, batches: Vec<EventBatch>, dead_letter: &mut Fanout) {
+    async fn flush(&mut self, batches: Vec<EventBatch>, dead_letter: &DeadLetter) {
         let timeout = Duration::from_secs_f64(self.config.request.timeout_secs);
         let mut tries = 0u32;
         // Converting needs the column types: the catalog is read first, with the same retries.
@@ -591,7 +607,7 @@ impl Writer {
 
     /// Sends the events of `p` that did not convert to the dead-letter output, each with its
     /// own reason, carrying `finalizers` (or counts and rejects them without a reader).
-    async fn misfits(&self, p: &Prepared, finalizers: Finalizers, dead_letter: &mut Fanout) {
+    async fn misfits(&self, p: &Prepared, finalizers: Finalizers, dead_letter: &DeadLetter) {
         if p.failed.is_empty() {
             return;
         }
@@ -607,7 +623,7 @@ impl Writer {
         }
         for (reason, events) in by_reason {
             super::reject(
-                dead_letter,
+                &mut *dead_letter.lock().await,
                 &self.metrics,
                 events,
                 finalizers.clone(),
@@ -621,8 +637,9 @@ impl Writer {
     /// commit must not lose the misfits on their way to the dead-letter output. They go first,
     /// and the commit waits until the dead-letter path has delivered them (a crash before the
     /// commit sends them again: the dead-letter output is at-least-once).
-    async fn misfits_first(&self, prepared: &mut [Prepared], dead_letter: &mut Fanout) {
-        if !dead_letter.is_connected() || prepared.iter().all(|p| p.failed.is_empty()) {
+    async fn misfits_first(&self, prepared: &mut [Prepared], dead_letter: &DeadLetter) {
+        if !dead_letter.lock().await.is_connected() || prepared.iter().all(|p| p.failed.is_empty())
+        {
             return; // without a reader they are counted and dropped after the commit
         }
         let (notifier, delivered) = BatchNotifier::new();
@@ -642,7 +659,7 @@ impl Writer {
         &self,
         prepared: Vec<Prepared>,
         decisions: Vec<Decision>,
-        dead_letter: &mut Fanout,
+        dead_letter: &DeadLetter,
     ) {
         for (p, decision) in prepared.into_iter().zip(decisions) {
             let events = p.batch.events.len();
@@ -672,10 +689,10 @@ impl Writer {
         }
     }
 
-    async fn reject_all(&self, batches: Vec<EventBatch>, dead_letter: &mut Fanout, reason: &str) {
+    async fn reject_all(&self, batches: Vec<EventBatch>, dead_letter: &DeadLetter, reason: &str) {
         for batch in batches {
             super::reject(
-                dead_letter,
+                &mut *dead_letter.lock().await,
                 &self.metrics,
                 batch.events,
                 batch.finalizers,
@@ -700,9 +717,58 @@ async fn timed<T>(
         })
 }
 
-/// Collects whole batches (each keeps its acknowledgement handle and source position) until
-/// `max_events`/`max_bytes` or `timeout_secs` after the first, then writes them.
-async fn run(mut writer: Writer, mut cx: SinkContext) -> Result<(), ComponentError> {
+/// Hands each incoming batch to one of `pool_size` writers, each with its own connection and
+/// batching: by Kafka partition with exactly-once (a partition's transactions stay in order,
+/// so none is judged against a position its predecessor has not committed yet), in turn
+/// otherwise.
+async fn run(writers: Vec<Writer>, cx: SinkContext) -> Result<(), ComponentError> {
+    let SinkContext {
+        mut input,
+        metrics,
+        dead_letter,
+        ..
+    } = cx;
+    let dead_letter = Arc::new(tokio::sync::Mutex::new(dead_letter));
+    let by_partition = writers.first().is_some_and(|w| w.offsets.is_some());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut queues = Vec::new();
+    for writer in writers {
+        let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(4);
+        queues.push(tx);
+        tasks.spawn(write_batches(writer, rx, dead_letter.clone()));
+    }
+    let mut turn = 0usize;
+    while let Some(batch) = input.recv().await {
+        metrics.received(batch.len(), batch.byte_size);
+        let index = match position_of(&batch.finalizers).filter(|_| by_partition) {
+            Some(position) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                (&*position.topic, position.partition).hash(&mut hasher);
+                hasher.finish() as usize % queues.len()
+            }
+            None => {
+                turn = turn.wrapping_add(1);
+                turn % queues.len()
+            }
+        };
+        if queues[index].send(batch).await.is_err() {
+            return Err("a postgres writer stopped".into());
+        }
+    }
+    drop(queues);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One writer: collects whole batches (each keeps its acknowledgement handle and source
+/// position) until `max_events`/`max_bytes` or `timeout_secs` after the first, then writes
+/// them in one transaction.
+async fn write_batches(
+    mut writer: Writer,
+    mut input: tokio::sync::mpsc::Receiver<EventBatch>,
+    dead_letter: Arc<DeadLetter>,
+) {
     let limits = writer.config.batch;
     let timeout = Duration::from_secs_f64(limits.timeout_secs);
     let mut pending: Vec<EventBatch> = Vec::new();
@@ -713,9 +779,8 @@ async fn run(mut writer: Writer, mut cx: SinkContext) -> Result<(), ComponentErr
         let full = events >= limits.max_events || bytes >= limits.max_bytes;
         if !full && open {
             tokio::select! {
-                received = cx.input.recv() => match received {
+                received = input.recv() => match received {
                     Some(batch) => {
-                        cx.metrics.received(batch.len(), batch.byte_size);
                         if pending.is_empty() {
                             deadline = tokio::time::Instant::now() + timeout;
                         }
@@ -734,7 +799,6 @@ async fn run(mut writer: Writer, mut cx: SinkContext) -> Result<(), ComponentErr
         }
         let batches = std::mem::take(&mut pending);
         (events, bytes) = (0, 0);
-        writer.flush(batches, &mut cx.dead_letter).await;
+        writer.flush(batches, &dead_letter).await;
     }
-    Ok(())
 }
