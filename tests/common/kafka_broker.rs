@@ -235,3 +235,63 @@ impl Drop for Tansu {
         self.kill();
     }
 }
+
+/// Produces each body as one record in a record batch of its own (keys `k0`, `k1`, ...), so
+/// that every committed offset is a batch start (see tests/kafka_delivery.rs for why tansu
+/// needs it).
+pub fn produce_one_per_batch(servers: &str, topic: &str, bodies: impl Iterator<Item = String>) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for (n, body) in bodies.enumerate() {
+        let key = format!("k{n}");
+        let mut record = BaseRecord::to(topic).payload(&body).key(&key);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// A producer thread writing `{"id": n}` (n = 0, 1, 2, ...) one record per batch, `chunk`
+/// records every `pause`, until [`SteadyProducer::finish`]: tests that kill consumers while
+/// loading stop it once their kills are done, however fast loading went.
+pub struct SteadyProducer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl SteadyProducer {
+    pub fn start(servers: &str, topic: &str, chunk: u64, pause: Duration) -> SteadyProducer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (servers, topic, flag) = (servers.to_string(), topic.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut produced = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let ids = produced..produced + chunk;
+                produce_one_per_batch(&servers, &topic, ids.map(|id| format!("{{\"id\":{id}}}")));
+                produced += chunk;
+                std::thread::sleep(pause);
+            }
+            produced
+        });
+        SteadyProducer { stop, thread }
+    }
+
+    /// Stops producing; returns how many records were produced (ids `0..n`).
+    pub fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}

@@ -120,6 +120,30 @@ impl Agent {
         Agent { child, stderr_path }
     }
 
+    /// Kills the agent with SIGKILL (no drain, no checkpoint) and reaps it.
+    pub fn kill9(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+        }
+        self.wait(Duration::from_secs(10));
+    }
+
+    /// Starts an agent reading `input` on stdin and waits for it to drain and exit 0.
+    pub fn run_stdin(dir: &Path, config: &str, input: &str) -> Agent {
+        use std::io::Write;
+        let mut agent = Agent::start_with(dir, config, Stdio::piped(), Stdio::null());
+        let mut stdin = agent.child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let status = agent.wait(Duration::from_secs(90));
+        assert!(
+            status.success(),
+            "exit {status:?}; stderr:\n{}",
+            agent.stderr()
+        );
+        agent
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
