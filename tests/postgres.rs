@@ -210,7 +210,9 @@ fn validate_names_a_missing_table_a_missing_column_and_a_path_that_cannot_be_exa
     let Some(pg) = Postgres::start() else { return };
     pg.execute("CREATE TABLE present (id bigint, point point)");
     let dir = tempfile::tempdir().unwrap();
-    let validate = |table: &str, columns: &str, no_environment: bool| {
+    // `validate` (with the environment checks: connecting, reading the catalog) on a
+    // stdin -> postgres config; `extra` adds sink fields.
+    let validate = |table: &str, columns: &str, extra: &str| {
         let config = format!(
             r#"
 data_dir: {data}
@@ -224,46 +226,7 @@ sinks:
     endpoint: {url}
     table: {table}
     columns: {columns}
-    exactly_once: true
-"#,
-            data = dir.path().join("data").display(),
-            url = pg.url(),
-        );
-        let path = dir.path().join("sluice.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut command = sluice();
-        command.arg("validate").arg(&path);
-        if no_environment {
-            command.arg("--no-environment");
-        }
-        let output = command.output().unwrap();
-        assert!(!output.status.success());
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    };
-    let stderr = validate("present", "{id: id}", true);
-    assert!(
-        stderr.contains("sinks.warehouse.exactly_once")
-            && stderr.contains(
-                "the path starts at `in`, a stdin source; exactly-once needs a kafka source"
-            ),
-        "{stderr}"
-    );
-    // The environment checks need a valid config: without exactly_once.
-    let validate_env = |table: &str, columns: &str| {
-        let config = format!(
-            r#"
-data_dir: {data}
-sources:
-  in:
-    type: stdin
-sinks:
-  warehouse:
-    type: postgres
-    inputs: [in]
-    endpoint: {url}
-    table: {table}
-    columns: {columns}
-"#,
+{extra}"#,
             data = dir.path().join("data").display(),
             url = pg.url(),
         );
@@ -275,6 +238,15 @@ sinks:
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
+    let (ok, stderr) = validate("present", "{id: id}", "    exactly_once: true\n");
+    assert!(
+        !ok && stderr.contains("sinks.warehouse.exactly_once")
+            && stderr.contains(
+                "the path starts at `in`, a stdin source; exactly-once needs a kafka source"
+            ),
+        "{stderr}"
+    );
+    let validate_env = |table: &str, columns: &str| validate(table, columns, "");
     let (ok, stderr) = validate_env("public.nope", "{id: id}");
     assert!(
         !ok && stderr
