@@ -35,6 +35,13 @@ use crate::sinks::aws_s3::parquet::ColumnType;
 pub async fn open_catalog(catalog: &CatalogConfig, warehouse: &str) -> Result<SqlCatalog, String> {
     let mut uri = catalog.uri.clone();
     let sqlite = uri.starts_with("sqlite:");
+    if let Some(path) = sqlite_path(&uri) {
+        // SQLite creates the file, not its directory.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {} for the catalog: {e}", parent.display()))?;
+        }
+    }
     if sqlite && !uri.contains("mode=") {
         // Create the SQLite file when missing.
         uri.push_str(if uri.contains('?') {
@@ -55,6 +62,15 @@ pub async fn open_catalog(catalog: &CatalogConfig, warehouse: &str) -> Result<Sq
         .load(&catalog.name, HashMap::new())
         .await
         .map_err(|e| format!("cannot open the catalog at {}: {e}", catalog.uri))
+}
+
+/// The file of a `sqlite://` catalog URI.
+fn sqlite_path(uri: &str) -> Option<std::path::PathBuf> {
+    let rest = uri
+        .strip_prefix("sqlite://")
+        .or_else(|| uri.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
 }
 
 /// The Iceberg type of a configured column.
