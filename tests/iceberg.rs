@@ -21,28 +21,27 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn sink_yaml(dir: &Path, inputs: &str, extra: &str) -> String {
+/// The SQLite catalog of the tests' tables; its directory does not exist until the sink
+/// creates it.
+fn catalog(dir: &Path) -> std::path::PathBuf {
+    dir.join("catalog").join("iceberg.db")
+}
+
+/// The columns most tests write.
+const SCHEMA: &str = "      - {name: id, type: int64}\n      - {name: time, type: timestamp}\n      - {name: service, type: string}\n      - {name: status, type: int64}\n      - {name: latency_ms, type: float64}\n      - {name: ok, type: bool}\n      - {name: attributes, type: json}\n";
+
+/// An iceberg sink `lake` writing `logs.events` under `dir`, with `schema` lines and `extra`
+/// sink fields.
+fn lake_yaml(dir: &Path, inputs: &str, schema: &str, extra: &str) -> String {
     format!(
-        r#"
-  lake:
-    type: iceberg
-    inputs: [{inputs}]
-    catalog: {{type: sql, uri: "sqlite://{catalog}"}}
-    warehouse: {warehouse}
-    namespace: logs
-    table: events
-    schema:
-      - {{name: id, type: int64}}
-      - {{name: time, type: timestamp}}
-      - {{name: service, type: string}}
-      - {{name: status, type: int64}}
-      - {{name: latency_ms, type: float64}}
-      - {{name: ok, type: bool}}
-      - {{name: attributes, type: json}}
-{extra}"#,
-        catalog = dir.join("catalog.db").display(),
-        warehouse = dir.join("warehouse").display(),
+        "\n  lake:\n    type: iceberg\n    inputs: [{inputs}]\n    catalog: {{type: sql, uri: \"sqlite://{}\"}}\n    warehouse: {}\n    namespace: logs\n    table: events\n    schema:\n{schema}{extra}",
+        catalog(dir).display(),
+        dir.join("warehouse").display(),
     )
+}
+
+fn sink_yaml(dir: &Path, inputs: &str, extra: &str) -> String {
+    lake_yaml(dir, inputs, SCHEMA, extra)
 }
 
 fn line(id: u64) -> String {
@@ -106,7 +105,7 @@ fn every_row_arrives_typed_and_partitioned_and_pyiceberg_reads_it() {
     Agent::run_stdin(dir.path(), &config, &input);
     let read = pyiceberg::read(
         &python,
-        &dir.path().join("catalog.db"),
+        &catalog(dir.path()),
         &dir.path().join("warehouse"),
         "logs.events",
         "",
@@ -202,7 +201,7 @@ fn two_agents_committing_to_one_table_both_succeed_and_lose_no_row() {
     }
     let read = pyiceberg::read(
         &python,
-        &dir.path().join("catalog.db"),
+        &catalog(dir.path()),
         &dir.path().join("warehouse"),
         "logs.events",
         "id",
@@ -290,7 +289,7 @@ fn agents_killed_at_random_leave_every_message_in_the_table_exactly_once() {
     // committed, however fast that goes.
     let producer = SteadyProducer::start(&servers, "events", 100, Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
-    let catalog = dir.path().join("catalog.db");
+    let catalog = catalog(dir.path());
     let warehouse = dir.path().join("warehouse");
     let start = |n: usize| {
         let home = dir.path().join(format!("agent{n}"));
@@ -310,25 +309,16 @@ sources:
     session_timeout_ms: 6000
     commit_interval_ms: 500
     decoding: {{codec: json}}
-sinks:
-  lake:
-    type: iceberg
-    inputs: [in]
-    catalog: {{type: sql, uri: "sqlite://{catalog}"}}
-    warehouse: {warehouse}
-    namespace: logs
-    table: events
-    schema:
-      - {{name: id, type: int64}}
-      - {{name: partition, type: int64}}
-      - {{name: offset, type: int64}}
-    commit_interval_secs: 0.3
-    exactly_once: true
+sinks:{lake}
 "#,
+            lake = lake_yaml(
+                dir.path(),
+                "in",
+                "      - {name: id, type: int64}\n      - {name: partition, type: int64}\n      - {name: offset, type: int64}\n",
+                "    commit_interval_secs: 0.3\n    exactly_once: true\n",
+            ),
             data = home.join("data").display(),
             api = free_port(),
-            catalog = catalog.display(),
-            warehouse = warehouse.display(),
         );
         Agent::start(&home, &config)
     };

@@ -23,6 +23,27 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// stdin (JSON lines) → a postgres sink `warehouse` writing to `endpoint`; `rest` goes on with
+/// the sink's fields (and may add more sinks after them).
+fn stdin_config(dir: &Path, endpoint: &str, rest: &str) -> String {
+    format!(
+        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:\n  warehouse:\n    type: postgres\n    inputs: [in]\n    endpoint: \"{endpoint}\"\n{rest}",
+        dir.join("data").display()
+    )
+}
+
+/// `sluice validate` (with its environment checks: connecting, reading the catalog) on
+/// `config`: whether it passed, and what it printed.
+fn validate(dir: &Path, config: &str) -> (bool, String) {
+    let path = dir.join("check.yaml");
+    std::fs::write(&path, config).unwrap();
+    let output = sluice().arg("validate").arg(&path).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn rows_equal_the_input_with_types_converted_and_misfits_dead_lettered() {
     let Some(pg) = Postgres::start() else { return };
@@ -33,19 +54,11 @@ fn rows_equal_the_input_with_types_converted_and_misfits_dead_lettered() {
     );
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("dead.ndjson");
-    let config = format!(
-        r#"
-data_dir: {data}
-sources:
-  in:
-    type: stdin
-    decoding: {{codec: json}}
-sinks:
-  warehouse:
-    type: postgres
-    inputs: [in]
-    endpoint: {url}
-    table: public.requests
+    let config = stdin_config(
+        dir.path(),
+        &pg.url(),
+        &format!(
+            r#"    table: public.requests
     columns:
       id: id
       service: service
@@ -61,11 +74,10 @@ sinks:
   misfits:
     type: file
     inputs: [warehouse.dead_letter]
-    path: {dead}
+    path: {}
 "#,
-        data = dir.path().join("data").display(),
-        url = pg.url(),
-        dead = dead.display()
+            dead.display()
+        ),
     );
     let total = 3000u64;
     let mut input = String::new();
@@ -155,26 +167,10 @@ fn upsert_keeps_the_last_version_of_each_key() {
     let Some(pg) = Postgres::start() else { return };
     pg.execute("CREATE TABLE latest (key text PRIMARY KEY, version integer NOT NULL, note text)");
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        r#"
-data_dir: {data}
-sources:
-  in:
-    type: stdin
-    decoding: {{codec: json}}
-sinks:
-  warehouse:
-    type: postgres
-    inputs: [in]
-    endpoint: {url}
-    table: latest
-    columns: {{key: key, version: version, note: note}}
-    mode: upsert
-    key: [key]
-    batch: {{max_events: 64, timeout_secs: 0.2}}
-"#,
-        data = dir.path().join("data").display(),
-        url = pg.url(),
+    let config = stdin_config(
+        dir.path(),
+        &pg.url(),
+        "    table: latest\n    columns: {key: key, version: version, note: note}\n    mode: upsert\n    key: [key]\n    batch: {max_events: 64, timeout_secs: 0.2}\n",
     );
     // 100 keys, versions 0..=9 in order; a batch holds several versions of one key and a key's
     // versions span batches.
@@ -210,33 +206,9 @@ fn validate_names_a_missing_table_a_missing_column_and_a_path_that_cannot_be_exa
     let Some(pg) = Postgres::start() else { return };
     pg.execute("CREATE TABLE present (id bigint, point point)");
     let dir = tempfile::tempdir().unwrap();
-    // `validate` (with the environment checks: connecting, reading the catalog) on a
-    // stdin -> postgres config; `extra` adds sink fields.
     let validate = |table: &str, columns: &str, extra: &str| {
-        let config = format!(
-            r#"
-data_dir: {data}
-sources:
-  in:
-    type: stdin
-sinks:
-  warehouse:
-    type: postgres
-    inputs: [in]
-    endpoint: {url}
-    table: {table}
-    columns: {columns}
-{extra}"#,
-            data = dir.path().join("data").display(),
-            url = pg.url(),
-        );
-        let path = dir.path().join("sluice.yaml");
-        std::fs::write(&path, config).unwrap();
-        let output = sluice().arg("validate").arg(&path).output().unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let rest = format!("    table: {table}\n    columns: {columns}\n{extra}");
+        validate(dir.path(), &stdin_config(dir.path(), &pg.url(), &rest))
     };
     let (ok, stderr) = validate("present", "{id: id}", "    exactly_once: true\n");
     assert!(
@@ -244,6 +216,25 @@ sinks:
             && stderr.contains(
                 "the path starts at `in`, a stdin source; exactly-once needs a kafka source"
             ),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate(
+        "present",
+        "{id: id}",
+        "    mode: upsert\n    key: [id]\n    pool_size: 2\n",
+    );
+    assert!(
+        !ok && stderr.contains("sinks.warehouse.pool_size")
+            && stderr.contains("upsert with more than one connection needs exactly_once"),
+        "{stderr}"
+    );
+    let (ok, stderr) = validate(
+        "present",
+        "{id: id}",
+        "    tls: {verify_certificate: false}\n",
+    );
+    assert!(
+        !ok && stderr.contains("sinks.warehouse.tls.verify_certificate"),
         "{stderr}"
     );
     let validate_env = |table: &str, columns: &str| validate(table, columns, "");
@@ -283,23 +274,17 @@ fn tls_to_a_server_that_accepts_only_tls() {
     pg.execute("CREATE TABLE lines (n bigint)");
     let dir = tempfile::tempdir().unwrap();
     let config = |sslmode: &str, ca: &str| {
-        format!(
-            "data_dir: {data}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:\n  warehouse:\n    type: postgres\n    inputs: [in]\n    endpoint: \"{url}?sslmode={sslmode}\"\n    table: lines\n    columns: {{n: n}}\n    tls: {{ca_file: {ca}}}\n",
-            data = dir.path().join("data").display(),
-            url = pg.url(),
-            ca = certs.path().join(format!("{ca}.crt")).display()
+        let rest = format!(
+            "    table: lines\n    columns: {{n: n}}\n    tls: {{ca_file: {}}}\n",
+            certs.path().join(format!("{ca}.crt")).display()
+        );
+        stdin_config(
+            dir.path(),
+            &format!("{}?sslmode={sslmode}", pg.url()),
+            &rest,
         )
     };
-    let validate = |text: String| {
-        let path = dir.path().join("check.yaml");
-        std::fs::write(&path, text).unwrap();
-        let output = sluice().arg("validate").arg(&path).output().unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
-    // Plain TCP is refused by the server; a server certificate from another CA by the agent.
+    let validate = |text: String| validate(dir.path(), &text);
     let (ok, stderr) = validate(config("disable", "ca"));
     assert!(!ok && stderr.contains("no encryption"), "{stderr}");
     let (ok, stderr) = validate(config("require", "other-ca"));

@@ -31,7 +31,7 @@ use super::SourceContext;
 use crate::codec::decoding::{decode_frame, OnDecodeError};
 use crate::codec::{Decoder, DecodingConfig};
 use crate::event::{BatchStatus, Event, EventBatch, ObjectMap, SourcePosition, Value};
-use crate::exactly_once::{claim_blocking, PositionStore};
+use crate::exactly_once::{claim_blocking, Partition, PositionStore};
 use crate::kafka::{KafkaConnection, KafkaSasl, KafkaTls};
 use crate::topology::{BuildError, ComponentError, RunFuture};
 use bytes::Bytes;
@@ -187,9 +187,6 @@ const BATCH: usize = 1000;
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
 /// At most one gap warning per partition in this interval (all are counted).
 const GAP_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// A topic and partition.
-type Partition = (String, i32);
 
 /// What this member owns, shared with the rebalance callbacks.
 #[derive(Default)]

@@ -185,6 +185,15 @@ impl PostgresSinkConfig {
             }
             Mode::Insert => {}
         }
+        if !(1..=64).contains(&self.pool_size) {
+            return Err(BuildError::new("pool_size", "must be between 1 and 64"));
+        }
+        if self.pool_size > 1 && self.mode == Mode::Upsert && !self.exactly_once {
+            return Err(BuildError::new(
+                "pool_size",
+                "upsert with more than one connection needs exactly_once (batches then keep to one connection per Kafka partition); otherwise two connections could commit a key's versions out of order",
+            ));
+        }
         self.batch
             .check()
             .map_err(|m| BuildError::new("batch", m))?;
@@ -196,10 +205,12 @@ impl PostgresSinkConfig {
 
     /// The offsets table, when this sink commits source positions.
     pub fn position_store(&self, sink_id: &str) -> Option<Arc<dyn PositionStore>> {
+        if !self.exactly_once {
+            return None;
+        }
         // A config that does not build has no store; its build error is reported.
         let offsets = self.offsets(sink_id).ok()?;
-        self.exactly_once
-            .then(|| Arc::new(offsets) as Arc<dyn PositionStore>)
+        Some(Arc::new(offsets))
     }
 
     fn offsets(&self, sink_id: &str) -> Result<OffsetsTable, BuildError> {
