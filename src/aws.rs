@@ -119,6 +119,30 @@ impl AwsConnection<'_> {
     }
 }
 
+/// Checks that `bucket` exists and these credentials reach it (S3 HeadBucket), for
+/// `sluice validate`.
+pub async fn head_bucket(
+    connection: &AwsConnection<'_>,
+    force_path_style: bool,
+    bucket: &str,
+) -> Result<(), String> {
+    let shared = connection.sdk_config().await;
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(force_path_style)
+            .build(),
+    );
+    match client.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(error) => match classify::<(), _>(error) {
+            Attempt::Retry(reason, _) | Attempt::Permanent(reason) => {
+                Err(format!("bucket `{bucket}`: {reason}"))
+            }
+            Attempt::Done(()) => Ok(()),
+        },
+    }
+}
+
 /// Sorts an SDK error into retry or give up: connection failures, timeouts, throttling and
 /// 5xx are retried; any other service error (access denied, no such bucket/stream, bad
 /// request) is permanent.

@@ -1,11 +1,14 @@
-//! The `iceberg` sink writing tables through a SQLite SQL catalog into a local warehouse,
-//! with `sluice` running as a child process, and every table read back by pyiceberg (the
-//! Python reference client, `common/pyiceberg.rs`). The exactly-once test reads from a real
+//! The `iceberg` sink writing tables through a SQLite SQL catalog into a local warehouse or an
+//! `s3://` warehouse on moto's S3 server (`common/moto.rs`), with `sluice` running as a child
+//! process, and every table read back by pyiceberg (the Python reference client,
+//! `common/pyiceberg.rs`). The exactly-once test reads from a real
 //! `tansu` broker process (one record per record batch, see tests/kafka_delivery.rs for why).
 
 mod common;
 #[path = "common/kafka_broker.rs"]
 mod kafka_broker;
+#[path = "common/moto.rs"]
+mod moto;
 #[path = "common/proxy.rs"]
 mod proxy;
 #[path = "common/pyiceberg.rs"]
@@ -211,6 +214,113 @@ fn two_agents_committing_to_one_table_both_succeed_and_lose_no_row() {
     eprintln!(
         "commit conflicts resolved by reading the table again: {conflicts}; snapshots: {}",
         read.json["snapshots"]
+    );
+}
+
+/// An `s3://` warehouse on moto: `validate` names a missing bucket, the running sink says the
+/// same and retries, and once the bucket exists the table's metadata and data files land in
+/// it and pyiceberg reads every row back from S3.
+#[test]
+fn an_s3_warehouse_holds_the_table_and_a_missing_bucket_is_retried() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(moto.s3());
+    let dir = tempfile::tempdir().unwrap();
+    let local = format!("warehouse: {}", dir.path().join("warehouse").display());
+    let remote = format!(
+        "warehouse: s3://lake/warehouse\n{}    force_path_style: true",
+        moto.yaml("    ")
+    );
+    let config = format!(
+        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
+        dir.path().join("data").display(),
+        sink_yaml(dir.path(), "in", "    commit_interval_secs: 0.5\n")
+    )
+    .replace(&local, &remote);
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, &config).unwrap();
+    let output = sluice().arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("sinks.lake: healthcheck failed: warehouse: bucket `lake`"),
+        "{stderr}"
+    );
+
+    let mut agent = Agent::start_with(dir.path(), &config, Stdio::piped(), Stdio::null());
+    wait_until(WAIT, "the error about the missing bucket", || {
+        let stderr = agent.stderr();
+        stderr.contains("cannot open the iceberg table; retrying component_id=\"lake\"")
+            && stderr.contains("NoSuchBucket")
+    });
+    runtime
+        .block_on(s3.create_bucket().bucket("lake").send())
+        .unwrap();
+    let total = 3000u64;
+    let mut input = String::new();
+    for id in 0..total {
+        input.push_str(&line(id));
+        input.push('\n');
+    }
+    let mut stdin = agent.child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let status = agent.wait(WAIT);
+    assert!(
+        status.success(),
+        "exit {status:?}; stderr:\n{}",
+        agent.stderr()
+    );
+
+    let properties = serde_json::json!({
+        "s3.endpoint": moto.endpoint(),
+        "s3.access-key-id": "test",
+        "s3.secret-access-key": "test",
+        "s3.region": "us-east-1",
+    });
+    let read = pyiceberg::read_from(
+        &python,
+        &catalog(dir.path()),
+        "s3://lake/warehouse",
+        &properties,
+        "logs.events",
+        "",
+        "",
+    );
+    assert_each_once(&ids(&read), total);
+    for row in read.rows() {
+        let id = row[0].as_u64().unwrap();
+        assert_eq!(row[2], format!("svc-{}", id % 4));
+    }
+    let keys: Vec<String> = runtime
+        .block_on(
+            s3.list_objects_v2()
+                .bucket("lake")
+                .prefix("warehouse/")
+                .send(),
+        )
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(String::from))
+        .collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("warehouse/logs/events/data/") && k.ends_with(".parquet"))
+            && keys
+                .iter()
+                .any(|k| k.starts_with("warehouse/logs/events/metadata/")
+                    && k.ends_with(".metadata.json")),
+        "data and metadata in the bucket: {keys:?}"
+    );
+    assert!(
+        !dir.path().join("warehouse").exists(),
+        "nothing written locally"
     );
 }
 

@@ -445,17 +445,63 @@ fn logged(agent: &Agent, what: &str, key: &str) -> Vec<String> {
         .stderr()
         .lines()
         .filter(|l| l.contains(what))
-        .filter_map(|l| l.split(&format!("{key}=")).nth(1))
-        .flat_map(|rest| {
-            rest.split_whitespace()
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|l| listed(l, key))
         .collect()
+}
+
+/// The comma-separated `key=` list of one log line.
+fn listed(line: &str, key: &str) -> Vec<String> {
+    line.split(&format!("{key}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("")
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The partitions an agent owns now: its assignment and revocation log lines replayed in
+/// order (a partition revoked and later assigned again is owned).
+fn owned(agent: &Agent) -> std::collections::BTreeSet<String> {
+    let mut owned = std::collections::BTreeSet::new();
+    for line in agent.stderr().lines() {
+        if line.contains("partitions assigned") {
+            owned.extend(listed(line, "assigned"));
+        } else if line.contains("partitions revoked") {
+            for gone in listed(line, "revoked") {
+                owned.remove(&gone);
+            }
+        }
+    }
+    owned
+}
+
+/// Waits until every member owns `share` partitions; on timeout, fails with what each owns
+/// and its rebalance log.
+fn wait_for_shares(members: &[(&str, &Agent)], share: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !members.iter().all(|(_, agent)| owned(agent).len() == share) {
+        if std::time::Instant::now() > deadline {
+            let report: Vec<String> = members
+                .iter()
+                .map(|(name, agent)| {
+                    let rebalances: Vec<String> = agent
+                        .stderr()
+                        .lines()
+                        .filter(|l| l.contains("partitions "))
+                        .map(String::from)
+                        .collect();
+                    format!("{name} owns {:?}:\n{}", owned(agent), rebalances.join("\n"))
+                })
+                .collect();
+            panic!(
+                "timed out after {WAIT:?} waiting for {share} partitions each:\n{}",
+                report.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Two members share 6 partitions 3/3 with `cooperative-sticky`; a third joins. Only the two
@@ -483,21 +529,9 @@ fn cooperative_sticky_moves_only_the_joining_members_share(mut broker: Broker) {
             ),
         )
     };
-    let owned = |agent: &Agent| {
-        let mut owned: std::collections::BTreeSet<String> =
-            logged(agent, "partitions assigned", "assigned")
-                .into_iter()
-                .collect();
-        for gone in logged(agent, "partitions revoked", "revoked") {
-            owned.remove(&gone);
-        }
-        owned
-    };
     let mut a = start("a");
     let mut b = start("b");
-    wait_until(WAIT, "three partitions each", || {
-        owned(&a).len() == 3 && owned(&b).len() == 3
-    });
+    wait_for_shares(&[("a", &a), ("b", &b)], 3);
     produce(&servers, "coop", None, 0..3000, 1);
     let before = (owned(&a), owned(&b));
     let revoked_before = (
@@ -505,9 +539,7 @@ fn cooperative_sticky_moves_only_the_joining_members_share(mut broker: Broker) {
         logged(&b, "partitions revoked", "revoked").len(),
     );
     let mut c = start("c");
-    wait_until(WAIT, "two partitions each", || {
-        owned(&a).len() == 2 && owned(&b).len() == 2 && owned(&c).len() == 2
-    });
+    wait_for_shares(&[("a", &a), ("b", &b), ("c", &c)], 2);
     produce(&servers, "coop", None, 3000..6000, 1);
     let out = |name: &str| ids(&dir.path().join(name).join("out.ndjson"));
     let union = || {

@@ -51,14 +51,37 @@ pub fn read(
     columns: &str,
     filter: &str,
 ) -> Read {
+    read_from(
+        python,
+        catalog,
+        &format!("file://{}", warehouse.display()),
+        &serde_json::json!({}),
+        table,
+        columns,
+        filter,
+    )
+}
+
+/// [`read`] with the warehouse as a URL (`s3://bucket/prefix`) and more catalog properties
+/// (`s3.endpoint`, keys) as a JSON object.
+pub fn read_from(
+    python: &Path,
+    catalog: &Path,
+    warehouse: &str,
+    properties: &serde_json::Value,
+    table: &str,
+    columns: &str,
+    filter: &str,
+) -> Read {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iceberg/read_table.py");
     let output = Command::new(python)
         .arg(script)
         .arg(format!("sqlite:///{}", catalog.display()))
-        .arg(format!("file://{}", warehouse.display()))
+        .arg(warehouse)
         .arg(table)
         .arg(columns)
         .arg(filter)
+        .env("SLUICE_ICEBERG_PROPERTIES", properties.to_string())
         .output()
         .unwrap();
     assert!(

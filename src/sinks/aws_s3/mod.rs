@@ -177,22 +177,7 @@ impl S3SinkConfig {
                 .map_err(|e| format!("cannot write under {}: {e}", root.display()))?;
             return Ok(());
         }
-        let shared = self.connection().sdk_config().await;
-        let client = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&shared)
-                .force_path_style(self.force_path_style)
-                .build(),
-        );
-        match client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(error) => match crate::aws::classify::<(), _>(error) {
-                crate::sinks::retry::Attempt::Retry(reason, _)
-                | crate::sinks::retry::Attempt::Permanent(reason) => {
-                    Err(format!("bucket `{}`: {reason}", self.bucket))
-                }
-                crate::sinks::retry::Attempt::Done(()) => Ok(()),
-            },
-        }
+        crate::aws::head_bucket(&self.connection(), self.force_path_style, &self.bucket).await
     }
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {

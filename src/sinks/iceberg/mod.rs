@@ -10,10 +10,12 @@
 //! - Exactly-once from Kafka: each snapshot's summary records the next offset and claim of
 //!   every Kafka partition the sink wrote ([`crate::exactly_once`], [`table::Recorded`]).
 
+mod storage;
 mod table;
 mod writer;
 
 use super::{BufferConfig, SinkContext};
+use crate::aws::AwsAuth;
 use crate::exactly_once::{Decision, Ledger, PositionStore};
 use crate::observe::ComponentMetrics;
 use crate::sinks::aws_s3::parquet::ColumnType;
@@ -22,6 +24,7 @@ use iceberg::Catalog;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+use storage::{S3Settings, Warehouse};
 use table::{append, open_catalog, CommitFailure, Recorded, SnapshotPositions};
 use writer::{Closed, Writer};
 
@@ -82,8 +85,23 @@ pub struct IcebergSinkConfig {
     pub inputs: Vec<String>,
     /// The catalog.
     pub catalog: CatalogConfig,
-    /// Where new tables put their files: a local directory (path or `file://` URL).
+    /// Where new tables put their files: a local directory (path or `file://` URL) or
+    /// `s3://bucket/prefix`.
     pub warehouse: String,
+    /// AWS region of an `s3://` warehouse (default: the standard chain: `AWS_REGION`,
+    /// profile, IMDS).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible store or emulator (`http://127.0.0.1:9000`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores and
+    /// emulators need (default false).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Explicit AWS credentials for an `s3://` warehouse (default: the standard chain).
+    #[serde(default)]
+    pub auth: Option<AwsAuth>,
     /// The table's namespace (dots separate levels).
     pub namespace: String,
     /// The table's name.
@@ -123,22 +141,27 @@ fn default_target_file_size() -> usize {
 }
 
 impl IcebergSinkConfig {
-    /// The warehouse as a `file://` URL.
-    fn warehouse_url(&self) -> Result<String, String> {
-        let location = self.warehouse.trim();
-        if location.contains("://") && !location.starts_with("file://") {
-            return Err(format!(
-                "warehouse `{location}`: only local directories (a path or file:// URL) are supported so far"
-            ));
+    /// The warehouse location, checked.
+    fn warehouse(&self) -> Result<Warehouse, String> {
+        Warehouse::parse(&self.warehouse)
+    }
+
+    /// The AWS settings of an `s3://` warehouse.
+    fn s3(&self) -> S3Settings<'_> {
+        S3Settings {
+            region: self.region.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            force_path_style: self.force_path_style,
+            auth: self.auth.as_ref(),
         }
-        let path = location.strip_prefix("file://").unwrap_or(location);
-        let path = std::path::absolute(path).map_err(|e| format!("warehouse `{location}`: {e}"))?;
-        Ok(format!("file://{}", path.display()))
     }
 
     fn check(&self) -> Result<(), BuildError> {
-        self.warehouse_url()
+        self.warehouse()
             .map_err(|m| BuildError::new("warehouse", m))?;
+        self.s3()
+            .check()
+            .map_err(|(field, m)| BuildError::new(field, m))?;
         if self.namespace.trim().is_empty() || self.table.trim().is_empty() {
             return Err(BuildError::new(
                 "table",
@@ -181,7 +204,10 @@ impl IcebergSinkConfig {
     /// For `sluice validate`: the catalog answers, and the table exists (or may be created).
     pub async fn healthcheck(&self) -> Result<(), String> {
         self.check().map_err(|e| e.message)?;
-        let catalog = open_catalog(&self.catalog, &self.warehouse_url()?).await?;
+        if let Warehouse::S3(url) = self.warehouse()? {
+            self.s3().check_bucket(&url).await?;
+        }
+        let catalog = open_catalog(self).await?;
         let exists = catalog
             .table_exists(&self.ident())
             .await
@@ -223,7 +249,7 @@ async fn open(
     let mut backoff = Backoff::new();
     loop {
         let opened = async {
-            let catalog = open_catalog(&config.catalog, &config.warehouse_url()?).await?;
+            let catalog = open_catalog(config).await?;
             let table = config.load_or_create(&catalog).await?;
             let writer = Writer::new(config, &table)?;
             Ok::<_, String>((catalog, writer))

@@ -13,11 +13,12 @@
 //! (the latest such snapshot holds the whole map): `sluice/<sink>/<topic>/<partition>/next`
 //! and `.../claim`.
 
-use super::{CatalogConfig, IcebergSinkConfig};
+use super::storage::Warehouse;
+use super::IcebergSinkConfig;
 use crate::exactly_once::{Ledger, Partition, PositionStore};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use iceberg::io::LocalFsStorageFactory;
+use iceberg::io::StorageFactory;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -26,13 +27,23 @@ use iceberg::{
     TableCreation, TableIdent,
 };
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::sinks::aws_s3::parquet::ColumnType;
 
 /// Opens the configured catalog.
-pub async fn open_catalog(catalog: &CatalogConfig, warehouse: &str) -> Result<SqlCatalog, String> {
+pub async fn open_catalog(config: &IcebergSinkConfig) -> Result<SqlCatalog, String> {
+    let catalog = &config.catalog;
+    let warehouse = config.warehouse()?;
+    let (storage, props) = match &warehouse {
+        Warehouse::Local(_) => (
+            Arc::new(OpenDalResolvingStorageFactory::new()) as Arc<dyn StorageFactory>,
+            HashMap::new(),
+        ),
+        Warehouse::S3(_) => config.s3().storage().await,
+    };
     let mut uri = catalog.uri.clone();
     let sqlite = uri.starts_with("sqlite:");
     if let Some(path) = sqlite_path(&uri) {
@@ -52,14 +63,14 @@ pub async fn open_catalog(catalog: &CatalogConfig, warehouse: &str) -> Result<Sq
     }
     SqlCatalogBuilder::default()
         .uri(uri)
-        .warehouse_location(warehouse)
+        .warehouse_location(warehouse.url())
         .sql_bind_style(if sqlite {
             SqlBindStyle::QMark
         } else {
             SqlBindStyle::DollarNumeric
         })
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
-        .load(&catalog.name, HashMap::new())
+        .with_storage_factory(storage)
+        .load(&catalog.name, props)
         .await
         .map_err(|e| format!("cannot open the catalog at {}: {e}", catalog.uri))
 }
@@ -409,7 +420,7 @@ impl SnapshotPositions {
         partitions: &[Partition],
         claim: &str,
     ) -> Result<HashMap<Partition, i64>, String> {
-        let catalog = open_catalog(&self.config.catalog, &self.config.warehouse_url()?).await?;
+        let catalog = open_catalog(&self.config).await?;
         loop {
             let table = self.config.load_or_create(&catalog).await?;
             let recorded = Recorded::read(&table, &self.sink);
