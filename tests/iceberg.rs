@@ -1,7 +1,8 @@
 //! The `iceberg` sink writing tables through a SQLite SQL catalog into a local warehouse or an
 //! `s3://` warehouse on moto's S3 server (`common/moto.rs`), with `sluice` running as a child
 //! process, and every table read back by pyiceberg (the Python reference client,
-//! `common/pyiceberg.rs`). The exactly-once test reads from a real
+//! `common/pyiceberg.rs`). One test keeps the catalog in a real PostgreSQL server
+//! (`common/postgres.rs`) behind a proxy that cuts it off. The exactly-once test reads from a real
 //! `tansu` broker process (one record per record batch, see tests/kafka_delivery.rs for why).
 
 mod common;
@@ -9,6 +10,8 @@ mod common;
 mod kafka_broker;
 #[path = "common/moto.rs"]
 mod moto;
+#[path = "common/postgres.rs"]
+mod postgres;
 #[path = "common/proxy.rs"]
 mod proxy;
 #[path = "common/pyiceberg.rs"]
@@ -20,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -285,7 +288,7 @@ fn an_s3_warehouse_holds_the_table_and_a_missing_bucket_is_retried() {
     });
     let read = pyiceberg::read_from(
         &python,
-        &catalog(dir.path()),
+        &format!("sqlite:///{}", catalog(dir.path()).display()),
         "s3://lake/warehouse",
         &properties,
         "logs.events",
@@ -322,6 +325,87 @@ fn an_s3_warehouse_holds_the_table_and_a_missing_bucket_is_retried() {
         !dir.path().join("warehouse").exists(),
         "nothing written locally"
     );
+}
+
+/// A catalog in PostgreSQL that goes away mid-stream: the sink says so and retries, and with
+/// acknowledgements on an http_server client gets no 200 until its rows are committed once the
+/// catalog is back; pyiceberg then reads every row exactly once through the same catalog.
+#[test]
+fn a_catalog_that_goes_down_holds_acknowledgements_until_it_is_back() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let Some(server) = postgres::Postgres::start() else {
+        return;
+    };
+    let cut = proxy::Proxy::start(server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let catalog_uri = format!("postgresql://postgres@127.0.0.1:{}/postgres", cut.port);
+    let config = format!(
+        "data_dir: {}\nacknowledgements: true\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{port}\n    decoding: {{codec: json}}\n    ack_timeout_secs: 300\nsinks:{}",
+        dir.path().join("data").display(),
+        sink_yaml(dir.path(), "in", "    commit_interval_secs: 0.2\n")
+    )
+    .replace(
+        &format!("uri: \"sqlite://{}\"", catalog(dir.path()).display()),
+        &format!("uri: \"{catalog_uri}\""),
+    );
+    assert!(config.contains(&catalog_uri), "{config}");
+    let mut agent = Agent::start(dir.path(), &config);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let post = |from: u64, to: u64| {
+        let body: String = (from..to).map(|id| line(id) + "\n").collect();
+        let request = client
+            .post(format!("http://127.0.0.1:{port}/"))
+            .body(body)
+            .send();
+        async move { request.await.map(|r| r.status().as_u16()) }
+    };
+    wait_until(WAIT, "the http source listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert_eq!(runtime.block_on(post(0, 1000)).unwrap(), 200);
+
+    cut.set_up(false);
+    let pending = runtime.spawn(post(1000, 2000));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stderr = agent.stderr();
+        if stderr.contains("component_id=lake")
+            && (stderr.contains("cannot load the table to commit; retrying")
+                || stderr.contains("commit failed; retrying"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink did not report the catalog down:\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pending.is_finished(),
+        "no answer while the rows are not committed"
+    );
+    cut.set_up(true);
+    assert_eq!(runtime.block_on(pending).unwrap().unwrap(), 200);
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+
+    let read = pyiceberg::read_from(
+        &python,
+        &format!(
+            "postgresql+psycopg2://postgres@127.0.0.1:{}/postgres",
+            server.port
+        ),
+        &format!("file://{}", dir.path().join("warehouse").display()),
+        &serde_json::json!({}),
+        "logs.events",
+        "id",
+        "",
+    );
+    assert_each_once(&ids(&read), 2000);
 }
 
 #[test]

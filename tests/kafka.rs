@@ -179,6 +179,26 @@ fn last_assignment(agent: &Agent) -> Option<usize> {
     after.split_whitespace().next()?.parse().ok()
 }
 
+/// The members the broker lists in `group` (its state and member ids), or the error.
+fn group_members(servers: &str, group: &str) -> String {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    match client.fetch_group_list(Some(group), Duration::from_secs(10)) {
+        Ok(list) => list
+            .groups()
+            .iter()
+            .map(|g| {
+                let members: Vec<&str> = g.members().iter().map(|m| m.id()).collect();
+                format!("{} {:?}", g.state(), members)
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
 fn kill9(agent: &mut Agent) {
     unsafe {
         libc::kill(agent.child.id() as i32, libc::SIGKILL);
@@ -278,8 +298,9 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
             // Seen once in CI (not reproduced in 2 reruns): say what the agent was doing.
             assert!(
                 Instant::now() < deadline,
-                "no progress within {WAIT:?} after restart {} ({before} of {total} delivered); the agent's log:\n{}",
+                "no progress within {WAIT:?} after restart {} ({before} of {total} delivered); the group: {}; the agent's log:\n{}",
                 kills.len(),
+                group_members(&servers, "g3"),
                 agent.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -293,9 +314,10 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
     while ids(&out).len() < total {
         assert!(
             Instant::now() < deadline,
-            "{} of {total} messages after {:?}; the agent's log:\n{}",
+            "{} of {total} messages after {:?}; the group: {}; the agent's log:\n{}",
             ids(&out).len(),
             2 * WAIT,
+            group_members(&servers, "g3"),
             agent.stderr()
         );
         std::thread::sleep(Duration::from_millis(20));

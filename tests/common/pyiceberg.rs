@@ -53,7 +53,7 @@ pub fn read(
 ) -> Read {
     read_from(
         python,
-        catalog,
+        &format!("sqlite:///{}", catalog.display()),
         &format!("file://{}", warehouse.display()),
         &serde_json::json!({}),
         table,
@@ -62,11 +62,12 @@ pub fn read(
     )
 }
 
-/// [`read`] with the warehouse as a URL (`s3://bucket/prefix`) and more catalog properties
-/// (`s3.endpoint`, keys) as a JSON object.
+/// [`read`] with the catalog as a SQLAlchemy URL (`sqlite:///path`,
+/// `postgresql+psycopg2://...`), the warehouse as a URL (`s3://bucket/prefix`) and more
+/// catalog properties (`s3.endpoint`, keys) as a JSON object.
 pub fn read_from(
     python: &Path,
-    catalog: &Path,
+    catalog: &str,
     warehouse: &str,
     properties: &serde_json::Value,
     table: &str,
@@ -76,7 +77,7 @@ pub fn read_from(
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iceberg/read_table.py");
     let output = Command::new(python)
         .arg(script)
-        .arg(format!("sqlite:///{}", catalog.display()))
+        .arg(catalog)
         .arg(warehouse)
         .arg(table)
         .arg(columns)
