@@ -408,6 +408,142 @@ fn a_catalog_that_goes_down_holds_acknowledgements_until_it_is_back() {
     assert_each_once(&ids(&read), 2000);
 }
 
+/// `schema_mode: evolve`: fields the table has no column for become optional columns in new
+/// schema versions, typed from their values; rows written before have nulls there. A second
+/// run in `strict` mode keeps writing every column the table has, and `validate` in strict
+/// mode names a configured column the table lacks.
+#[test]
+fn evolve_adds_new_fields_as_columns_and_strict_names_what_is_missing() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = "      - {name: id, type: int64}\n      - {name: service, type: string}\n";
+    let config = |extra: &str| {
+        format!(
+            "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
+            dir.path().join("data").display(),
+            lake_yaml(dir.path(), "in", schema, extra)
+        )
+    };
+    let mut input = String::new();
+    for id in 0..3000u64 {
+        let mut line = format!(r#"{{"id":{id},"service":"svc-{}""#, id % 3);
+        if id >= 1000 {
+            line.push_str(&format!(r#","region":"eu-{}","bytes":{id}"#, id % 2));
+        }
+        if id >= 2000 {
+            // Floats and integers in one field: float64. An object: JSON text.
+            let ratio = if id % 2 == 0 {
+                format!("{id}.5")
+            } else {
+                format!("{id}")
+            };
+            line.push_str(&format!(r#","ratio":{ratio},"tags":{{"n":{id}}}"#));
+        }
+        line.push_str("}\n");
+        input.push_str(&line);
+        if id == 999 || id == 1999 {
+            // A pause, so that each shape of event arrives in batches of its own.
+            Agent::run_stdin(
+                dir.path(),
+                &config("    schema_mode: evolve\n    commit_interval_secs: 0.2\n"),
+                &input,
+            );
+            input.clear();
+        }
+    }
+    Agent::run_stdin(
+        dir.path(),
+        &config("    schema_mode: evolve\n    commit_interval_secs: 0.2\n"),
+        &input,
+    );
+    let read = pyiceberg::read(
+        &python,
+        &catalog(dir.path()),
+        &dir.path().join("warehouse"),
+        "logs.events",
+        "",
+        "",
+    );
+    assert_each_once(&ids(&read), 3000);
+    assert_eq!(
+        read.json["types"],
+        serde_json::json!({"id": "long", "service": "string", "region": "string", "bytes": "long", "ratio": "double", "tags": "string"})
+    );
+    assert_eq!(read.json["schemas"], 3, "one schema version per new shape");
+    let columns: Vec<&str> = read.json["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    // New columns in name order (an event's fields are sorted).
+    assert_eq!(
+        columns,
+        ["id", "service", "bytes", "region", "ratio", "tags"]
+    );
+    for row in read.rows() {
+        let id = row[0].as_u64().unwrap();
+        assert_eq!(row[1], format!("svc-{}", id % 3));
+        if id < 1000 {
+            assert!(row[2].is_null() && row[3].is_null(), "{row:?}");
+        } else {
+            assert_eq!(row[2], id);
+            assert_eq!(row[3], format!("eu-{}", id % 2));
+        }
+        if id < 2000 {
+            assert!(row[4].is_null() && row[5].is_null(), "{row:?}");
+        } else {
+            let ratio = if id % 2 == 0 {
+                id as f64 + 0.5
+            } else {
+                id as f64
+            };
+            assert_eq!(row[4].as_f64().unwrap(), ratio);
+            assert_eq!(row[5], format!("{{\"n\":{id}}}"));
+        }
+    }
+
+    // Strict, with only the first two columns configured: the table's other columns are still
+    // written, a new field is not.
+    Agent::run_stdin(
+        dir.path(),
+        &config("    commit_interval_secs: 0.2\n"),
+        r#"{"id":3000,"service":"svc-0","region":"us-1","bytes":7,"surprise":true}"#,
+    );
+    let read = pyiceberg::read(
+        &python,
+        &catalog(dir.path()),
+        &dir.path().join("warehouse"),
+        "logs.events",
+        "",
+        "",
+    );
+    assert_eq!(read.json["schemas"], 3, "strict adds no column");
+    let last = read.rows().iter().find(|r| r[0] == 3000).expect("row 3000");
+    assert_eq!(last[2], 7);
+    assert_eq!(last[3], "us-1");
+
+    // Strict, with a configured column the table lacks: validate says which.
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &path,
+        config("").replace(
+            schema,
+            &format!("{schema}      - {{name: zone, type: string}}\n"),
+        ),
+    )
+    .unwrap();
+    let output = sluice().arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("sinks.lake: healthcheck failed: schema: table `logs.events` has no column zone (add it to the table, or set schema_mode: evolve)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn validate_and_start_name_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

@@ -199,6 +199,17 @@ fn group_members(servers: &str, group: &str) -> String {
     }
 }
 
+/// Whether the broker lists no member in `group` (the killed ones have been dropped).
+fn group_is_empty(servers: &str, group: &str) -> bool {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    client
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .is_ok_and(|list| list.groups().iter().all(|g| g.members().is_empty()))
+}
+
 fn kill9(agent: &mut Agent) {
     unsafe {
         libc::kill(agent.child.id() as i32, libc::SIGKILL);
@@ -295,7 +306,6 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
         // commit intervals), so that some of its offsets are committed and some are not.
         let deadline = Instant::now() + WAIT;
         while ids(&out).len() <= before {
-            // Seen once in CI (not reproduced in 2 reruns): say what the agent was doing.
             assert!(
                 Instant::now() < deadline,
                 "no progress within {WAIT:?} after restart {} ({before} of {total} delivered); the group: {}; the agent's log:\n{}",
@@ -308,6 +318,16 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
         std::thread::sleep(Duration::from_millis(rand::random_range(0..400)));
         kill9(&mut agent);
         kills.push(ids(&out).len());
+        // Against tansu, the next run starts once the broker has dropped the killed member:
+        // tansu drops an expired member without starting a rebalance, so a member that joined
+        // while dead ones were still listed keeps the share it got then (possibly nothing) in
+        // a group it is the only member of (seen: state Stable, one member, no partitions).
+        // The mock cluster rebalances as Kafka does (and lists no group members).
+        if matches!(broker, Broker::Tansu(_)) {
+            wait_until(WAIT, "the broker dropping the killed member", || {
+                group_is_empty(&servers, "g3")
+            });
+        }
     }
     let mut agent = Agent::start(dir.path(), &config);
     let deadline = Instant::now() + 2 * WAIT;

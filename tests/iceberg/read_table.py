@@ -27,6 +27,8 @@ out = {
     "spec": [[f.name, str(f.transform)] for f in table.spec().fields],
     "summary": dict(table.current_snapshot().summary.additional_properties) if table.current_snapshot() else {},
     "snapshots": len(table.snapshots()),
+    "schemas": len(table.schemas()),
+    "types": {f.name: str(f.field_type) for f in table.schema().fields},
 }
 if row_filter:
     pruned = table.scan(row_filter=row_filter)

@@ -330,7 +330,7 @@ pub(super) fn arrow_value(array: &ArrayRef, row: usize) -> Option<Value> {
 }
 
 /// The type a value suggests for its column.
-fn kind_of(value: &Value) -> Option<ColumnType> {
+pub(crate) fn kind_of(value: &Value) -> Option<ColumnType> {
     Some(match value {
         Value::Null => return None,
         Value::Integer(_) => ColumnType::Int64,
@@ -342,7 +342,7 @@ fn kind_of(value: &Value) -> Option<ColumnType> {
     })
 }
 
-fn merge(a: ColumnType, b: ColumnType) -> ColumnType {
+pub(crate) fn merge(a: ColumnType, b: ColumnType) -> ColumnType {
     use ColumnType::*;
     match (a, b) {
         (a, b) if a == b => a,

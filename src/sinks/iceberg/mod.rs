@@ -25,7 +25,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use storage::{S3Settings, Warehouse};
-use table::{append, open_catalog, CommitFailure, Recorded, SnapshotPositions};
+use table::{
+    add_columns, append, missing_columns, open_catalog, CommitFailure, Recorded, SnapshotPositions,
+};
 use writer::{Closed, Writer};
 
 /// The catalog that names the table's current metadata.
@@ -65,6 +67,17 @@ pub struct SchemaField {
     /// value as JSON text).
     #[serde(rename = "type")]
     pub kind: ColumnType,
+}
+
+/// What happens to fields the table has no column for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaMode {
+    /// The table's columns are the contract: other fields are not written.
+    #[default]
+    Strict,
+    /// New top-level fields become new optional columns.
+    Evolve,
 }
 
 /// One partition field.
@@ -112,6 +125,11 @@ pub struct IcebergSinkConfig {
     pub create_table: bool,
     /// The columns, in order.
     pub schema: Vec<SchemaField>,
+    /// `strict` (default): fields outside the table's columns are left out. `evolve`: a new
+    /// top-level field adds an optional column (its type from its values) in a new schema
+    /// version, and configured columns missing from an existing table are added.
+    #[serde(default)]
+    pub schema_mode: SchemaMode,
     /// How rows are partitioned (default: not partitioned).
     #[serde(default)]
     pub partition_by: Vec<PartitionField>,
@@ -218,7 +236,31 @@ impl IcebergSinkConfig {
                 self.namespace, self.table
             ));
         }
+        if exists {
+            let table = catalog
+                .load_table(&self.ident())
+                .await
+                .map_err(|e| format!("cannot load `{}.{}`: {e}", self.namespace, self.table))?;
+            self.check_columns(&table)?;
+        }
         Ok(())
+    }
+}
+
+impl IcebergSinkConfig {
+    /// In `strict` mode every configured column must be in the table.
+    fn check_columns(&self, table: &iceberg::table::Table) -> Result<(), String> {
+        let missing = missing_columns(self, table);
+        if missing.is_empty() || self.schema_mode == SchemaMode::Evolve {
+            return Ok(());
+        }
+        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+        Err(format!(
+            "schema: table `{}.{}` has no column {} (add it to the table, or set schema_mode: evolve)",
+            self.namespace,
+            self.table,
+            names.join(", ")
+        ))
     }
 }
 
@@ -250,7 +292,12 @@ async fn open(
     loop {
         let opened = async {
             let catalog = open_catalog(config).await?;
-            let table = config.load_or_create(&catalog).await?;
+            let mut table = config.load_or_create(&catalog).await?;
+            config.check_columns(&table)?;
+            let missing = missing_columns(config, &table);
+            if !missing.is_empty() {
+                table = add_columns(&catalog, config, &missing).await?;
+            }
             let writer = Writer::new(config, &table)?;
             Ok::<_, String>((catalog, writer))
         }
@@ -260,6 +307,36 @@ async fn open(
             Err(error) => {
                 metrics.error("catalog_failed");
                 tracing::error!(component_id = metrics.id(), %error, "cannot open the iceberg table; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// Adds `new` columns to the table and returns a writer for its new schema, retrying until
+/// the catalog takes the change.
+async fn evolve(
+    config: &IcebergSinkConfig,
+    catalog: &iceberg_catalog_sql::SqlCatalog,
+    new: &[(String, ColumnType)],
+    metrics: &ComponentMetrics,
+) -> Writer {
+    let mut backoff = Backoff::new();
+    loop {
+        let evolved = async {
+            let table = add_columns(catalog, config, new).await?;
+            Writer::new(config, &table)
+        }
+        .await;
+        match evolved {
+            Ok(writer) => {
+                metrics::counter!("iceberg_schema_updates_total", "component_id" => metrics.id().to_string())
+                    .increment(1);
+                return writer;
+            }
+            Err(error) => {
+                metrics.error("schema_update_failed");
+                tracing::error!(component_id = metrics.id(), %error, "cannot add the new fields' columns; retrying");
                 backoff.wait().await;
             }
         }
@@ -276,6 +353,18 @@ async fn run(config: IcebergSinkConfig, mut cx: SinkContext) -> Result<(), Compo
             received = cx.input.recv() => match received {
                 Some(batch) => {
                     metrics.received(batch.len(), batch.byte_size);
+                    if config.schema_mode == SchemaMode::Evolve {
+                        let new = writer.new_fields(&batch);
+                        if !new.is_empty() {
+                            // Open files follow the old schema: commit them, then go on with
+                            // the new one.
+                            if !writer.is_empty() {
+                                commit(&config, &catalog, &mut writer, &metrics).await;
+                                next_commit = tokio::time::Instant::now() + interval;
+                            }
+                            writer = evolve(&config, &catalog, &new, &metrics).await;
+                        }
+                    }
                     match writer.write(batch, config.exactly_once).await {
                         Ok(0) => {}
                         Ok(missed) => metrics.errors("schema_mismatch", missed as u64),

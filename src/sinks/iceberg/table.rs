@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use iceberg::io::StorageFactory;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{
     Catalog, CatalogBuilder, Error, ErrorKind, Namespace, NamespaceIdent, TableCommit,
     TableCreation, TableIdent,
@@ -92,6 +92,108 @@ fn iceberg_type(kind: ColumnType) -> PrimitiveType {
         ColumnType::Float64 => PrimitiveType::Double,
         ColumnType::Bool => PrimitiveType::Boolean,
         ColumnType::Timestamp => PrimitiveType::Timestamptz,
+    }
+}
+
+/// The type the sink writes into a column of this Iceberg type, if it writes one.
+fn column_type(field_type: &Type) -> Option<ColumnType> {
+    Some(match field_type {
+        Type::Primitive(primitive) => match primitive {
+            PrimitiveType::String => ColumnType::String,
+            PrimitiveType::Long | PrimitiveType::Int => ColumnType::Int64,
+            PrimitiveType::Double | PrimitiveType::Float => ColumnType::Float64,
+            PrimitiveType::Boolean => ColumnType::Bool,
+            PrimitiveType::Timestamptz
+            | PrimitiveType::Timestamp
+            | PrimitiveType::TimestamptzNs
+            | PrimitiveType::TimestampNs => ColumnType::Timestamp,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The columns the sink fills, in the table's order: every column of the table's current
+/// schema whose type it writes, with the configured type where `schema` names it (so `json`
+/// stays JSON text in a string column). Other columns are left null.
+pub fn columns(
+    config: &IcebergSinkConfig,
+    table: &Table,
+) -> indexmap::IndexMap<String, ColumnType> {
+    let schema = table.metadata().current_schema();
+    schema
+        .as_struct()
+        .fields()
+        .iter()
+        .filter_map(|field| {
+            let configured = config
+                .schema
+                .iter()
+                .find(|c| c.name == field.name)
+                .map(|c| c.kind);
+            configured
+                .or_else(|| column_type(&field.field_type))
+                .map(|kind| (field.name.clone(), kind))
+        })
+        .collect()
+}
+
+/// Configured columns the table does not have.
+pub fn missing_columns(config: &IcebergSinkConfig, table: &Table) -> Vec<(String, ColumnType)> {
+    let schema = table.metadata().current_schema();
+    config
+        .schema
+        .iter()
+        .filter(|c| schema.field_by_name(&c.name).is_none())
+        .map(|c| (c.name.clone(), c.kind))
+        .collect()
+}
+
+/// Adds `additions` as optional columns in a new schema version, committed on top of the
+/// table as read; after a conflict the table is read again and only what is still missing is
+/// added (another agent may have added the same column first). Returns the table after.
+pub async fn add_columns(
+    catalog: &SqlCatalog,
+    config: &IcebergSinkConfig,
+    additions: &[(String, ColumnType)],
+) -> Result<Table, String> {
+    loop {
+        let table = catalog
+            .load_table(&config.ident())
+            .await
+            .map_err(|e| format!("cannot load the table to add columns: {e}"))?;
+        let schema = table.metadata().current_schema().clone();
+        let missing: Vec<&(String, ColumnType)> = additions
+            .iter()
+            .filter(|(name, _)| schema.field_by_name(name).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(table);
+        }
+        let tx = Transaction::new(&table);
+        let mut action = tx.update_schema();
+        for (name, kind) in &missing {
+            action = action.add_column(AddColumn::optional(
+                name,
+                Type::Primitive(iceberg_type(*kind)),
+            ));
+        }
+        let tx = action
+            .apply(tx)
+            .map_err(|e| format!("cannot add columns: {e}"))?;
+        let pinned = Pinned {
+            catalog,
+            table: table.clone(),
+        };
+        match tx.commit(&pinned).await {
+            Ok(table) => {
+                let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+                tracing::info!(table = %format!("{}.{}", config.namespace, config.table), columns = ?names, schema_id = table.metadata().current_schema_id(), "added columns to the iceberg table (a new schema version)");
+                return Ok(table);
+            }
+            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => continue,
+            Err(e) => return Err(format!("cannot commit the new schema: {e}")),
+        }
     }
 }
 

@@ -6,10 +6,11 @@
 //! With exactly-once, rows are also kept apart by the Kafka partition and claim they were read
 //! under (one group of files each), so a commit can leave out exactly the fenced ones.
 
+use super::table::columns;
 use super::IcebergSinkConfig;
-use crate::event::{EventBatch, Finalizers, SourcePosition};
+use crate::event::{EventBatch, Finalizers, SourcePosition, Value};
 use crate::exactly_once::position_of;
-use crate::sinks::aws_s3::parquet::{ParquetConfig, ParquetEncoder};
+use crate::sinks::aws_s3::parquet::{kind_of, merge, ColumnType, ParquetConfig, ParquetEncoder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
@@ -26,7 +27,7 @@ use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 type Builder =
@@ -79,6 +80,8 @@ pub struct Closed {
 /// Turns batches into data files of one table.
 pub struct Writer {
     encoder: ParquetEncoder,
+    /// The table's column names.
+    known: HashSet<String>,
     arrow_schema: SchemaRef,
     rolling: Rolling,
     splitter: Option<Arc<RecordBatchPartitionSplitter>>,
@@ -89,13 +92,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(config: &IcebergSinkConfig, table: &Table) -> Result<Self, String> {
         let parquet = ParquetConfig {
-            schema: Some(
-                config
-                    .schema
-                    .iter()
-                    .map(|c| (c.name.clone(), c.kind))
-                    .collect(),
-            ),
+            schema: Some(columns(config, table)),
             ..ParquetConfig::default()
         };
         let encoder = ParquetEncoder::new(&parquet)?;
@@ -132,8 +129,14 @@ impl Writer {
                     .map_err(|e| format!("partition spec: {e}"))?,
             ))
         };
+        let known = arrow_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         Ok(Writer {
             encoder,
+            known,
             arrow_schema,
             rolling,
             splitter,
@@ -147,16 +150,17 @@ impl Writer {
         let mut rows = self.encoder.start();
         let missed = batch.events.iter().map(|e| rows.add(e)).sum();
         let (columns, count) = rows.into_columns();
-        let arrays: Vec<ArrayRef> = columns
-            .into_iter()
-            .zip(self.arrow_schema.fields())
-            .map(|((_, array), field)| {
-                if array.data_type() == field.data_type() {
-                    Ok(array)
-                } else {
-                    arrow_cast::cast(&array, field.data_type())
-                        .map_err(|e| format!("column `{}`: {e}", field.name()))
-                }
+        let mut columns: HashMap<String, ArrayRef> = columns.into_iter().collect();
+        let arrays: Vec<ArrayRef> = self
+            .arrow_schema
+            .fields()
+            .iter()
+            .map(|field| match columns.remove(field.name()) {
+                // A column of a type the sink does not write: null.
+                None => Ok(arrow_array::new_null_array(field.data_type(), count)),
+                Some(array) if array.data_type() == field.data_type() => Ok(array),
+                Some(array) => arrow_cast::cast(&array, field.data_type())
+                    .map_err(|e| format!("column `{}`: {e}", field.name())),
             })
             .collect::<Result<_, String>>()?;
         let batch = RecordBatch::try_new_with_options(
@@ -250,6 +254,32 @@ impl Writer {
 
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// Top-level fields of `batch` the table has no column for, each with the type its values
+    /// suggest (integers and floats together make float64; other mixes string). Fields whose
+    /// values are all null wait until one is not; names with a dot are left out (a dot in a
+    /// column name reaches into nested objects).
+    pub fn new_fields(&self, batch: &EventBatch) -> Vec<(String, ColumnType)> {
+        let mut found: indexmap::IndexMap<String, ColumnType> = indexmap::IndexMap::new();
+        for event in &batch.events {
+            let Value::Object(fields) = &event.value else {
+                continue;
+            };
+            for (name, value) in fields {
+                if self.known.contains(name.as_str()) || name.contains('.') {
+                    continue;
+                }
+                let Some(kind) = kind_of(value) else {
+                    continue;
+                };
+                found
+                    .entry(name.to_string())
+                    .and_modify(|seen| *seen = merge(*seen, kind))
+                    .or_insert(kind);
+            }
+        }
+        found.into_iter().collect()
     }
 
     /// Closes every group's files for a commit; a group whose files cannot be finished comes
