@@ -327,6 +327,92 @@ fn an_s3_warehouse_holds_the_table_and_a_missing_bucket_is_retried() {
     );
 }
 
+/// A Glue catalog and an `s3://` warehouse, both on moto: the table is registered in Glue
+/// and pyiceberg's Glue catalog reads every row back from S3.
+#[test]
+fn a_glue_catalog_on_moto_names_the_table_pyiceberg_reads() {
+    let Some(python) = pyiceberg::pyiceberg_python() else {
+        return;
+    };
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(moto.s3());
+    runtime
+        .block_on(s3.create_bucket().bucket("lake").send())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
+        dir.path().join("data").display(),
+        sink_yaml(
+            dir.path(),
+            "in",
+            "    commit_interval_secs: 0.5\n    partition_by:\n      - {field: service, transform: identity}\n"
+        )
+    )
+    .replace(
+        &format!("catalog: {{type: sql, uri: \"sqlite://{}\"}}", catalog(dir.path()).display()),
+        "catalog: {type: glue}",
+    )
+    .replace(
+        &format!("warehouse: {}", dir.path().join("warehouse").display()),
+        &format!(
+            "warehouse: s3://lake/warehouse\n{}    force_path_style: true",
+            moto.yaml("    ")
+        ),
+    );
+    assert!(config.contains("type: glue"), "{config}");
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, &config).unwrap();
+    let output = sluice().arg("validate").arg(&path).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let total = 2000u64;
+    let input: String = (0..total).map(|id| line(id) + "\n").collect();
+    Agent::run_stdin(dir.path(), &config, &input);
+
+    let properties = serde_json::json!({
+        "glue.endpoint": moto.endpoint(),
+        "glue.region": "us-east-1",
+        "glue.access-key-id": "test",
+        "glue.secret-access-key": "test",
+        "s3.endpoint": moto.endpoint(),
+        "s3.access-key-id": "test",
+        "s3.secret-access-key": "test",
+        "s3.region": "us-east-1",
+    });
+    let read = pyiceberg::read_from(
+        &python,
+        "glue",
+        "s3://lake/warehouse",
+        &properties,
+        "logs.events",
+        "",
+        "service == 'svc-2'",
+    );
+    assert_each_once(&ids(&read), total);
+    for row in read.rows() {
+        let id = row[0].as_u64().unwrap();
+        // A Glue table's timestamps are Iceberg `timestamp`: the UTC instant, without zone.
+        assert_eq!(
+            row[1],
+            format!("2026-12-0{}T10:00:{:02}", 1 + id % 3, id % 60)
+        );
+        assert_eq!(row[2], format!("svc-{}", id % 4));
+        assert_eq!(row[3], 200 + id % 5);
+    }
+    assert_eq!(read.json["filtered_rows"], total / 4);
+    assert_eq!(
+        read.json["spec"],
+        serde_json::json!([["service", "identity"]])
+    );
+}
+
 /// A catalog in PostgreSQL that goes away mid-stream: the sink says so and retries, and with
 /// acknowledgements on an http_server client gets no 200 until its rows are committed once the
 /// catalog is back; pyiceberg then reads every row exactly once through the same catalog.

@@ -3,19 +3,24 @@ JSON for the iceberg sink's tests: rows, the partition spec, the current snapsho
 the number of snapshots, and the rows a filter on a partition column keeps (partition pruning).
 
 usage: read_table.py CATALOG_URI WAREHOUSE TABLE [COLUMNS] [FILTER]
+CATALOG_URI is a SQLAlchemy URL (SQL catalog) or `glue` (AWS Glue, endpoint in the properties).
 Catalog properties beyond uri and warehouse (an S3 warehouse's endpoint and keys) come as a JSON
 object in SLUICE_ICEBERG_PROPERTIES."""
 import json
 import os
 import sys
 
+from pyiceberg.catalog import load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
 uri, warehouse, name = sys.argv[1:4]
 columns = sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[4] else None
 row_filter = sys.argv[5] if len(sys.argv) > 5 else None
 properties = json.loads(os.environ.get("SLUICE_ICEBERG_PROPERTIES", "{}"))
-catalog = SqlCatalog("default", uri=uri, warehouse=warehouse, **properties)
+if uri == "glue":
+    catalog = load_catalog("default", type="glue", warehouse=warehouse, **properties)
+else:
+    catalog = SqlCatalog("default", uri=uri, warehouse=warehouse, **properties)
 table = catalog.load_table(name)
 scan = table.scan(selected_fields=tuple(columns) if columns else ("*",))
 arrow = scan.to_arrow()

@@ -3,13 +3,15 @@
 //! invisible until the snapshot that names them commits; events are acknowledged only then.
 //!
 //! - Catalog: iceberg-rust's SQL catalog (SQLite file or PostgreSQL URL), the layout pyiceberg,
-//!   Spark and Trino's JDBC catalog read. Warehouse: a local directory.
+//!   Spark and Trino's JDBC catalog read, or AWS Glue ([`catalog`]). Warehouse: a local
+//!   directory or an S3 bucket ([`storage`]).
 //! - Concurrency: a commit is decided against one snapshot and succeeds only if that snapshot
 //!   is still current ([`table::Pinned`]); otherwise the table is read again and the commit
 //!   redone, so two agents appending to one table both succeed and lose nothing.
 //! - Exactly-once from Kafka: each snapshot's summary records the next offset and claim of
 //!   every Kafka partition the sink wrote ([`crate::exactly_once`], [`table::Recorded`]).
 
+mod catalog;
 mod storage;
 mod table;
 mod writer;
@@ -20,29 +22,33 @@ use crate::exactly_once::{Decision, Ledger, PositionStore};
 use crate::observe::ComponentMetrics;
 use crate::sinks::aws_s3::parquet::ColumnType;
 use crate::topology::{BuildError, ComponentError, RunFuture};
+use catalog::open_catalog;
 use iceberg::Catalog;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use storage::{S3Settings, Warehouse};
-use table::{
-    add_columns, append, missing_columns, open_catalog, CommitFailure, Recorded, SnapshotPositions,
-};
+use table::{add_columns, append, missing_columns, CommitFailure, Recorded, SnapshotPositions};
 use writer::{Closed, Writer};
 
 /// The catalog that names the table's current metadata.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
-    /// `sql` (the only kind so far).
+    /// `sql` (a SQLite file or PostgreSQL database) or `glue` (the AWS Glue Data Catalog).
     #[serde(rename = "type")]
     pub kind: CatalogKind,
     /// The catalog's name inside its tables (default `default`).
     #[serde(default = "default_catalog_name")]
     pub name: String,
-    /// The catalog database: `sqlite:///var/lib/sluice/iceberg.db` (created when missing) or a
-    /// `postgresql://` URL.
-    pub uri: String,
+    /// `sql`: the catalog database, `sqlite:///var/lib/sluice/iceberg.db` (created when
+    /// missing) or a `postgresql://` URL. `glue`: not used (the sink's `region`, `endpoint`
+    /// and `auth` reach Glue as they reach S3).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// `glue`: the AWS account id of the catalog (default: the caller's).
+    #[serde(default)]
+    pub catalog_id: Option<String>,
 }
 
 /// Kinds of catalog.
@@ -51,6 +57,8 @@ pub struct CatalogConfig {
 pub enum CatalogKind {
     /// A SQL database holding the catalog tables (the JDBC catalog's layout).
     Sql,
+    /// The AWS Glue Data Catalog (what Athena, EMR and Redshift Spectrum read).
+    Glue,
 }
 
 fn default_catalog_name() -> String {
@@ -177,6 +185,7 @@ impl IcebergSinkConfig {
     fn check(&self) -> Result<(), BuildError> {
         self.warehouse()
             .map_err(|m| BuildError::new("warehouse", m))?;
+        catalog::check(self).map_err(|m| BuildError::new("catalog", m))?;
         self.s3()
             .check()
             .map_err(|(field, m)| BuildError::new(field, m))?;
@@ -287,16 +296,16 @@ impl Backoff {
 async fn open(
     config: &IcebergSinkConfig,
     metrics: &ComponentMetrics,
-) -> (iceberg_catalog_sql::SqlCatalog, Writer) {
+) -> (Box<dyn Catalog>, Writer) {
     let mut backoff = Backoff::new();
     loop {
         let opened = async {
             let catalog = open_catalog(config).await?;
-            let mut table = config.load_or_create(&catalog).await?;
+            let mut table = config.load_or_create(catalog.as_ref()).await?;
             config.check_columns(&table)?;
             let missing = missing_columns(config, &table);
             if !missing.is_empty() {
-                table = add_columns(&catalog, config, &missing).await?;
+                table = add_columns(catalog.as_ref(), config, &missing).await?;
             }
             let writer = Writer::new(config, &table)?;
             Ok::<_, String>((catalog, writer))
@@ -317,7 +326,7 @@ async fn open(
 /// the catalog takes the change.
 async fn evolve(
     config: &IcebergSinkConfig,
-    catalog: &iceberg_catalog_sql::SqlCatalog,
+    catalog: &dyn Catalog,
     new: &[(String, ColumnType)],
     metrics: &ComponentMetrics,
 ) -> Writer {
@@ -359,10 +368,10 @@ async fn run(config: IcebergSinkConfig, mut cx: SinkContext) -> Result<(), Compo
                             // Open files follow the old schema: commit them, then go on with
                             // the new one.
                             if !writer.is_empty() {
-                                commit(&config, &catalog, &mut writer, &metrics).await;
+                                commit(&config, catalog.as_ref(), &mut writer, &metrics).await;
                                 next_commit = tokio::time::Instant::now() + interval;
                             }
-                            writer = evolve(&config, &catalog, &new, &metrics).await;
+                            writer = evolve(&config, catalog.as_ref(), &new, &metrics).await;
                         }
                     }
                     match writer.write(batch, config.exactly_once).await {
@@ -382,14 +391,14 @@ async fn run(config: IcebergSinkConfig, mut cx: SinkContext) -> Result<(), Compo
             },
             _ = tokio::time::sleep_until(next_commit) => {
                 if !writer.is_empty() {
-                    commit(&config, &catalog, &mut writer, &metrics).await;
+                    commit(&config, catalog.as_ref(), &mut writer, &metrics).await;
                 }
                 next_commit = tokio::time::Instant::now() + interval;
             }
         }
     }
     if !writer.is_empty() {
-        commit(&config, &catalog, &mut writer, &metrics).await;
+        commit(&config, catalog.as_ref(), &mut writer, &metrics).await;
     }
     Ok(())
 }
@@ -399,7 +408,7 @@ async fn run(config: IcebergSinkConfig, mut cx: SinkContext) -> Result<(), Compo
 /// acknowledges.
 async fn commit(
     config: &IcebergSinkConfig,
-    catalog: &iceberg_catalog_sql::SqlCatalog,
+    catalog: &dyn Catalog,
     writer: &mut Writer,
     metrics: &ComponentMetrics,
 ) {

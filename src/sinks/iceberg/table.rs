@@ -13,85 +13,37 @@
 //! (the latest such snapshot holds the whole map): `sluice/<sink>/<topic>/<partition>/next`
 //! and `.../claim`.
 
-use super::storage::Warehouse;
-use super::IcebergSinkConfig;
+use super::catalog::open_catalog;
+use super::{CatalogKind, IcebergSinkConfig};
 use crate::exactly_once::{Ledger, Partition, PositionStore};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use iceberg::io::StorageFactory;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{
-    Catalog, CatalogBuilder, Error, ErrorKind, Namespace, NamespaceIdent, TableCommit,
-    TableCreation, TableIdent,
+    Catalog, Error, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
 };
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::sinks::aws_s3::parquet::ColumnType;
 
-/// Opens the configured catalog.
-pub async fn open_catalog(config: &IcebergSinkConfig) -> Result<SqlCatalog, String> {
-    let catalog = &config.catalog;
-    let warehouse = config.warehouse()?;
-    let (storage, props) = match &warehouse {
-        Warehouse::Local(_) => (
-            Arc::new(OpenDalResolvingStorageFactory::new()) as Arc<dyn StorageFactory>,
-            HashMap::new(),
-        ),
-        Warehouse::S3(_) => config.s3().storage().await,
-    };
-    let mut uri = catalog.uri.clone();
-    let sqlite = uri.starts_with("sqlite:");
-    if let Some(path) = sqlite_path(&uri) {
-        // SQLite creates the file, not its directory.
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {} for the catalog: {e}", parent.display()))?;
+impl IcebergSinkConfig {
+    /// The Iceberg type of a configured column. Timestamps are `timestamptz` (UTC), except in
+    /// a Glue catalog: iceberg-rust's Glue catalog cannot describe `timestamptz` to Glue, so
+    /// there they are `timestamp` (the same UTC instants, as Athena's own tables hold them).
+    fn iceberg_type(&self, kind: ColumnType) -> PrimitiveType {
+        match kind {
+            ColumnType::String | ColumnType::Json => PrimitiveType::String,
+            ColumnType::Int64 => PrimitiveType::Long,
+            ColumnType::Float64 => PrimitiveType::Double,
+            ColumnType::Bool => PrimitiveType::Boolean,
+            ColumnType::Timestamp if self.catalog.kind == CatalogKind::Glue => {
+                PrimitiveType::Timestamp
+            }
+            ColumnType::Timestamp => PrimitiveType::Timestamptz,
         }
-    }
-    if sqlite && !uri.contains("mode=") {
-        // Create the SQLite file when missing.
-        uri.push_str(if uri.contains('?') {
-            "&mode=rwc"
-        } else {
-            "?mode=rwc"
-        });
-    }
-    SqlCatalogBuilder::default()
-        .uri(uri)
-        .warehouse_location(warehouse.url())
-        .sql_bind_style(if sqlite {
-            SqlBindStyle::QMark
-        } else {
-            SqlBindStyle::DollarNumeric
-        })
-        .with_storage_factory(storage)
-        .load(&catalog.name, props)
-        .await
-        .map_err(|e| format!("cannot open the catalog at {}: {e}", catalog.uri))
-}
-
-/// The file of a `sqlite://` catalog URI.
-fn sqlite_path(uri: &str) -> Option<std::path::PathBuf> {
-    let rest = uri
-        .strip_prefix("sqlite://")
-        .or_else(|| uri.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next()?;
-    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
-}
-
-/// The Iceberg type of a configured column.
-fn iceberg_type(kind: ColumnType) -> PrimitiveType {
-    match kind {
-        ColumnType::String | ColumnType::Json => PrimitiveType::String,
-        ColumnType::Int64 => PrimitiveType::Long,
-        ColumnType::Float64 => PrimitiveType::Double,
-        ColumnType::Bool => PrimitiveType::Boolean,
-        ColumnType::Timestamp => PrimitiveType::Timestamptz,
     }
 }
 
@@ -153,7 +105,7 @@ pub fn missing_columns(config: &IcebergSinkConfig, table: &Table) -> Vec<(String
 /// table as read; after a conflict the table is read again and only what is still missing is
 /// added (another agent may have added the same column first). Returns the table after.
 pub async fn add_columns(
-    catalog: &SqlCatalog,
+    catalog: &dyn Catalog,
     config: &IcebergSinkConfig,
     additions: &[(String, ColumnType)],
 ) -> Result<Table, String> {
@@ -175,7 +127,7 @@ pub async fn add_columns(
         for (name, kind) in &missing {
             action = action.add_column(AddColumn::optional(
                 name,
-                Type::Primitive(iceberg_type(*kind)),
+                Type::Primitive(config.iceberg_type(*kind)),
             ));
         }
         let tx = action
@@ -217,7 +169,7 @@ impl IcebergSinkConfig {
                 Arc::new(NestedField::optional(
                     i as i32 + 1,
                     &column.name,
-                    Type::Primitive(iceberg_type(column.kind)),
+                    Type::Primitive(self.iceberg_type(column.kind)),
                 ))
             })
             .collect::<Vec<_>>();
@@ -259,7 +211,7 @@ impl IcebergSinkConfig {
     }
 
     /// Loads the table, creating its namespace and itself first when `create_table` allows.
-    pub async fn load_or_create(&self, catalog: &SqlCatalog) -> Result<Table, String> {
+    pub async fn load_or_create(&self, catalog: &dyn Catalog) -> Result<Table, String> {
         let ident = self.ident();
         match catalog.table_exists(&ident).await {
             Ok(true) => {}
@@ -278,7 +230,7 @@ impl IcebergSinkConfig {
             .map_err(|e| format!("cannot load `{}.{}`: {e}", self.namespace, self.table))
     }
 
-    async fn create(&self, catalog: &SqlCatalog) -> Result<(), String> {
+    async fn create(&self, catalog: &dyn Catalog) -> Result<(), String> {
         let namespace = self.namespace_ident();
         if !catalog
             .namespace_exists(&namespace)
@@ -389,7 +341,7 @@ impl Recorded {
 /// A catalog whose `load_table` answers with the table as read, so that a commit is decided
 /// against that snapshot and fails (not retried inside) if it is no longer current.
 pub struct Pinned<'a> {
-    pub catalog: &'a SqlCatalog,
+    pub catalog: &'a dyn Catalog,
     pub table: Table,
 }
 
@@ -482,7 +434,7 @@ pub enum CommitFailure {
 
 /// Appends `files` with `properties` in the snapshot summary, on top of `table` exactly.
 pub async fn append(
-    catalog: &SqlCatalog,
+    catalog: &dyn Catalog,
     table: &Table,
     files: Vec<iceberg::spec::DataFile>,
     properties: HashMap<String, String>,
@@ -524,7 +476,7 @@ impl SnapshotPositions {
     ) -> Result<HashMap<Partition, i64>, String> {
         let catalog = open_catalog(&self.config).await?;
         loop {
-            let table = self.config.load_or_create(&catalog).await?;
+            let table = self.config.load_or_create(catalog.as_ref()).await?;
             let recorded = Recorded::read(&table, &self.sink);
             let mut properties = recorded.properties.clone();
             let mut next_offsets = HashMap::new();
@@ -537,7 +489,7 @@ impl SnapshotPositions {
                     next_offsets.insert((topic.clone(), *partition), next);
                 }
             }
-            match append(&catalog, &table, Vec::new(), properties).await {
+            match append(catalog.as_ref(), &table, Vec::new(), properties).await {
                 Ok(_) => return Ok(next_offsets),
                 Err(CommitFailure::Conflict) => continue,
                 Err(CommitFailure::Failed(e)) => {
