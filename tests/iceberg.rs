@@ -682,7 +682,8 @@ fn validate_and_start_name_what_is_wrong() {
     wait_until(WAIT, "the error about the warehouse", || {
         let stderr = agent.stderr();
         stderr.contains("cannot open the iceberg table; retrying component_id=\"lake\"")
-            && stderr.contains("Failed to create directory /proc/sluice-warehouse")
+            && stderr.contains("cannot create table `logs.events`")
+            && stderr.contains("sluice-warehouse/logs/events/metadata/")
     });
     // Nothing was acknowledged; a stop may wait out the shutdown deadline, so kill it.
     agent.kill9();

@@ -24,11 +24,12 @@ pub enum Warehouse {
 impl Warehouse {
     /// Reads `warehouse`: a path, a `file://` URL or an `s3://` (`s3a://`) URL.
     pub fn parse(location: &str) -> Result<Warehouse, String> {
-        let location = location.trim().trim_end_matches('/');
+        let location = location.trim();
         if let Some(rest) = ["s3://", "s3a://"]
             .iter()
             .find_map(|scheme| location.strip_prefix(scheme))
         {
+            let rest = rest.trim_end_matches('/');
             let bucket = rest.split('/').next().unwrap_or_default();
             if bucket.is_empty() {
                 return Err(format!("warehouse `{location}`: names no bucket"));
@@ -41,6 +42,11 @@ impl Warehouse {
             ));
         }
         let path = location.strip_prefix("file://").unwrap_or(location);
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         if path.is_empty() {
             return Err("warehouse: must not be empty".into());
         }
