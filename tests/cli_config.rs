@@ -363,18 +363,30 @@ fn sluice_test(dir: &Path, text: &str) -> (i32, String, String) {
     )
 }
 
+/// Every example with `tests:` passes them (`routing.yaml` has two, `orders_contract.yaml` the
+/// schema transform's).
 #[test]
 fn sluice_test_runs_the_example_tests() {
-    let out = sluice()
-        .args([
-            "test",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/routing.yaml"),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("2 tests: 2 passed, 0 failed"), "{stdout}");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut tested = Vec::new();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.contains("\ntests:") {
+            continue;
+        }
+        let out = sluice().arg("test").arg(&path).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}: {stdout}", path.display());
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+        tested.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    tested.sort();
+    assert!(
+        tested.contains(&"routing.yaml".to_string())
+            && tested.contains(&"orders_contract.yaml".to_string()),
+        "{tested:?}"
+    );
 }
 
 const TESTED: &str = "sources:\n  in:\n    type: stdin\ntransforms:\n  parse:\n    type: remap\n    inputs: [in]\n    source: |\n      . = parse_json!(.message)\n  per_service:\n    type: window\n    inputs: [parse]\n    kind: tumbling\n    size_secs: 60\n    group_by: [service]\n    aggregations:\n      requests: {op: count}\nsinks:\n  out:\n    type: console\n    inputs: [per_service]\n";

@@ -256,3 +256,71 @@ fn the_built_in_default_config_runs_and_stops_cleanly() {
     let status = child.wait().unwrap();
     assert!(status.success());
 }
+
+/// The `schema` transform end to end: a schema file with a `$ref` to a second file, every
+/// tenth line breaking it; valid events reach one file, invalid ones the quarantine file with
+/// their violations, and /metrics counts both and each violated rule.
+#[test]
+fn schema_contract_splits_valid_from_quarantined_and_counts_both() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("status.json"),
+        r#"{"type": "integer", "minimum": 100, "maximum": 599}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("event.json"),
+        r#"{"type": "object", "required": ["id", "status"],
+            "properties": {"id": {"type": "integer"}, "status": {"$ref": "status.json"}}}"#,
+    )
+    .unwrap();
+    let api = common::free_port();
+    let config = format!(
+        "data_dir: {dir}/data\napi: {{enabled: true, address: 127.0.0.1:{api}}}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\ntransforms:\n  contract:\n    type: schema\n    inputs: [in]\n    json_schema_file: {dir}/event.json\nsinks:\n  good:\n    type: file\n    inputs: [contract]\n    path: {dir}/good.ndjson\n  bad:\n    type: file\n    inputs: [contract.invalid]\n    path: {dir}/bad.ndjson\n",
+        dir = dir.path().display()
+    );
+    let mut agent = Agent::start_with(dir.path(), &config, Stdio::piped(), Stdio::null());
+    let mut input = String::new();
+    for id in 0..1000 {
+        let status = if id % 10 == 0 { 700 } else { 200 };
+        input.push_str(&format!("{{\"id\":{id},\"status\":{status}}}\n"));
+    }
+    let mut stdin = agent.child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let lines = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    common::wait_until(Duration::from_secs(30), "both files written", || {
+        lines("good.ndjson").len() == 900 && lines("bad.ndjson").len() == 100
+    });
+    for event in lines("bad.ndjson") {
+        assert_eq!(event["id"].as_u64().unwrap() % 10, 0, "{event}");
+        assert_eq!(
+            event["_invalid"],
+            serde_json::json!([{"path": "/status", "rule": "maximum",
+                "schema_path": "/properties/status/$ref",
+                "reason": "700 is greater than the maximum of 599"}]),
+        );
+    }
+    assert!(lines("good.ndjson")
+        .iter()
+        .all(|e| e["id"].as_u64().unwrap() % 10 != 0 && e.get("_invalid").is_none()));
+    assert_eq!(
+        common::metric(api, "data_quality_events_total", "result=\"invalid\""),
+        100.0
+    );
+    assert_eq!(
+        common::metric(api, "data_quality_events_total", "result=\"valid\""),
+        900.0
+    );
+    assert_eq!(
+        common::metric(api, "data_quality_violations_total", "rule=\"maximum\""),
+        100.0
+    );
+    drop(stdin);
+    assert!(agent.wait(Duration::from_secs(30)).success());
+}

@@ -7,6 +7,7 @@ pub mod reduce;
 pub mod remap;
 pub mod route;
 pub mod sample;
+pub mod schema;
 pub mod support;
 pub mod throttle;
 pub mod vrl_program;
@@ -59,12 +60,13 @@ pub enum TransformConfig {
     Remap(remap::RemapConfig),
     Route(route::RouteConfig),
     Sample(sample::SampleConfig),
+    Schema(schema::SchemaConfig),
     Throttle(throttle::ThrottleConfig),
     Window(window::WindowConfig),
 }
 
 const TYPES: &[&str] = &[
-    "dedupe", "filter", "reduce", "remap", "route", "sample", "throttle", "window",
+    "dedupe", "filter", "reduce", "remap", "route", "sample", "schema", "throttle", "window",
 ];
 
 impl TransformConfig {
@@ -74,6 +76,7 @@ impl TransformConfig {
             "filter" => Self::Filter(parse_fields(value)?),
             "reduce" => Self::Reduce(parse_fields(value)?),
             "sample" => Self::Sample(parse_fields(value)?),
+            "schema" => Self::Schema(parse_fields(value)?),
             "throttle" => Self::Throttle(parse_fields(value)?),
             "remap" => Self::Remap(parse_fields(value)?),
             "route" => Self::Route(parse_fields(value)?),
@@ -88,6 +91,7 @@ impl TransformConfig {
             Self::Filter(_) => "filter",
             Self::Reduce(_) => "reduce",
             Self::Sample(_) => "sample",
+            Self::Schema(_) => "schema",
             Self::Throttle(_) => "throttle",
             Self::Remap(_) => "remap",
             Self::Route(_) => "route",
@@ -101,6 +105,7 @@ impl TransformConfig {
             Self::Filter(c) => &c.inputs,
             Self::Reduce(c) => &c.inputs,
             Self::Sample(c) => &c.inputs,
+            Self::Schema(c) => &c.inputs,
             Self::Throttle(c) => &c.inputs,
             Self::Remap(c) => &c.inputs,
             Self::Route(c) => &c.inputs,
@@ -112,6 +117,7 @@ impl TransformConfig {
     pub fn outputs(&self) -> Vec<Option<String>> {
         match self {
             Self::Dedupe(_) | Self::Filter(_) | Self::Reduce(_) | Self::Sample(_) => vec![None],
+            Self::Schema(c) => c.outputs(),
             Self::Throttle(c) => c.outputs(),
             Self::Remap(c) => c.outputs(),
             Self::Route(c) => c.outputs(),
@@ -126,6 +132,7 @@ impl TransformConfig {
             Self::Filter(c) => Stateless(Box::new(c.build(id)?)),
             Self::Reduce(c) => Stateful(Box::new(c.build(id)?)),
             Self::Sample(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Schema(c) => Stateless(Box::new(c.build(id)?)),
             Self::Throttle(c) => Stateless(Box::new(c.build(id)?)),
             Self::Remap(c) => Stateless(Box::new(c.build(id)?)),
             Self::Route(c) => Stateless(Box::new(c.build(id)?)),
