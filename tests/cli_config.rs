@@ -363,8 +363,8 @@ fn sluice_test(dir: &Path, text: &str) -> (i32, String, String) {
     )
 }
 
-/// Every example with `tests:` passes them (`routing.yaml` has two, `orders_contract.yaml` the
-/// schema transform's).
+/// Every example with `tests:` passes them (`routing.yaml`, `orders_contract.yaml` for the
+/// schema transform, `anomaly_alerts.yaml` for the anomaly transform).
 #[test]
 fn sluice_test_runs_the_example_tests() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -383,8 +383,13 @@ fn sluice_test_runs_the_example_tests() {
     }
     tested.sort();
     assert!(
-        tested.contains(&"routing.yaml".to_string())
-            && tested.contains(&"orders_contract.yaml".to_string()),
+        [
+            "routing.yaml",
+            "orders_contract.yaml",
+            "anomaly_alerts.yaml"
+        ]
+        .iter()
+        .all(|name| tested.contains(&name.to_string())),
         "{tested:?}"
     );
 }

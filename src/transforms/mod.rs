@@ -1,6 +1,7 @@
 //! Transforms: per-batch processing between sources and sinks. Every transform type is
 //! registered here, in one place.
 
+pub mod anomaly;
 pub mod dedupe;
 pub mod filter;
 pub mod reduce;
@@ -54,6 +55,7 @@ pub enum BuiltTransform {
 /// Every transform type, selected by `type:`.
 #[derive(Debug, Clone)]
 pub enum TransformConfig {
+    Anomaly(anomaly::AnomalyConfig),
     Dedupe(dedupe::DedupeConfig),
     Filter(filter::FilterConfig),
     Reduce(reduce::ReduceConfig),
@@ -66,12 +68,14 @@ pub enum TransformConfig {
 }
 
 const TYPES: &[&str] = &[
-    "dedupe", "filter", "reduce", "remap", "route", "sample", "schema", "throttle", "window",
+    "anomaly", "dedupe", "filter", "reduce", "remap", "route", "sample", "schema", "throttle",
+    "window",
 ];
 
 impl TransformConfig {
     pub fn parse(kind: &str, value: serde_yaml::Value) -> Result<Self, FieldError> {
         Ok(match kind {
+            "anomaly" => Self::Anomaly(parse_fields(value)?),
             "dedupe" => Self::Dedupe(parse_fields(value)?),
             "filter" => Self::Filter(parse_fields(value)?),
             "reduce" => Self::Reduce(parse_fields(value)?),
@@ -87,6 +91,7 @@ impl TransformConfig {
 
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Anomaly(_) => "anomaly",
             Self::Dedupe(_) => "dedupe",
             Self::Filter(_) => "filter",
             Self::Reduce(_) => "reduce",
@@ -101,6 +106,7 @@ impl TransformConfig {
 
     pub fn inputs(&self) -> &[String] {
         match self {
+            Self::Anomaly(c) => &c.inputs,
             Self::Dedupe(c) => &c.inputs,
             Self::Filter(c) => &c.inputs,
             Self::Reduce(c) => &c.inputs,
@@ -118,6 +124,7 @@ impl TransformConfig {
         match self {
             Self::Dedupe(_) | Self::Filter(_) | Self::Reduce(_) | Self::Sample(_) => vec![None],
             Self::Schema(c) => c.outputs(),
+            Self::Anomaly(c) => c.outputs(),
             Self::Throttle(c) => c.outputs(),
             Self::Remap(c) => c.outputs(),
             Self::Route(c) => c.outputs(),
@@ -128,6 +135,7 @@ impl TransformConfig {
     pub fn build(&self, id: &str) -> Result<BuiltTransform, BuildError> {
         use BuiltTransform::{Stateful, Stateless};
         Ok(match self {
+            Self::Anomaly(c) => Stateless(Box::new(c.build(id)?)),
             Self::Dedupe(c) => Stateless(Box::new(c.build(id)?)),
             Self::Filter(c) => Stateless(Box::new(c.build(id)?)),
             Self::Reduce(c) => Stateful(Box::new(c.build(id)?)),

@@ -354,6 +354,62 @@ json_schema:
         assert_eq!(missing.len(), 2, "id is required and status is a string");
     }
 
+    /// One event per kind of violation, and a valid one: each invalid event carries exactly
+    /// its violation (path and rule), and the valid one passes unchanged.
+    #[test]
+    fn every_kind_of_violation_is_reported_at_its_path() {
+        let mut t = build(
+            r#"
+inputs: [x]
+json_schema:
+  type: object
+  required: [id]
+  additionalProperties: false
+  properties:
+    id: {type: integer}
+    level: {enum: [info, warn, error]}
+    code: {type: string, pattern: "^[A-Z]{3}$"}
+    status: {type: integer, minimum: 100, maximum: 599}
+    items:
+      type: array
+      items:
+        type: object
+        required: [sku]
+        properties: {sku: {type: string}, qty: {type: integer, minimum: 1}}
+"#,
+        );
+        let cases = [
+            (r#"{"level":"info"}"#, "", "required"),
+            (r#"{"id":"1"}"#, "/id", "type"),
+            (r#"{"id":1,"level":"fatal"}"#, "/level", "enum"),
+            (r#"{"id":1,"code":"ab"}"#, "/code", "pattern"),
+            (r#"{"id":1,"status":99}"#, "/status", "minimum"),
+            (r#"{"id":1,"extra":true}"#, "", "additionalProperties"),
+            (
+                r#"{"id":1,"items":[{"sku":"a"},{"sku":"b","qty":0}]}"#,
+                "/items/1/qty",
+                "minimum",
+            ),
+            (r#"{"id":1,"items":[{"qty":1}]}"#, "/items/0", "required"),
+        ];
+        let valid =
+            r#"{"id":1,"level":"warn","code":"ABC","status":200,"items":[{"sku":"a","qty":2}]}"#;
+        let mut out = vec![Vec::new(), Vec::new()];
+        let mut events: Vec<Event> = cases.iter().map(|(json, _, _)| event(json)).collect();
+        events.push(event(valid));
+        t.transform(events, &mut out);
+        assert_eq!(out[0], vec![event(valid)], "the valid event, unchanged");
+        assert_eq!(out[1].len(), cases.len());
+        for ((json, path, rule), invalid) in cases.iter().zip(&out[1]) {
+            let tags = invalid.get(INVALID_FIELD).unwrap().as_array().unwrap();
+            assert_eq!(tags.len(), 1, "{json}: {tags:?}");
+            let tag = tags[0].as_object().unwrap();
+            assert_eq!(tag.get("path").unwrap(), &Value::from(*path), "{json}");
+            assert_eq!(tag.get("rule").unwrap(), &Value::from(*rule), "{json}");
+            assert!(!tag.get("reason").unwrap().to_string_lossy().is_empty());
+        }
+    }
+
     #[test]
     fn coerce_turns_strings_into_what_the_schema_asks_for() {
         let mut t = build(&format!("{ORDER}coerce: true\n"));
