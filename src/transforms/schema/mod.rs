@@ -9,6 +9,8 @@
 //! `data_quality_violations_total{component_id, path, rule}`, where `path` is the schema
 //! location that failed (bounded by the schema, not by the data) and `rule` its keyword.
 
+mod vrl_json;
+
 use super::Transform;
 use crate::event::{Event, KeyString, ObjectMap, Value};
 use crate::topology::BuildError;
@@ -16,6 +18,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{JsonType, Validator};
 use serde::Deserialize;
 use std::path::PathBuf;
+use vrl_json::VrlJson;
 
 /// Validate events against a JSON Schema.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,7 +93,7 @@ impl SchemaConfig {
         } else {
             "json_schema"
         };
-        let mut options = jsonschema::options();
+        let mut options = jsonschema::options_for::<VrlJson>();
         if let Some(base) = base {
             options = options.with_base_uri(base);
         }
@@ -124,7 +127,7 @@ impl SchemaConfig {
 }
 
 pub struct SchemaTransform {
-    validator: Validator,
+    validator: Validator<VrlJson>,
     coerce: bool,
     max_errors: usize,
     id: String,
@@ -142,7 +145,7 @@ struct Violation {
 
 impl SchemaTransform {
     /// The violations of `instance`, up to `max_errors` listed and all counted.
-    fn violations(&self, instance: &serde_json::Value) -> (Vec<Violation>, usize) {
+    fn violations(&self, instance: &Value) -> (Vec<Violation>, usize) {
         let mut listed = Vec::new();
         let mut count = 0;
         for error in self.validator.iter_errors(instance) {
@@ -168,10 +171,10 @@ impl SchemaTransform {
     }
 
     /// Coerces every string the schema wanted as an integer, number or boolean and that reads
-    /// as one, in both the instance and the event; true if anything changed.
-    fn coerce(&self, instance: &mut serde_json::Value, event: &mut Event) -> bool {
+    /// as one; true if anything changed.
+    fn coerce(&self, event: &mut Event) -> bool {
         let mut fixes = Vec::new();
-        for error in self.validator.iter_errors(instance) {
+        for error in self.validator.iter_errors(&event.value) {
             let ValidationErrorKind::Type { kind } = error.kind() else {
                 continue;
             };
@@ -180,27 +183,24 @@ impl SchemaTransform {
                 TypeKind::Multiple(set) => set.contains(t),
             };
             let pointer = error.instance_path().as_str().to_string();
-            let Some(text) = instance.pointer(&pointer).and_then(|v| v.as_str()) else {
-                continue;
+            let text = match error.instance().as_ref() {
+                serde_json::Value::String(text) => text.trim().to_string(),
+                _ => continue,
             };
-            let text = text.trim();
+            let integer = || text.parse::<i64>().ok().map(Value::Integer);
             let fixed = if wants(JsonType::Integer) {
-                text.parse::<i64>().ok().map(Value::Integer)
+                integer()
             } else {
                 None
             }
             .or_else(|| {
-                wants(JsonType::Number)
-                    .then(|| text.parse::<f64>().ok())
-                    .flatten()
-                    .filter(|f| f.is_finite())
-                    .and_then(|f| {
-                        if f.fract() == 0.0 && text.parse::<i64>().is_ok() {
-                            Some(Value::Integer(f as i64))
-                        } else {
-                            vrl::prelude::NotNan::new(f).ok().map(Value::Float)
-                        }
-                    })
+                if !wants(JsonType::Number) {
+                    return None;
+                }
+                integer().or_else(|| {
+                    let float = text.parse::<f64>().ok().filter(|f| f.is_finite())?;
+                    vrl::prelude::NotNan::new(float).ok().map(Value::Float)
+                })
             })
             .or_else(|| {
                 wants(JsonType::Boolean)
@@ -213,9 +213,6 @@ impl SchemaTransform {
             }
         }
         for (pointer, value) in &fixes {
-            if let Some(slot) = instance.pointer_mut(pointer) {
-                *slot = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-            }
             if let Some(slot) = pointer_mut(&mut event.value, pointer) {
                 *slot = value.clone();
             }
@@ -244,25 +241,18 @@ impl Transform for SchemaTransform {
     fn transform(&mut self, events: Vec<Event>, outputs: &mut [Vec<Event>]) {
         let (mut valid, mut invalid) = (0u64, 0u64);
         for mut event in events {
-            let mut instance = match serde_json::to_value(&event.value) {
-                Ok(instance) => instance,
-                Err(_) => serde_json::Value::Null,
-            };
-            if self.validator.is_valid(&instance) {
+            if self.validator.is_valid(&event.value) {
                 valid += 1;
                 outputs[0].push(event);
                 continue;
             }
-            if self.coerce
-                && self.coerce(&mut instance, &mut event)
-                && self.validator.is_valid(&instance)
-            {
+            if self.coerce && self.coerce(&mut event) && self.validator.is_valid(&event.value) {
                 valid += 1;
                 outputs[0].push(event);
                 continue;
             }
             invalid += 1;
-            let (violations, _) = self.violations(&instance);
+            let (violations, _) = self.violations(&event.value);
             let tags: Vec<Value> = violations
                 .into_iter()
                 .map(|v| {
