@@ -220,6 +220,33 @@ fn two_agents_committing_to_one_table_both_succeed_and_lose_no_row() {
     );
 }
 
+/// A stdin → iceberg config (`extra` sink fields) whose warehouse is `s3://lake/warehouse` on
+/// `moto`.
+fn s3_config(dir: &Path, moto: &moto::Moto, extra: &str) -> String {
+    format!(
+        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
+        dir.join("data").display(),
+        sink_yaml(dir, "in", extra)
+    )
+    .replace(
+        &format!("warehouse: {}", dir.join("warehouse").display()),
+        &format!(
+            "warehouse: s3://lake/warehouse\n{}    force_path_style: true",
+            moto.yaml("    ")
+        ),
+    )
+}
+
+/// pyiceberg's properties for reading files from `moto`'s S3.
+fn s3_properties(moto: &moto::Moto) -> serde_json::Value {
+    serde_json::json!({
+        "s3.endpoint": moto.endpoint(),
+        "s3.access-key-id": "test",
+        "s3.secret-access-key": "test",
+        "s3.region": "us-east-1",
+    })
+}
+
 /// An `s3://` warehouse on moto: `validate` names a missing bucket, the running sink says the
 /// same and retries, and once the bucket exists the table's metadata and data files land in
 /// it and pyiceberg reads every row back from S3.
@@ -234,17 +261,7 @@ fn an_s3_warehouse_holds_the_table_and_a_missing_bucket_is_retried() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s3 = runtime.block_on(moto.s3());
     let dir = tempfile::tempdir().unwrap();
-    let local = format!("warehouse: {}", dir.path().join("warehouse").display());
-    let remote = format!(
-        "warehouse: s3://lake/warehouse\n{}    force_path_style: true",
-        moto.yaml("    ")
-    );
-    let config = format!(
-        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
-        dir.path().join("data").display(),
-        sink_yaml(dir.path(), "in", "    commit_interval_secs: 0.5\n")
-    )
-    .replace(&local, &remote);
+    let config = s3_config(dir.path(), &moto, "    commit_interval_secs: 0.5\n");
     let path = dir.path().join("sluice.yaml");
     std::fs::write(&path, &config).unwrap();
     let output = sluice().arg("validate").arg(&path).output().unwrap();
@@ -280,17 +297,11 @@ fn an_s3_warehouse_holds_the_table_and_a_missing_bucket_is_retried() {
         agent.stderr()
     );
 
-    let properties = serde_json::json!({
-        "s3.endpoint": moto.endpoint(),
-        "s3.access-key-id": "test",
-        "s3.secret-access-key": "test",
-        "s3.region": "us-east-1",
-    });
     let read = pyiceberg::read_from(
         &python,
         &format!("sqlite:///{}", catalog(dir.path()).display()),
         "s3://lake/warehouse",
-        &properties,
+        &s3_properties(&moto),
         "logs.events",
         "",
         "",
@@ -343,25 +354,14 @@ fn a_glue_catalog_on_moto_names_the_table_pyiceberg_reads() {
         .block_on(s3.create_bucket().bucket("lake").send())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "data_dir: {}\nsources:\n  in:\n    type: stdin\n    decoding: {{codec: json}}\nsinks:{}",
-        dir.path().join("data").display(),
-        sink_yaml(
-            dir.path(),
-            "in",
-            "    commit_interval_secs: 0.5\n    partition_by:\n      - {field: service, transform: identity}\n"
-        )
+    let config = s3_config(
+        dir.path(),
+        &moto,
+        "    commit_interval_secs: 0.5\n    partition_by:\n      - {field: service, transform: identity}\n",
     )
     .replace(
         &format!("catalog: {{type: sql, uri: \"sqlite://{}\"}}", catalog(dir.path()).display()),
         "catalog: {type: glue}",
-    )
-    .replace(
-        &format!("warehouse: {}", dir.path().join("warehouse").display()),
-        &format!(
-            "warehouse: s3://lake/warehouse\n{}    force_path_style: true",
-            moto.yaml("    ")
-        ),
     );
     assert!(config.contains("type: glue"), "{config}");
     let path = dir.path().join("sluice.yaml");
@@ -376,16 +376,15 @@ fn a_glue_catalog_on_moto_names_the_table_pyiceberg_reads() {
     let input: String = (0..total).map(|id| line(id) + "\n").collect();
     Agent::run_stdin(dir.path(), &config, &input);
 
-    let properties = serde_json::json!({
-        "glue.endpoint": moto.endpoint(),
-        "glue.region": "us-east-1",
-        "glue.access-key-id": "test",
-        "glue.secret-access-key": "test",
-        "s3.endpoint": moto.endpoint(),
-        "s3.access-key-id": "test",
-        "s3.secret-access-key": "test",
-        "s3.region": "us-east-1",
-    });
+    let mut properties = s3_properties(&moto);
+    for (key, value) in [
+        ("glue.endpoint", moto.endpoint()),
+        ("glue.region", "us-east-1".into()),
+        ("glue.access-key-id", "test".into()),
+        ("glue.secret-access-key", "test".into()),
+    ] {
+        properties[key] = value.into();
+    }
     let read = pyiceberg::read_from(
         &python,
         "glue",

@@ -462,6 +462,23 @@ mod tests {
             .clone()
     }
 
+    /// 40 noisy points with a spike at 25 and a drop at 33.
+    fn spike_at_25_and_drop_at_33() -> Vec<(f64, &'static str)> {
+        let mut values: Vec<(f64, &str)> = noisy(40).into_iter().map(|v| (v, "a")).collect();
+        values[25].0 = 180.0;
+        values[33].0 = 20.0;
+        values
+    }
+
+    /// Where the events judged anomalies are.
+    fn flagged_indices(all: &[Event]) -> Vec<usize> {
+        all.iter()
+            .enumerate()
+            .filter(|(_, e)| field(e, "is_anomaly") == Value::Boolean(true))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// A steady series with noise: 100 ± 5.
     fn noisy(len: usize) -> Vec<f64> {
         (0..len)
@@ -472,17 +489,10 @@ mod tests {
     #[test]
     fn mad_flags_a_spike_and_a_drop_but_not_the_noise() {
         let mut t = build("history: 30\nmin_history: 10\n");
-        let mut values: Vec<(f64, &str)> = noisy(40).into_iter().map(|v| (v, "a")).collect();
-        values[25].0 = 180.0;
-        values[33].0 = 20.0;
+        let values = spike_at_25_and_drop_at_33();
         let (all, flagged) = run(&mut t, &values);
         assert_eq!(all.len(), 40, "every event passes on");
-        let flagged_at: Vec<usize> = all
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| field(e, "is_anomaly") == Value::Boolean(true))
-            .map(|(i, _)| i)
-            .collect();
+        let flagged_at = flagged_indices(&all);
         assert_eq!(flagged_at, [25, 33]);
         assert_eq!(flagged.len(), 2);
         // No verdict before min_history points.
@@ -497,9 +507,7 @@ mod tests {
     #[test]
     fn direction_up_ignores_drops() {
         let mut t = build("direction: up\n");
-        let mut values: Vec<(f64, &str)> = noisy(40).into_iter().map(|v| (v, "a")).collect();
-        values[25].0 = 180.0;
-        values[33].0 = 20.0;
+        let values = spike_at_25_and_drop_at_33();
         let (_, flagged) = run(&mut t, &values);
         assert_eq!(flagged.len(), 1);
         assert_eq!(flagged[0].get("n"), Some(&Value::from_f64_or_zero(180.0)));
@@ -561,12 +569,7 @@ mod tests {
         values.extend(day(18));
         let series: Vec<(f64, &str)> = values.into_iter().map(|v| (v, "a")).collect();
         let (all, _) = run(&mut t, &series);
-        let flagged: Vec<usize> = all
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| field(e, "is_anomaly") == Value::Boolean(true))
-            .map(|(i, _)| i)
-            .collect();
+        let flagged = flagged_indices(&all);
         assert_eq!(flagged, [4 * 24 + 12, 4 * 24 + 18]);
     }
 
@@ -637,12 +640,7 @@ mod tests {
         let (series, injected, shift) = synthetic();
         let values: Vec<(f64, &str)> = series.iter().map(|v| (*v, "a")).collect();
         let (all, _) = run(&mut t, &values);
-        let flagged: Vec<usize> = all
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| field(e, "is_anomaly") == Value::Boolean(true))
-            .map(|(i, _)| i)
-            .collect();
+        let flagged = flagged_indices(&all);
         let adapting = shift..shift + 60;
         let false_positives: Vec<usize> = flagged
             .iter()
