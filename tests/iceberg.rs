@@ -768,6 +768,7 @@ sinks:{lake}
         let victim = (seed >> 20) as usize % 2;
         agents[victim].kill9();
         eprintln!("round {round}: killed agent {victim} at {} rows", rows());
+        kafka_broker::wait_out_killed_session();
         agents[victim] = start(victim);
     }
     let total = producer.finish();

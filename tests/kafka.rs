@@ -151,12 +151,9 @@ sinks:
 "#,
         data = dir.join("data").display(),
         out = dir.join(out).display(),
-        session = SESSION_TIMEOUT.as_millis(),
+        session = kafka_broker::KILL_TEST_SESSION.as_millis(),
     )
 }
-
-/// The source's `session_timeout_ms`: how long the broker keeps a killed member.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 fn ids(path: &Path) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
@@ -311,13 +308,9 @@ fn kill_9_during_consumption_loses_nothing(mut broker: Broker) {
         std::thread::sleep(Duration::from_millis(rand::random_range(0..400)));
         kill9(&mut agent);
         kills.push(ids(&out).len());
-        // Against tansu, the next run starts once the killed member's session has expired.
-        // A member that joins before that is given a share as if the dead one were alive
-        // (possibly nothing), and tansu later drops the dead member without a rebalance, so
-        // the share stays that way (seen: group Stable, one member, no partitions). Kafka and
-        // the mock cluster rebalance when a session expires.
+        // See wait_out_killed_session: tansu does not rebalance when a session expires.
         if matches!(broker, Broker::Tansu(_)) {
-            std::thread::sleep(SESSION_TIMEOUT + Duration::from_secs(1));
+            kafka_broker::wait_out_killed_session();
         }
     }
     let mut agent = Agent::start(dir.path(), &config);

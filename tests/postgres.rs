@@ -498,6 +498,7 @@ fn agents_killed_at_random_while_loading_leave_every_message_exactly_once() {
         let victim = (seed >> 20) as usize % 2;
         agents[victim].kill9();
         eprintln!("round {round}: killed agent {victim} at {} rows", rows(&pg));
+        kafka_broker::wait_out_killed_session();
         agents[victim] = start(victim);
     }
     let total = producer.finish();

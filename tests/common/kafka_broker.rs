@@ -295,3 +295,17 @@ impl SteadyProducer {
         self.thread.join().unwrap()
     }
 }
+
+/// The `session_timeout_ms` the kill tests give their kafka sources.
+pub const KILL_TEST_SESSION: Duration = Duration::from_secs(6);
+
+/// Waits until a member killed with -9 can no longer be handed partitions, before another
+/// member starts. tansu 0.6 drops a member whose session expired without starting a rebalance:
+/// a member that joins while a killed one is still listed is given a share as if the dead
+/// one were alive (possibly nothing), and the dead one's partitions then stay unowned until
+/// the next join (seen: group Stable, one member, no partitions; and a chaos run with two
+/// partitions unread for minutes). Kafka and librdkafka's mock cluster rebalance when a
+/// session expires; against them the wait only costs time.
+pub fn wait_out_killed_session() {
+    std::thread::sleep(KILL_TEST_SESSION + Duration::from_secs(1));
+}
