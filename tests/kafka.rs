@@ -95,7 +95,7 @@ fn produce(
     for i in range {
         let body = payload(i);
         let key = format!("k{}", i % 10);
-        let mut record =
+        let record =
             BaseRecord::to(topic)
                 .payload(&body)
                 .key(&key)
@@ -103,15 +103,7 @@ fn produce(
                     key: "origin",
                     value: Some("test"),
                 }));
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        kafka_broker::send_retrying(&producer, record);
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).unwrap();

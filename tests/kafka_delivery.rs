@@ -93,15 +93,7 @@ fn produce(
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
+            kafka_broker::send_retrying(&producer, record);
         }
         if per_batch > 1 {
             producer.flush(Duration::from_secs(30)).unwrap();

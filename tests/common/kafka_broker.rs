@@ -249,19 +249,27 @@ pub fn produce_one_per_batch(servers: &str, topic: &str, bodies: impl Iterator<I
         .unwrap();
     for (n, body) in bodies.enumerate() {
         let key = format!("k{n}");
-        let mut record = BaseRecord::to(topic).payload(&body).key(&key);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        let record = BaseRecord::to(topic).payload(&body).key(&key);
+        send_retrying(&producer, record);
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Sends `record`, polling while the producer's queue is full.
+pub fn send_retrying<'a>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'a, String, String>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
 }
 
 /// A producer thread writing `{"id": n}` (n = 0, 1, 2, ...) one record per batch, `chunk`

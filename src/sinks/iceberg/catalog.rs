@@ -146,3 +146,39 @@ fn sqlite_path(uri: &str) -> Option<std::path::PathBuf> {
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+    use crate::sinks::iceberg::IcebergSinkConfig;
+
+    fn config(catalog: &str, extra: &str) -> IcebergSinkConfig {
+        serde_yaml::from_str(&format!(
+            "inputs: [x]\ncatalog: {catalog}\nwarehouse: s3://lake/w\nnamespace: n\ntable: t\nschema: [{{name: a, type: string}}]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn catalog_settings_that_cannot_work_are_named() {
+        assert!(check(&config("{type: sql, uri: \"sqlite:///tmp/c.db\"}", "")).is_ok());
+        assert!(check(&config("{type: sql, uri: \"postgresql://u@h/db\"}", "")).is_ok());
+        assert!(check(&config("{type: sql, uri: \"mysql://h/db\"}", ""))
+            .unwrap_err()
+            .contains("a sql catalog needs sqlite:///"));
+        assert!(
+            check(&config("{type: sql}", "")).is_err(),
+            "sql needs a uri"
+        );
+        assert!(check(&config("{type: glue}", "")).is_ok());
+        assert!(check(&config("{type: glue, uri: \"x\"}", ""))
+            .unwrap_err()
+            .contains("a glue catalog takes no uri"));
+        assert!(check(&config(
+            "{type: glue}",
+            "auth: {assume_role: arn:aws:iam::1:role/r}"
+        ))
+        .unwrap_err()
+        .contains("cannot assume a role"));
+    }
+}

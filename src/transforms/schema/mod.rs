@@ -144,12 +144,10 @@ struct Violation {
 }
 
 impl SchemaTransform {
-    /// The violations of `instance`, up to `max_errors` listed and all counted.
-    fn violations(&self, instance: &Value) -> (Vec<Violation>, usize) {
+    /// The violations of `instance`, up to `max_errors` listed and all counted in the metric.
+    fn violations(&self, instance: &Value) -> Vec<Violation> {
         let mut listed = Vec::new();
-        let mut count = 0;
         for error in self.validator.iter_errors(instance) {
-            count += 1;
             // The path through the schema, across `$ref`s (bounded by the schema).
             let schema_path = error.evaluation_path().as_str();
             let (parent, keyword) = schema_path.rsplit_once('/').unwrap_or(("", schema_path));
@@ -167,7 +165,7 @@ impl SchemaTransform {
                 });
             }
         }
-        (listed, count)
+        listed
     }
 
     /// Coerces every string the schema wanted as an integer, number or boolean and that reads
@@ -252,7 +250,7 @@ impl Transform for SchemaTransform {
                 continue;
             }
             invalid += 1;
-            let (violations, _) = self.violations(&event.value);
+            let violations = self.violations(&event.value);
             let tags: Vec<Value> = violations
                 .into_iter()
                 .map(|v| {
