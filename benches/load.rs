@@ -11,13 +11,18 @@
 //! the pipeline; CPU and peak RSS come from /proc. `BENCH_FILTER=kafka` (or `http`, `remap`,
 //! ...) runs only the scenarios whose names contain it.
 
-#[path = "../tests/common/kafka_broker.rs"]
+// The test suite's servers, shared; the harness uses only part of each.
+#[allow(dead_code)]
+#[path = "../tests/suite/common/kafka_broker.rs"]
 mod kafka_broker;
-#[path = "../tests/common/moto.rs"]
+#[allow(dead_code)]
+#[path = "../tests/suite/common/moto.rs"]
 mod moto;
-#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
+#[path = "../tests/suite/common/postgres.rs"]
 mod postgres;
-#[path = "../tests/common/proxy.rs"]
+#[allow(dead_code)]
+#[path = "../tests/suite/common/proxy.rs"]
 mod proxy;
 
 use kafka_broker::Broker;

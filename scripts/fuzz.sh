@@ -7,7 +7,7 @@
 # target/fuzz/ and takes ~10 min the first time). The corpus grows in fuzz/corpus/TARGET,
 # seeded from tests/fuzz/regressions/TARGET; findings land in fuzz/artifacts/TARGET.
 # http_request (a real agent over TCP), or any target with SLUICE_FUZZ_ENGINE=random, runs the
-# seeded random mutator of tests/fuzz.rs instead (findings in target/fuzz-findings/).
+# seeded random mutator of tests/suite/fuzz.rs instead (findings in target/fuzz-findings/).
 # Once a finding is fixed, copy it into tests/fuzz/regressions/TARGET/: every test run
 # replays it.
 set -euo pipefail
@@ -19,7 +19,7 @@ seed="${3:-}"
 if [ "$target" = http_request ] || [ "${SLUICE_FUZZ_ENGINE:-libfuzzer}" = random ]; then
   export SLUICE_FUZZ_SECONDS="$seconds"
   if [ -n "$seed" ]; then export SLUICE_FUZZ_SEED="$seed"; fi
-  exec cargo test --locked --test fuzz -- --exact "$target" --nocapture
+  exec cargo test --locked --test suite -- --exact "fuzz::$target" --nocapture
 fi
 cargo_fuzz="$(scripts/cargo-install-cached.sh cargo-fuzz 0.13.2 cargo-fuzz)"
 root="$PWD"

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 rounds="${1:?usage: scripts/kafka-chaos.sh ROUNDS}"
 SLUICE_TANSU="${SLUICE_TANSU:-$(scripts/tansu.sh)}"
 export SLUICE_TANSU SLUICE_KAFKA_CHAOS_ROUNDS="$rounds"
-exec cargo test --locked --test kafka_delivery chaos -- --nocapture
+exec cargo test --locked --test suite kafka_delivery::chaos -- --nocapture

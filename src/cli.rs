@@ -39,8 +39,8 @@ enum Command {
     /// Check config files: syntax, fields, wiring, VRL programs and (unless --no-environment)
     /// that data_dir is writable and sinks' endpoints are reachable.
     Validate {
-        /// Config files or directories, merged into one topology.
-        #[arg(required = true, value_name = "PATH")]
+        /// Config files or directories, merged into one topology (none: the built-in default).
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// Skip checks that touch the environment (data_dir, endpoints).
         #[arg(long)]
@@ -80,8 +80,10 @@ enum Command {
     },
     /// Print the topology as a graph (Graphviz DOT or Mermaid).
     Graph {
-        #[arg(required = true, value_name = "PATH")]
+        /// Config files or directories, merged into one topology (none: the built-in default).
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Graphviz DOT or Mermaid.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
@@ -133,6 +135,24 @@ fn load(paths: &[PathBuf]) -> Result<Config, ConfigError> {
     }
 }
 
+/// Loads a config and checks its wiring and every component (VRL programs, templates, fields),
+/// reporting every error of every kind in one pass, in file order. Must run inside the tokio
+/// runtime (building components may need it).
+fn load_checked(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    let (config, mut diagnostics) = if paths.is_empty() {
+        Config::parse_str("<built-in default config>", DEFAULT_CONFIG)
+    } else {
+        Config::parse_paths(paths)?
+    };
+    diagnostics.extend(topology::check_all(&config));
+    if diagnostics.is_empty() {
+        return Ok(config);
+    }
+    let mut error = ConfigError { diagnostics };
+    error.sort_in_file_order();
+    Err(error)
+}
+
 fn config_failure(error: &ConfigError) -> ExitCode {
     eprint!("{error}");
     ExitCode::from(EX_CONFIG)
@@ -146,13 +166,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
-    let config = match load(&paths) {
+    let _ = crate::observe::metrics::prometheus();
+    let rt = runtime();
+    let config = match rt.block_on(async { load_checked(&paths) }) {
         Ok(config) => config,
         Err(error) => return config_failure(&error),
     };
     logging::init(&config.global.log.level, config.global.log.format);
-    let _ = crate::observe::metrics::prometheus();
-    let rt = runtime();
     rt.block_on(async move {
         let components = Arc::new(std::sync::RwLock::new(config.component_ids().into_iter().collect()));
         let api_stop = CancellationToken::new();
@@ -202,8 +222,12 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
         let code = loop {
             tokio::select! {
                 stop = requests.next() => match stop {
-                    Stop::Exit => break match topology.shutdown().await {
-                        Ok(()) => {
+                    Stop::Exit => break match topology.shutdown_unless(stop_signal()).await {
+                        Ok(topology::Drain::Interrupted) => {
+                            tracing::warn!("sluice stopped at once; what was not acknowledged is read again on the next start");
+                            ExitCode::from(EX_INTERRUPTED)
+                        }
+                        Ok(_) => {
                             tracing::info!("sluice stopped");
                             ExitCode::SUCCESS
                         }
@@ -247,6 +271,28 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
         api_stop.cancel();
         code
     })
+}
+
+/// The exit code after a second SIGINT/SIGTERM cut the drain short (128 + SIGINT, as shells
+/// report an interrupted program).
+const EX_INTERRUPTED: u8 = 130;
+
+/// Completes on the next SIGINT or SIGTERM: during a drain, the request to stop at once.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 /// Why a topology stops.
@@ -304,11 +350,11 @@ impl StopRequests {
         loop {
             let why = tokio::select! {
                 _ = term.recv() => {
-                    tracing::info!("SIGTERM received");
+                    tracing::info!("SIGTERM received; draining (a second signal stops at once, keeping only acknowledged positions)");
                     return Stop::Exit;
                 }
                 _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("SIGINT received");
+                    tracing::info!("SIGINT received; draining (a second Ctrl-C stops at once, keeping only acknowledged positions)");
                     return Stop::Exit;
                 }
                 _ = hup.recv() => "SIGHUP received",
@@ -325,8 +371,7 @@ impl StopRequests {
                 tracing::warn!("{why}: running the built-in default config, nothing to reload");
                 continue;
             }
-            let candidate =
-                load(&self.paths).and_then(|config| topology::check(&config).map(|_| config));
+            let candidate = load_checked(&self.paths);
             match candidate {
                 Ok(config) => {
                     tracing::info!("{why}: the new config is valid; applying it");
@@ -344,17 +389,14 @@ impl StopRequests {
 }
 
 fn validate(paths: Vec<PathBuf>, no_environment: bool) -> ExitCode {
-    let config = match load(&paths) {
-        Ok(config) => config,
-        Err(error) => return config_failure(&error),
-    };
     let _ = crate::observe::metrics::prometheus();
     let rt = runtime();
     rt.block_on(async move {
         // Building compiles VRL programs, parses templates and checks every field.
-        if let Err(error) = topology::check(&config) {
-            return config_failure(&error);
-        }
+        let config = match load_checked(&paths) {
+            Ok(config) => config,
+            Err(error) => return config_failure(&error),
+        };
         println!(
             "ok: {} sources, {} transforms, {} sinks, wiring valid",
             config.sources.len(),
@@ -365,12 +407,23 @@ fn validate(paths: Vec<PathBuf>, no_environment: bool) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let mut failures = Vec::new();
-        if let Err(error) = check_writable(&config.global.data_dir) {
-            failures.push(format!("data_dir: {error}"));
+        let data_dir = &config.global.data_dir;
+        match crate::writable::check_dir(data_dir) {
+            Ok(found) => {
+                if let Some(note) = found.note(data_dir) {
+                    println!("ok: data_dir: {note}");
+                }
+            }
+            Err(error) => failures.push(format!("data_dir: {error}")),
         }
         for (id, entry) in &config.sinks {
             match entry.config.healthcheck().await {
-                Some(Ok(())) => println!("ok: sinks.{id}: healthcheck passed"),
+                Some(Ok(notes)) => {
+                    println!("ok: sinks.{id}: healthcheck passed");
+                    for note in notes {
+                        println!("ok: sinks.{id}: {note}");
+                    }
+                }
                 Some(Err(error)) => {
                     failures.push(format!("sinks.{id}: healthcheck failed: {error}"))
                 }
@@ -390,14 +443,6 @@ fn validate(paths: Vec<PathBuf>, no_environment: bool) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     })
-}
-
-fn check_writable(dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let probe = dir.join(".sluice-write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
 }
 
 fn test(paths: Vec<PathBuf>) -> ExitCode {

@@ -93,31 +93,71 @@ pub fn run_all(config: &Config) -> Result<Vec<TestResult>, ConfigError> {
     let graph = config.graph()?;
     let mut diagnostics = Vec::new();
     let mut cases = Vec::new();
-    for (index, (file, value)) in config.tests.iter().enumerate() {
-        match parse_fields::<TestCase>(value.clone()) {
-            Ok(case) => cases.push(case),
-            Err(error) => diagnostics.push(Diagnostic {
-                location: None,
-                path: format!(
-                    "{file}: tests[{index}]{}",
-                    error
-                        .path
-                        .iter()
-                        .map(|p| format!(".{p}"))
-                        .collect::<String>()
-                ),
-                message: error.message,
-            }),
+    let mut per_file: IndexMap<&str, usize> = IndexMap::new();
+    for test in &config.tests {
+        let counter = per_file.entry(test.file.as_str()).or_default();
+        let at = TestAt {
+            location: test.line.map(|line| (test.file.clone(), line)),
+            index: *counter,
+        };
+        *counter += 1;
+        match parse_fields::<TestCase>(test.value.clone()) {
+            Ok(case) => cases.push((at, case)),
+            Err(error) => diagnostics.push(at.diagnostic(&field_path(&error.path), error.message)),
         }
     }
     if !diagnostics.is_empty() {
         return Err(ConfigError { diagnostics });
     }
     let mut results = Vec::new();
-    for (index, case) in cases.iter().enumerate() {
-        results.push(run_one(config, &graph, index, case)?);
+    for (at, case) in &cases {
+        results.push(run_one(config, &graph, at, case)?);
     }
     Ok(results)
+}
+
+/// Where a test is written: its file and line, and its index in that file's `tests:`.
+struct TestAt {
+    location: Option<(String, usize)>,
+    index: usize,
+}
+
+impl TestAt {
+    /// A diagnostic about `field` of this test (`outputs[0].extract_from`; empty for the test).
+    fn diagnostic(&self, field: &str, message: String) -> Diagnostic {
+        let separator = if field.is_empty() || field.starts_with('[') {
+            ""
+        } else {
+            "."
+        };
+        Diagnostic {
+            location: self.location.clone(),
+            path: format!("tests[{}]{separator}{field}", self.index),
+            message,
+        }
+    }
+
+    fn error(&self, field: &str, message: String) -> ConfigError {
+        ConfigError {
+            diagnostics: vec![self.diagnostic(field, message)],
+        }
+    }
+}
+
+/// A field path as written in YAML terms: `outputs[0].extract_from`.
+fn field_path(parts: &[String]) -> String {
+    let mut path = String::new();
+    for part in parts {
+        if part.parse::<usize>().is_ok() {
+            path.push_str(&format!("[{part}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part);
+        }
+    }
+    path
 }
 
 fn outputs_of(config: &Config, id: &str) -> Vec<OutputId> {
@@ -148,12 +188,10 @@ fn parse_output(text: &str) -> OutputId {
 fn run_one(
     config: &Config,
     graph: &crate::config::graph::Graph,
-    index: usize,
+    test_at: &TestAt,
     case: &TestCase,
 ) -> Result<TestResult, ConfigError> {
-    let at = |field: &str, message: String| {
-        ConfigError::single(format!("tests[{index}].{field}"), message)
-    };
+    let at = |field: &str, message: String| test_at.error(field, message);
     // Fresh transforms for every test: no state leaks from one test to the next.
     let mut built: IndexMap<String, BuiltTransform> = IndexMap::new();
     for (id, entry) in &config.transforms {
@@ -278,7 +316,7 @@ fn run_one(
             .iter()
             .enumerate()
             .map(|(c, source)| {
-                compile(&format!("tests[{index}]"), source)
+                compile(&format!("tests[{}]", test_at.index), source)
                     .map(|p| (source.clone(), p))
                     .map_err(|m| at(&format!("outputs[{i}].conditions[{c}]"), m))
             })

@@ -3,7 +3,7 @@
 //! (buffer records, checkpoint files, objects decoded for dead letters), checking invariants
 //! that must hold for *any* input. A panic, an abort or a hang in one of them is a bug.
 //!
-//! `tests/fuzz.rs` runs them with a seeded random mutator (any toolchain; CI runs each
+//! `tests/suite/fuzz.rs` runs them with a seeded random mutator (any toolchain; CI runs each
 //! briefly), and `scripts/fuzz.sh TARGET SECONDS` runs one for longer, coverage-guided with
 //! libFuzzer through `cargo fuzz` (the harnesses in `fuzz/`). Inputs that once broke a target
 //! live in `tests/fuzz/regressions/<target>/` and are replayed on every run.

@@ -25,3 +25,4 @@ pub mod tls;
 pub mod top;
 pub mod topology;
 pub mod transforms;
+pub mod writable;

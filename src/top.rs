@@ -68,6 +68,13 @@ fn parse(text: &str) -> BTreeMap<String, Sample> {
         let Some(id) = label(labels, "component_id") else {
             continue;
         };
+        // Internal parts (the api) and named outputs (a sink's dead letters) are not rows of
+        // their own, nor part of their component's delivered events.
+        if label(labels, "component_type") == Some(crate::observe::metrics::INTERNAL)
+            || label(labels, "output").is_some()
+        {
+            continue;
+        }
         let sample = out.entry(id.to_string()).or_default();
         if let Some(kind) = label(labels, "component_type") {
             sample.kind = kind.to_string();

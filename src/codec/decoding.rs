@@ -86,10 +86,16 @@ pub fn decode_frame(
 ) {
     if let Err(error) = decoder.decode(frame.clone(), out) {
         metrics.error("decode_failed");
-        tracing::warn!(component_id = metrics.id(), %error, "cannot decode frame");
         match on_error {
-            OnDecodeError::PassRaw => out.push(Event::from_message(frame)),
-            OnDecodeError::Drop | OnDecodeError::Reject => metrics.discarded("decode_failed", 1),
+            OnDecodeError::PassRaw => {
+                tracing::warn!(component_id = metrics.id(), %error, "cannot decode frame");
+                out.push(Event::from_message(frame));
+            }
+            OnDecodeError::Drop | OnDecodeError::Reject => {
+                metrics.discarded_with("decode_failed", 1, || {
+                    Some(format!("{error}: {}", String::from_utf8_lossy(&frame)))
+                })
+            }
         }
     }
 }

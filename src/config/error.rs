@@ -46,6 +46,27 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// Orders the diagnostics as a reader meets them: by file (in the order the files were
+    /// read, which is the order their first diagnostic was found in), then line; those with no
+    /// line keep their order, after the rest.
+    pub fn sort_in_file_order(&mut self) {
+        let mut files: Vec<String> = Vec::new();
+        for diagnostic in &self.diagnostics {
+            if let Some((file, _)) = &diagnostic.location {
+                if !files.contains(file) {
+                    files.push(file.clone());
+                }
+            }
+        }
+        self.diagnostics
+            .sort_by_key(|diagnostic| match &diagnostic.location {
+                Some((file, line)) => (0, files.iter().position(|f| f == file), *line),
+                None => (1, None, 0),
+            });
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.diagnostics.len();

@@ -45,6 +45,18 @@ impl Graph {
 }
 
 pub fn build(config: &Config) -> Result<Graph, ConfigError> {
+    let (graph, diagnostics) = build_partial(config);
+    if diagnostics.is_empty() {
+        Ok(graph)
+    } else {
+        Err(ConfigError { diagnostics })
+    }
+}
+
+/// The graph of whatever resolves, and the wiring errors of the rest. Inputs naming a
+/// component that did not parse (`Config::unparsed`) are left out without an error: that
+/// component's own error is reported.
+pub fn build_partial(config: &Config) -> (Graph, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut graph = Graph::default();
 
@@ -130,13 +142,19 @@ pub fn build(config: &Config) -> Result<Graph, ConfigError> {
                             .iter()
                             .filter(|o| o.component != *id && pattern.matches(&o.to_string()))
                             .collect();
-                        if matched.is_empty() {
+                        let may_match_unparsed =
+                            config.unparsed.iter().any(|id| pattern.matches(id));
+                        if matched.is_empty() && !may_match_unparsed {
                             fail(format!("input pattern `{input}` matches no component"));
                         }
                         resolved.extend(matched.into_iter().cloned());
                     }
                     Err(error) => fail(format!("input pattern `{input}` is invalid: {error}")),
                 }
+                continue;
+            }
+            let component = input.split('.').next().unwrap_or_default();
+            if config.unparsed.contains(component) {
                 continue;
             }
             match graph.outputs.iter().find(|o| o.to_string() == *input) {
@@ -183,11 +201,7 @@ pub fn build(config: &Config) -> Result<Graph, ConfigError> {
         });
     }
 
-    if diagnostics.is_empty() {
-        Ok(graph)
-    } else {
-        Err(ConfigError { diagnostics })
-    }
+    (graph, diagnostics)
 }
 
 /// A cycle among components with inputs (transforms, and sinks through their dead-letter

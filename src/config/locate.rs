@@ -57,6 +57,37 @@ pub fn field_line(text: &str, component_line: usize, field_path: &[&str]) -> Opt
     Some(found)
 }
 
+/// 1-based lines of the items (`- `) of the block list under a top-level key, in order.
+pub fn list_item_lines(text: &str, key: &str) -> Vec<usize> {
+    let Some(start) = top_level_line(text, key) else {
+        return Vec::new();
+    };
+    let mut items = Vec::new();
+    let mut item_indent = None;
+    for (offset, line) in text.lines().skip(start).enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(line) == 0 && !line.starts_with("- ") {
+            break;
+        }
+        if line.trim_start().starts_with("- ") || line.trim() == "-" {
+            let at = indent(line);
+            if *item_indent.get_or_insert(at) == at {
+                items.push(start + offset + 1);
+            }
+        }
+    }
+    items
+}
+
+/// 1-based line of a top-level key, if found.
+pub fn top_level_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| indent(line) == 0 && is_key(line, key))
+        .map(|index| index + 1)
+}
+
 fn indent(line: &str) -> usize {
     line.len() - line.trim_start().len()
 }
@@ -83,6 +114,14 @@ mod tests {
         assert_eq!(component_line(TEXT, "sources", "b"), Some(4));
         assert_eq!(component_line(TEXT, "sinks", "b"), Some(9));
         assert_eq!(component_line(TEXT, "transforms", "b"), None);
+    }
+
+    #[test]
+    fn finds_the_items_of_a_top_level_list() {
+        let text =
+            "sources: {}\ntests:\n  - name: a\n    inputs:\n      - x\n  - name: b\nsinks: {}\n";
+        assert_eq!(list_item_lines(text, "tests"), vec![3, 6]);
+        assert_eq!(list_item_lines(text, "other"), Vec::<usize>::new());
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Default for GlobalOptions {
 }
 
 /// The top level of one config file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     /// Directory for checkpoints and buffers (default `./sluice-data`).
@@ -185,8 +185,20 @@ pub struct Config {
     pub sources: IndexMap<String, Entry<SourceConfig>>,
     pub transforms: IndexMap<String, Entry<TransformConfig>>,
     pub sinks: IndexMap<String, Entry<SinkConfig>>,
-    /// `tests:` entries with the file they came from, for `sluice test`.
-    pub tests: Vec<(String, serde_yaml::Value)>,
+    /// `tests:` entries, for `sluice test`.
+    pub tests: Vec<ConfigTest>,
+    /// Components whose settings did not parse (their errors are already reported): inputs
+    /// naming them are not reported again as dangling.
+    pub unparsed: indexmap::IndexSet<String>,
+}
+
+/// One `tests:` entry as written, and where.
+#[derive(Debug, Clone)]
+pub struct ConfigTest {
+    pub file: String,
+    /// 1-based line of the entry's `- ` item, where found.
+    pub line: Option<usize>,
+    pub value: serde_yaml::Value,
 }
 
 /// A field-level failure while parsing one component.
@@ -229,9 +241,11 @@ fn parse_section<T>(
     text: &std::sync::Arc<str>,
     parse: impl Fn(&str, serde_yaml::Value) -> Result<T, FieldError>,
     diagnostics: &mut Vec<Diagnostic>,
+    unparsed: &mut indexmap::IndexSet<String>,
 ) -> IndexMap<String, Entry<T>> {
     let mut out = IndexMap::new();
     for (id, value) in raw {
+        let errors_before = diagnostics.len();
         let line = locate::component_line(text, section, &id);
         let at = |field: &[String]| {
             let field: Vec<&str> = field.iter().map(String::as_str).collect();
@@ -251,6 +265,7 @@ fn parse_section<T>(
                 message: "component ids may not be empty or contain '.', spaces or glob characters"
                     .into(),
             });
+            unparsed.insert(id);
             continue;
         }
         let mut value = value;
@@ -267,6 +282,7 @@ fn parse_section<T>(
                     path: path + ".type",
                     message: "missing field `type` (a string naming the component type)".into(),
                 });
+                unparsed.insert(id);
                 continue;
             }
             None => {
@@ -276,6 +292,7 @@ fn parse_section<T>(
                     path,
                     message: "expected a mapping with a `type` field".into(),
                 });
+                unparsed.insert(id);
                 continue;
             }
         };
@@ -305,8 +322,99 @@ fn parse_section<T>(
                 });
             }
         }
+        if diagnostics.len() > errors_before {
+            unparsed.insert(id);
+        }
     }
     out
+}
+
+/// The top-level keys of a config file.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir",
+    "api",
+    "log",
+    "acknowledgements",
+    "shutdown_timeout_secs",
+    "sources",
+    "transforms",
+    "sinks",
+    "tests",
+];
+
+/// Parses one file's top level. A misspelt or malformed top-level key is reported and left
+/// out, and the rest of the file is still read, so its components are checked in the same
+/// pass. `None` for an empty file or one that is not YAML at all.
+fn parse_file(name: &str, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<RawFile> {
+    let at = |key: &str, message: String| Diagnostic {
+        location: locate::top_level_line(text, key).map(|line| (name.to_string(), line)),
+        path: key.to_string(),
+        message,
+    };
+    let value = match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(serde_yaml::Value::Null) => return None,
+        Ok(value) => value,
+        Err(error) => {
+            let location = error.location().map(|l| (name.to_string(), l.line()));
+            let mut message = error.to_string();
+            if let Some(pos) = message.find(" at line ") {
+                message.truncate(pos);
+            }
+            diagnostics.push(Diagnostic {
+                location,
+                path: String::new(),
+                message,
+            });
+            return None;
+        }
+    };
+    let serde_yaml::Value::Mapping(mut mapping) = value else {
+        diagnostics.push(Diagnostic {
+            location: Some((name.to_string(), 1)),
+            path: String::new(),
+            message: "expected a mapping of top-level keys (sources, transforms, sinks, ...)"
+                .into(),
+        });
+        return None;
+    };
+    let keys: Vec<serde_yaml::Value> = mapping.keys().cloned().collect();
+    for key in keys {
+        let name = key
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{key:?}"));
+        if !TOP_LEVEL_KEYS.contains(&name.as_str()) {
+            diagnostics.push(at(
+                &name,
+                format!(
+                    "unknown top-level field `{name}`{}; known: {}",
+                    error::did_you_mean(&name, TOP_LEVEL_KEYS.iter().copied()),
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            ));
+            mapping.remove(&key);
+        }
+    }
+    // Each failing key is reported and dropped; the rest parse on.
+    for _ in 0..=TOP_LEVEL_KEYS.len() {
+        match parse_fields::<RawFile>(serde_yaml::Value::Mapping(mapping.clone())) {
+            Ok(raw) => return Some(raw),
+            Err(error) => {
+                let key = error.path.first().cloned().unwrap_or_default();
+                let mut path = error.path.join(".");
+                if path.is_empty() {
+                    path = key.clone();
+                }
+                diagnostics.push(Diagnostic {
+                    path,
+                    ..at(&key, error.message)
+                });
+                // A failure that names no key cannot be left out: give up on the file.
+                mapping.remove(key.as_str())?;
+            }
+        }
+    }
+    None
 }
 
 /// The result of parsing a `type` that no registry knows.
@@ -325,6 +433,11 @@ impl Config {
     /// Loads and merges config files; a directory contributes its `*.yaml` and `*.yml` files
     /// in name order.
     pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+        Self::load_texts(&Self::read_paths(paths)?)
+    }
+
+    /// The text of every file named, a directory standing for its `*.yaml` files.
+    fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, ConfigError> {
         let mut files = Vec::new();
         for path in paths {
             if path.is_dir() {
@@ -354,7 +467,7 @@ impl Config {
             })?;
             texts.push((file.display().to_string(), text));
         }
-        Self::load_texts(&texts)
+        Ok(texts)
     }
 
     /// Loads one config from text (the built-in default, tests).
@@ -363,6 +476,29 @@ impl Config {
     }
 
     fn load_texts(files: &[(String, String)]) -> Result<Config, ConfigError> {
+        let (config, diagnostics) = Self::parse_texts(files);
+        if diagnostics.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { diagnostics })
+        }
+    }
+
+    /// Like [`Config::load_paths`], but keeps going past errors: the config of everything
+    /// that parsed, and the errors of the rest (see `topology::check_all`, which then checks
+    /// the wiring and builds what parsed, so one run reports every error). `Err` only when a
+    /// file cannot be read.
+    pub fn parse_paths(paths: &[PathBuf]) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+        let texts = Self::read_paths(paths)?;
+        Ok(Self::parse_texts(&texts))
+    }
+
+    /// [`Config::parse_paths`] on text.
+    pub fn parse_str(name: &str, text: &str) -> (Config, Vec<Diagnostic>) {
+        Self::parse_texts(&[(name.to_string(), text.to_string())])
+    }
+
+    fn parse_texts(files: &[(String, String)]) -> (Config, Vec<Diagnostic>) {
         let mut config = Config::default();
         let mut diagnostics = Vec::new();
         let mut globals_from: IndexMap<&'static str, String> = IndexMap::new();
@@ -408,22 +544,8 @@ impl Config {
                     continue;
                 }
             };
-            let raw: RawFile = match serde_yaml::from_str::<Option<RawFile>>(&text) {
-                Ok(Some(raw)) => raw,
-                Ok(None) => continue,
-                Err(error) => {
-                    let location = error.location().map(|l| (name.clone(), l.line()));
-                    let mut message = error.to_string();
-                    if let Some(pos) = message.find(" at line ") {
-                        message.truncate(pos);
-                    }
-                    diagnostics.push(Diagnostic {
-                        location,
-                        path: String::new(),
-                        message,
-                    });
-                    continue;
-                }
+            let Some(raw) = parse_file(name, &text, &mut diagnostics) else {
+                continue;
             };
             let text: std::sync::Arc<str> = text.into();
             let mut merge_global = Globals {
@@ -451,6 +573,7 @@ impl Config {
                 &text,
                 SourceConfig::parse,
                 &mut diagnostics,
+                &mut config.unparsed,
             );
             let transforms = parse_section(
                 "transforms",
@@ -459,6 +582,7 @@ impl Config {
                 &text,
                 TransformConfig::parse,
                 &mut diagnostics,
+                &mut config.unparsed,
             );
             let sinks = parse_section(
                 "sinks",
@@ -467,6 +591,7 @@ impl Config {
                 &text,
                 SinkConfig::parse,
                 &mut diagnostics,
+                &mut config.unparsed,
             );
             merge(&mut config.sources, sources, "sources", &mut diagnostics);
             merge(
@@ -476,15 +601,19 @@ impl Config {
                 &mut diagnostics,
             );
             merge(&mut config.sinks, sinks, "sinks", &mut diagnostics);
-            config
-                .tests
-                .extend(raw.tests.into_iter().map(|t| (name.clone(), t)));
+            let lines = locate::list_item_lines(&text, "tests");
+            config.tests.extend(
+                raw.tests
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| ConfigTest {
+                        file: name.clone(),
+                        line: lines.get(i).copied(),
+                        value,
+                    }),
+            );
         }
-        if diagnostics.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { diagnostics })
-        }
+        (config, diagnostics)
     }
 
     /// Every component id: sources, then transforms, then sinks.

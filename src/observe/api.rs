@@ -32,7 +32,10 @@ pub async fn serve(
                 let handle = handle.clone();
                 async move {
                     match handle {
-                        Some(h) => (StatusCode::OK, h.render()).into_response(),
+                        Some(h) => {
+                            crate::topology::channel::refresh_buffer_gauges();
+                            (StatusCode::OK, h.render()).into_response()
+                        }
                         None => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             "metrics recorder unavailable\n",
@@ -49,7 +52,7 @@ pub async fn serve(
         header_timeout: std::time::Duration::from_secs(10),
         max_head_bytes: 16 << 10,
     };
-    let metrics = crate::observe::ComponentMetrics::new("api", "api");
+    let metrics = crate::observe::ComponentMetrics::internal("api");
     tokio::spawn(crate::http_serve::serve(
         listener, app, tls, limits, metrics, stop,
     ));

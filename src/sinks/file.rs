@@ -87,19 +87,31 @@ impl FileSinkConfig {
         Ok(Box::pin(run(sink, self.batch, cx.input, cx.metrics)))
     }
 
-    /// The directory of the path's fixed prefix must be creatable.
-    pub fn healthcheck(&self) -> Result<(), String> {
+    /// The directory of the path's fixed prefix must be writable or creatable (checked, not
+    /// created).
+    pub fn healthcheck(&self) -> Result<Vec<String>, String> {
         let prefix: String = self
             .path
             .split(['{', '%'])
             .next()
             .unwrap_or_default()
             .to_string();
-        let dir = Path::new(&prefix)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        // `out/logs/%Y.log`: the fixed part is the directory itself; `out/app-%Y.log`: its parent.
+        let dir = if prefix.ends_with('/') {
+            match prefix.trim_end_matches('/') {
+                "" => Path::new("/"),
+                trimmed => Path::new(trimmed),
+            }
+        } else {
+            Path::new(&prefix)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        };
+        Ok(crate::writable::check_dir(dir)?
+            .note(dir)
+            .into_iter()
+            .collect())
     }
 }
 

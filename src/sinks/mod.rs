@@ -64,7 +64,7 @@ pub async fn reject(
             .await;
         return;
     }
-    metrics.discarded("rejected", count);
+    metrics.discarded_with("rejected", count, || Some(reason.to_string()));
     finalizers.update_status(BatchStatus::Rejected);
 }
 
@@ -305,19 +305,23 @@ impl SinkConfig {
         }
     }
 
-    /// Checks the sink's service is reachable (for `sluice validate`). `None` if the sink has
-    /// nothing to check.
-    pub async fn healthcheck(&self) -> Option<Result<(), String>> {
+    /// Checks the sink's service is reachable and its directories writable or creatable (for
+    /// `sluice validate`, which must change nothing). `Ok` holds notes on what the run will
+    /// create. `None` if the sink has nothing to check.
+    pub async fn healthcheck(&self) -> Option<Result<Vec<String>, String>> {
+        let no_notes = |result: Result<(), String>| result.map(|()| Vec::new());
         match self {
-            Self::Http(c) => Some(c.healthcheck().await),
+            Self::Http(c) => Some(no_notes(c.healthcheck().await)),
             Self::File(c) => Some(c.healthcheck()),
             Self::AwsS3(c) => Some(c.healthcheck().await),
-            Self::Postgres(c) => Some(c.healthcheck().await),
+            Self::Postgres(c) => Some(no_notes(c.healthcheck().await)),
             Self::Iceberg(c) => Some(c.healthcheck().await),
-            Self::AwsKinesisStreams(c) => Some(c.healthcheck(aws_kinesis::Service::Streams).await),
-            Self::AwsKinesisFirehose(c) => {
-                Some(c.healthcheck(aws_kinesis::Service::Firehose).await)
+            Self::AwsKinesisStreams(c) => {
+                Some(no_notes(c.healthcheck(aws_kinesis::Service::Streams).await))
             }
+            Self::AwsKinesisFirehose(c) => Some(no_notes(
+                c.healthcheck(aws_kinesis::Service::Firehose).await,
+            )),
             _ => None,
         }
     }

@@ -61,7 +61,17 @@ const PATHS: &[&str] = &[
     "/api/v1/orders/1234",
 ];
 const STATUSES: &[u16] = &[200, 200, 200, 200, 201, 204, 301, 400, 404, 500, 503];
-const LEVELS: &[&str] = &["info", "info", "info", "warn", "error", "debug"];
+/// Levels of successful requests; failed ones are `warn` (4xx) or `error` (5xx).
+const OK_LEVELS: &[&str] = &["info", "info", "info", "debug"];
+
+/// The log level a service would give a request answered with `status`.
+fn level_for(status: u16, rng: &mut StdRng) -> &'static str {
+    match status {
+        500.. => "error",
+        400.. => "warn",
+        _ => OK_LEVELS[rng.random_range(0..OK_LEVELS.len())],
+    }
+}
 
 impl DemoConfig {
     pub fn build(&self, cx: SourceContext) -> Result<RunFuture, BuildError> {
@@ -135,7 +145,7 @@ fn write_line(
     let mut w = buf.writer();
     let _ = match format {
         DemoFormat::Json => {
-            let level = if status >= 500 { "error" } else { pick(rng, LEVELS) };
+            let level = level_for(status, rng);
             write!(
                 w,
                 r#"{{"timestamp":"{}","level":"{level}","service":"{service}","host":"{service}-{}","method":"{method}","path":"{path}","status":{status},"bytes":{bytes_sent},"latency_ms":{latency:.2},"client_ip":"{ip}","seq":{seq},"message":"{method} {path} {status}"}}"#,
@@ -158,4 +168,31 @@ fn write_line(
             rng.random_range(1..99)
         ),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_give_levels_that_match_their_status() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let now = chrono::Utc::now();
+        let mut seen = std::collections::BTreeSet::new();
+        for seq in 0..2000 {
+            let mut buf = BytesMut::new();
+            write_line(&mut rng, DemoFormat::Json, now, seq, &mut buf);
+            let line: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+            let status = line["status"].as_u64().unwrap();
+            let level = line["level"].as_str().unwrap().to_string();
+            let expected: &[&str] = match status {
+                500.. => &["error"],
+                400..=499 => &["warn"],
+                _ => &["info", "debug"],
+            };
+            assert!(expected.contains(&level.as_str()), "{line}");
+            seen.insert(level);
+        }
+        assert_eq!(seen.len(), 4, "every level occurs: {seen:?}");
+    }
 }

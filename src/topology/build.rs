@@ -56,13 +56,28 @@ pub(super) struct Component {
 /// Builds and discards every component: the config would start. For `validate` and for a
 /// reload's new config before anything running is touched.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
-    let graph = config.graph()?;
+    let diagnostics = check_all(config);
+    if diagnostics.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { diagnostics })
+    }
+}
+
+/// Every wiring and build error of `config`, in one pass: the graph's errors do not stop the
+/// build of the components that parsed (a VRL error is found in the same run as a dangling
+/// input).
+pub fn check_all(config: &Config) -> Vec<crate::config::Diagnostic> {
+    let (graph, mut diagnostics) = crate::config::graph::build_partial(config);
     let all = config.component_ids();
     let root = Shutdown {
         stop: CancellationToken::new(),
         force: CancellationToken::new(),
     };
-    build(config, &graph, &all, &mut Wiring::default(), &root).map(drop)
+    if let Err(error) = build(config, &graph, &all, &mut Wiring::default(), &root) {
+        diagnostics.extend(error.diagnostics);
+    }
+    diagnostics
 }
 
 /// Builds the components named in `ids`, taking input channels for their transforms and sinks
@@ -89,12 +104,14 @@ pub(super) fn build(
     for (id, entry) in transforms.clone() {
         let (tx, rx) = channel::channel(ChannelLimits::default());
         let metrics = ComponentMetrics::new(id, entry.config.kind());
+        tx.report_fill(&metrics);
         wiring.inputs.insert(id.clone(), (tx, metrics));
         receivers.insert(id.clone(), rx);
     }
     for (id, entry) in sinks.clone() {
         let (tx, rx) = channel::channel(entry.config.buffer().limits());
         let metrics = ComponentMetrics::new(id, entry.config.kind());
+        tx.report_fill(&metrics);
         wiring.inputs.insert(id.clone(), (tx, metrics));
         receivers.insert(id.clone(), rx);
     }
@@ -191,7 +208,7 @@ pub(super) fn build(
             input = feed_rx;
         }
         let dead_letter_metrics =
-            ComponentMetrics::new(&format!("{id}.{DEAD_LETTER}"), entry.config.kind());
+            ComponentMetrics::for_output(id, entry.config.kind(), DEAD_LETTER);
         let dead_letter = wiring.fanout(
             graph,
             output(id, Some(DEAD_LETTER.to_string())),

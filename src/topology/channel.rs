@@ -6,7 +6,9 @@
 //! and says so. A batch larger than a whole limit is let through alone rather than deadlocking.
 
 use crate::event::{BatchStatus, EventBatch};
-use std::sync::Arc;
+use crate::observe::ComponentMetrics;
+use metrics::Gauge;
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// What a sender does when the channel is full.
@@ -162,13 +164,73 @@ impl BufferSender {
 
     /// Events currently queued (for the `buffer_events` gauge).
     pub fn queued_events(&self) -> usize {
-        self.limits.max_events.max(1) - self.events.available_permits()
+        queued(self.limits.max_events, &self.events)
     }
 
     /// Bytes currently queued (for the `buffer_bytes` gauge).
     pub fn queued_bytes(&self) -> usize {
-        self.limits.max_bytes.max(1) - self.bytes.available_permits()
+        queued(self.limits.max_bytes, &self.bytes)
     }
+
+    /// Makes this channel's fill the `buffer_events` and `buffer_bytes` gauges of the
+    /// component `metrics` belongs to. The gauges are set when metrics are read
+    /// ([`refresh_buffer_gauges`]), not on every send: they are never stale (a drained or idle
+    /// channel reads 0), and the send path does no gauge work.
+    pub fn report_fill(&self, metrics: &ComponentMetrics) {
+        let (events, bytes) = metrics.buffer_gauges();
+        let watched = WatchedChannel {
+            events: Arc::downgrade(&self.events),
+            bytes: Arc::downgrade(&self.bytes),
+            limits: self.limits,
+            gauges: (events, bytes),
+        };
+        lock_watched().push(watched);
+    }
+}
+
+/// What is queued in a channel whose `limit` is held by `permits`.
+fn queued(limit: usize, permits: &Semaphore) -> usize {
+    limit.max(1) - permits.available_permits()
+}
+
+/// A channel whose fill some component's buffer gauges report.
+struct WatchedChannel {
+    events: Weak<Semaphore>,
+    bytes: Weak<Semaphore>,
+    limits: ChannelLimits,
+    gauges: (Gauge, Gauge),
+}
+
+static WATCHED: Mutex<Vec<WatchedChannel>> = Mutex::new(Vec::new());
+
+fn lock_watched() -> std::sync::MutexGuard<'static, Vec<WatchedChannel>> {
+    WATCHED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets every reported channel's `buffer_events`/`buffer_bytes` gauges to its fill now. A
+/// channel that is gone (its component removed, or built only to be checked) reads 0 and is
+/// forgotten, before the live ones are read: a component's gauges are its live channel's.
+/// Called before `/metrics` is rendered.
+pub fn refresh_buffer_gauges() {
+    let mut watched = lock_watched();
+    let (live, gone): (Vec<WatchedChannel>, Vec<WatchedChannel>) = std::mem::take(&mut *watched)
+        .into_iter()
+        .partition(|channel| channel.events.strong_count() > 0);
+    for channel in &gone {
+        channel.gauges.0.set(0.0);
+        channel.gauges.1.set(0.0);
+    }
+    for channel in &live {
+        if let Some((events, bytes)) = channel.events.upgrade().zip(channel.bytes.upgrade()) {
+            let queued_events = queued(channel.limits.max_events, &events);
+            let queued_bytes = queued(channel.limits.max_bytes, &bytes);
+            channel.gauges.0.set(queued_events as f64);
+            channel.gauges.1.set(queued_bytes as f64);
+        }
+    }
+    *watched = live;
 }
 
 impl BufferReceiver {

@@ -10,7 +10,6 @@
 use super::channel::{BufferSender, SendError};
 use crate::event::{BatchStatus, EventBatch};
 use crate::observe::ComponentMetrics;
-use metrics::Gauge;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -27,22 +26,14 @@ pub struct Target {
 struct Live {
     tx: BufferSender,
     metrics: ComponentMetrics,
-    queued_events: Gauge,
-    queued_bytes: Gauge,
 }
 
 impl Target {
     /// A running consumer: sends go into `tx`.
     pub fn new(consumer: &str, tx: BufferSender, metrics: ComponentMetrics) -> Self {
-        let (queued_events, queued_bytes) = metrics.buffer_gauges();
         Target {
             consumer: consumer.to_string(),
-            live: Some(Live {
-                tx,
-                metrics,
-                queued_events,
-                queued_bytes,
-            }),
+            live: Some(Live { tx, metrics }),
         }
     }
 
@@ -236,8 +227,6 @@ impl Fanout {
                     open -= 1;
                 }
             }
-            target.queued_events.set(target.tx.queued_events() as f64);
-            target.queued_bytes.set(target.tx.queued_bytes() as f64);
         }
         if open == 0 {
             Err(Closed)

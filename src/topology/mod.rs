@@ -19,11 +19,11 @@ use crate::event::Event;
 use crate::event::EventBatch;
 use crate::observe::ComponentMetrics;
 use crate::transforms::{BuiltTransform, Emitted, StatefulTransform, Transform};
-pub use build::check;
+pub use build::{check, check_all};
 pub use channel::{BufferReceiver, BufferSender, ChannelLimits, WhenFull};
 pub use fanout::Fanout;
 use futures::future::BoxFuture;
-pub use running::{ReloadSummary, Topology};
+pub use running::{Drain, ReloadSummary, Topology};
 use tokio_util::sync::CancellationToken;
 
 /// An error a running component stops with.

@@ -14,6 +14,17 @@ use tokio_util::sync::CancellationToken;
 /// everything still running is aborted.
 const FORCE_GRACE: Duration = Duration::from_secs(2);
 
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every component finished with its inputs.
+    Complete,
+    /// `shutdown_timeout_secs` passed: acknowledged positions were saved, the rest aborted.
+    DeadlinePassed,
+    /// A second stop signal came: acknowledged positions were saved, the rest aborted.
+    Interrupted,
+}
+
 /// A config whose components are running.
 pub struct Topology {
     config: Config,
@@ -194,16 +205,31 @@ impl Topology {
     /// Drains everything: sources stop, the rest ends as its inputs close, within the
     /// config's `shutdown_timeout_secs`. Returns the components that failed on the way.
     pub async fn shutdown(&mut self) -> Result<(), String> {
-        self.shutdown_within(Duration::from_secs(
-            self.config.global.shutdown_timeout_secs,
-        ))
-        .await
+        self.shutdown_unless(std::future::pending())
+            .await
+            .map(|_| ())
     }
 
-    /// [`Topology::shutdown`] with another deadline. Past it, sources save what was
-    /// acknowledged and stop first; only then is the rest aborted, so events lost with an
-    /// aborted component were never checkpointed: they are read again on the next start.
-    async fn shutdown_within(&mut self, timeout: Duration) -> Result<(), String> {
+    /// [`Topology::shutdown`], cut short when `interrupt` completes first (a second
+    /// SIGINT/SIGTERM): then, as past the deadline, sources save what was acknowledged and the
+    /// rest is aborted at once. Says whether the drain was cut.
+    pub async fn shutdown_unless(
+        &mut self,
+        interrupt: impl std::future::Future<Output = ()>,
+    ) -> Result<Drain, String> {
+        let timeout = Duration::from_secs(self.config.global.shutdown_timeout_secs);
+        self.shutdown_within(timeout, interrupt).await
+    }
+
+    /// [`Topology::shutdown`] with another deadline. Past it (or once `interrupt` completes),
+    /// sources save what was acknowledged and stop first; only then is the rest aborted, so
+    /// events lost with an aborted component were never checkpointed: they are read again on
+    /// the next start.
+    async fn shutdown_within(
+        &mut self,
+        timeout: Duration,
+        interrupt: impl std::future::Future<Output = ()>,
+    ) -> Result<Drain, String> {
         tracing::info!(
             timeout_secs = timeout.as_secs(),
             "shutting down: sources stop, in-flight events drain"
@@ -212,29 +238,38 @@ impl Topology {
         self.wiring.inputs.clear();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut failures = Vec::new();
+        let mut drain = Drain::Complete;
+        tokio::pin!(interrupt);
         while self.live_tasks > 0 {
-            tokio::select! {
+            let cut = tokio::select! {
                 finished = self.finished_rx.recv() => {
                     if let Some(error) = finished.and_then(|f| self.finished(f)) {
                         failures.push(error);
                     }
+                    None
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!("shutdown deadline passed; saving checkpoints and aborting what still runs");
-                    self.root.force.cancel();
-                    self.abort_all_after_grace().await;
-                    while self.live_tasks > 0 {
-                        match self.finished_rx.recv().await {
-                            Some(finished) => failures.extend(self.finished(finished)),
-                            None => break,
-                        }
+                _ = tokio::time::sleep_until(deadline) => Some(Drain::DeadlinePassed),
+                _ = &mut interrupt => Some(Drain::Interrupted),
+            };
+            if let Some(cut) = cut {
+                drain = cut;
+                match cut {
+                    Drain::Interrupted => tracing::warn!("second stop signal: saving acknowledged positions and aborting what still runs"),
+                    _ => tracing::warn!("shutdown deadline passed; saving checkpoints and aborting what still runs"),
+                }
+                self.root.force.cancel();
+                self.abort_all_after_grace().await;
+                while self.live_tasks > 0 {
+                    match self.finished_rx.recv().await {
+                        Some(finished) => failures.extend(self.finished(finished)),
+                        None => break,
                     }
                 }
             }
         }
         self.components.clear();
         if failures.is_empty() {
-            Ok(())
+            Ok(drain)
         } else {
             Err(failures.join("; "))
         }
@@ -330,7 +365,7 @@ impl Topology {
 
     /// Shuts everything down within `timeout_secs` and starts `new` from scratch.
     async fn restart(&mut self, new: Config, timeout_secs: u64) -> Result<ReloadSummary, String> {
-        self.shutdown_within(Duration::from_secs(timeout_secs))
+        self.shutdown_within(Duration::from_secs(timeout_secs), std::future::pending())
             .await?;
         *self = Topology::start(new).map_err(|e| e.to_string())?;
         Ok(ReloadSummary {

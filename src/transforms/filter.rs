@@ -41,6 +41,7 @@ impl Transform for Filter {
     fn transform(&mut self, events: Vec<Event>, outputs: &mut [Vec<Event>]) {
         let total = events.len();
         let mut failed = 0;
+        let mut failure = None;
         for mut event in events {
             // Conditions must not change the event: run on a scratch copy only if needed.
             match self.runner.check(&self.program, &mut event.value) {
@@ -49,6 +50,7 @@ impl Transform for Filter {
                 Err(error) => {
                     failed += 1;
                     tracing::debug!(component_id = self.metrics.id(), %error, "filter condition failed");
+                    failure.get_or_insert(error);
                 }
             }
         }
@@ -57,7 +59,9 @@ impl Transform for Filter {
         }
         self.metrics
             .discarded("filtered", total - outputs[0].len() - failed);
-        self.metrics.discarded("condition_failed", failed);
+        self.metrics.discarded_with("condition_failed", failed, || {
+            failure.map(|e| e.to_string())
+        });
     }
 }
 

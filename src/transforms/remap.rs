@@ -113,7 +113,9 @@ impl Transform for Remap {
                     match (drop, dropped.as_deref_mut()) {
                         (false, _) => kept.push(original),
                         (true, Some(dropped)) => dropped.push(original),
-                        (true, None) => self.metrics.discarded(reason, 1),
+                        (true, None) => self
+                            .metrics
+                            .discarded_with(reason, 1, || Some(terminate.to_string())),
                     }
                 }
             }

@@ -166,18 +166,15 @@ impl S3SinkConfig {
     }
 
     /// `sluice validate`: the bucket exists and answers (HeadBucket), or the local directory
-    /// is writable.
-    pub async fn healthcheck(&self) -> Result<(), String> {
+    /// is writable or creatable (checked, not created).
+    pub async fn healthcheck(&self) -> Result<Vec<String>, String> {
         if let Some(directory) = &self.local_directory {
             let root = directory.join(&self.bucket);
-            let probe = root.join(".sluice-write-probe");
-            std::fs::create_dir_all(&root)
-                .and_then(|_| std::fs::write(&probe, b"probe"))
-                .and_then(|_| std::fs::remove_file(&probe))
-                .map_err(|e| format!("cannot write under {}: {e}", root.display()))?;
-            return Ok(());
+            let found = crate::writable::check_dir(&root)?;
+            return Ok(found.note(&root).into_iter().collect());
         }
-        crate::aws::head_bucket(&self.connection(), self.force_path_style, &self.bucket).await
+        crate::aws::head_bucket(&self.connection(), self.force_path_style, &self.bucket).await?;
+        Ok(Vec::new())
     }
 
     pub fn build(&self, cx: SinkContext) -> Result<RunFuture, BuildError> {

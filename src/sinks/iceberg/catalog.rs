@@ -139,6 +139,14 @@ async fn open_sql(
 }
 
 /// The file of a `sqlite://` catalog URI.
+/// The SQLite file of a `sql` catalog, if it is one.
+pub fn sqlite_file(config: &IcebergSinkConfig) -> Option<std::path::PathBuf> {
+    match config.catalog.kind {
+        CatalogKind::Sql => sqlite_path(config.catalog.uri.as_deref()?),
+        CatalogKind::Glue => None,
+    }
+}
+
 fn sqlite_path(uri: &str) -> Option<std::path::PathBuf> {
     let rest = uri
         .strip_prefix("sqlite://")

@@ -22,7 +22,7 @@ use crate::exactly_once::{Decision, Ledger, PositionStore};
 use crate::observe::ComponentMetrics;
 use crate::sinks::aws_s3::parquet::ColumnType;
 use crate::topology::{BuildError, ComponentError, RunFuture};
-use catalog::open_catalog;
+use catalog::{open_catalog, sqlite_file};
 use iceberg::Catalog;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -229,10 +229,38 @@ impl IcebergSinkConfig {
     }
 
     /// For `sluice validate`: the catalog answers, and the table exists (or may be created).
-    pub async fn healthcheck(&self) -> Result<(), String> {
+    /// Creates nothing: a SQLite catalog file or local warehouse that does not exist yet is
+    /// checked to be creatable, and noted.
+    pub async fn healthcheck(&self) -> Result<Vec<String>, String> {
         self.check().map_err(|e| e.message)?;
-        if let Warehouse::S3(url) = self.warehouse()? {
-            self.s3().check_bucket(&url).await?;
+        let mut notes = Vec::new();
+        let warehouse = self.warehouse()?;
+        if let Warehouse::S3(url) = &warehouse {
+            self.s3().check_bucket(url).await?;
+        }
+        if let Some(dir) = warehouse.local_dir() {
+            let found = crate::writable::check_dir(dir).map_err(|e| format!("warehouse: {e}"))?;
+            notes.extend(found.note(dir));
+        }
+        if let Some(file) = sqlite_file(self).filter(|file| !file.exists()) {
+            let parent = file.parent().unwrap_or(std::path::Path::new("."));
+            let found = crate::writable::check_dir(parent).map_err(|e| format!("catalog: {e}"))?;
+            if !self.create_table {
+                return Err(format!(
+                    "catalog: {} does not exist, so neither does table `{}.{}` (and create_table is off)",
+                    file.display(),
+                    self.namespace,
+                    self.table
+                ));
+            }
+            notes.extend(found.note(parent));
+            notes.push(format!(
+                "the catalog {} and table `{}.{}` will be created at run time",
+                file.display(),
+                self.namespace,
+                self.table
+            ));
+            return Ok(notes);
         }
         let catalog = open_catalog(self).await?;
         let exists = catalog
@@ -252,7 +280,7 @@ impl IcebergSinkConfig {
                 .map_err(|e| format!("cannot load `{}.{}`: {e}", self.namespace, self.table))?;
             self.check_columns(&table)?;
         }
-        Ok(())
+        Ok(notes)
     }
 }
 

@@ -54,6 +54,14 @@ impl Warehouse {
         Ok(Warehouse::Local(format!("file://{}", path.display())))
     }
 
+    /// The directory of a local warehouse.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Warehouse::Local(url) => url.strip_prefix("file://").map(std::path::Path::new),
+            Warehouse::S3(_) => None,
+        }
+    }
+
     pub fn url(&self) -> &str {
         match self {
             Warehouse::Local(url) | Warehouse::S3(url) => url,

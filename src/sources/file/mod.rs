@@ -692,8 +692,13 @@ fn read_file(
                     head
                 }
                 Frame::Dropped => {
-                    cx.metrics.discarded("oversize", 1);
-                    tracing::warn!(component_id = %cx.id, path = %watched.path.display(), max_line_bytes = config.max_line_bytes, "line too long; dropped");
+                    cx.metrics.discarded_with("oversize", 1, || {
+                        Some(format!(
+                            "a line of {} longer than max_line_bytes ({})",
+                            watched.path.display(),
+                            config.max_line_bytes
+                        ))
+                    });
                     continue;
                 }
             };

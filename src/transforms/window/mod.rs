@@ -271,6 +271,17 @@ impl Window {
         }
     }
 
+    /// What an event without a usable event time holds at `time_field`, for a warning.
+    fn time_field_example(&self, event: &Event) -> String {
+        let Some(path) = &self.time_field else {
+            return String::new();
+        };
+        match event.value.get(path) {
+            Some(value) => format!("time_field {path} is {value}"),
+            None => format!("time_field {path} is missing"),
+        }
+    }
+
     fn key(&self, event: &Event) -> Vec<Value> {
         self.group_by
             .iter()
@@ -519,9 +530,11 @@ impl StatefulTransform for Window {
         } = batch;
         let mut touched: Vec<i64> = Vec::new();
         let (mut late, mut full, mut invalid) = (0, 0, 0);
+        let mut invalid_example = None;
         for event in events {
             let Some(time) = self.event_time(&event, now) else {
                 invalid += 1;
+                invalid_example.get_or_insert_with(|| self.time_field_example(&event));
                 continue;
             };
             let key = self.key(&event);
@@ -549,7 +562,8 @@ impl StatefulTransform for Window {
         }
         if invalid > 0 {
             self.metrics.errors("invalid_event_time", invalid as u64);
-            self.metrics.discarded("invalid_event_time", invalid);
+            self.metrics
+                .discarded_with("invalid_event_time", invalid, || invalid_example);
         }
         self.metrics.discarded("max_keys", full);
         if self.max_time != i64::MIN {
