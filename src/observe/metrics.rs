@@ -44,18 +44,26 @@ impl ComponentMetrics {
         )
     }
 
-    /// The metrics of a component's named output (a sink's `dead_letter`): the component's
-    /// own labels and `output`, so `/metrics` lists no component that is not in the config.
+    /// The metrics of a component's named output (a sink's `dead_letter`): what leaves
+    /// through it, counted under the component's own labels and `output` (as Vector labels
+    /// named outputs), so `/metrics` lists no component that is not in the config. An output
+    /// receives nothing: its received counters are not registered.
     pub fn for_output(id: &str, kind: &'static str, output: &str) -> Self {
-        Self::labelled(
-            format!("{id}.{output}"),
+        let labels = vec![
+            ("component_id", id.to_string()),
+            ("component_type", kind.to_string()),
+            ("output", output.to_string()),
+        ];
+        ComponentMetrics {
+            id: format!("{id}.{output}"),
             kind,
-            vec![
-                ("component_id", id.to_string()),
-                ("component_type", kind.to_string()),
-                ("output", output.to_string()),
-            ],
-        )
+            received_events: Counter::noop(),
+            received_bytes: Counter::noop(),
+            sent_events: counter!("component_sent_events_total", &labels),
+            sent_bytes: counter!("component_sent_bytes_total", &labels),
+            labels: labels.into(),
+            discard_warnings: Arc::default(),
+        }
     }
 
     /// The metrics of a part of the agent that is not a configured component (the api

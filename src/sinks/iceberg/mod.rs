@@ -247,10 +247,10 @@ impl IcebergSinkConfig {
             let found = crate::writable::check_dir(parent).map_err(|e| format!("catalog: {e}"))?;
             if !self.create_table {
                 return Err(format!(
-                    "catalog: {} does not exist, so neither does table `{}.{}` (and create_table is off)",
-                    file.display(),
+                    "table `{}.{}` does not exist (and create_table is off): its catalog {} does not exist yet",
                     self.namespace,
-                    self.table
+                    self.table,
+                    file.display()
                 ));
             }
             notes.extend(found.note(parent));

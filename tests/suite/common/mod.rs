@@ -333,11 +333,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The sum of the `/metrics` samples of `name` whose labels contain `label`, from the agent's
-/// api on `api_port` (0 while it does not answer).
+/// api on `api_port` (0 while it does not answer). A component's named outputs (`output="..."`,
+/// a sink's dead letters) count only when `label` names one.
 pub fn metric(api_port: u16, name: &str, label: &str) -> f64 {
     let (_, text) = http_get(([127, 0, 0, 1], api_port).into(), "/metrics");
+    let wants_output = label.contains("output=");
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter(|l| wants_output || !l.contains("output=\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
