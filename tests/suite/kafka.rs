@@ -5,7 +5,7 @@
 //! with rdkafka's BaseProducer/BaseConsumer.
 
 use crate::common::kafka_broker;
-use crate::common::{wait_until, Agent};
+use crate::common::{discard_warnings, wait_until, Agent};
 use kafka_broker::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -251,10 +251,7 @@ fn malformed_payloads_are_counted_not_fatal(mut broker: Broker) {
     assert_eq!(ids(&out).len(), 90);
     // Dropped, and said once (the warnings are rate limited), with an example.
     let stderr = agent.stderr();
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("events discarded"))
-        .collect();
+    let warnings = discard_warnings(&stderr);
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(
         warnings[0].contains("reason=\"decode_failed\"") && warnings[0].contains("not json"),

@@ -137,10 +137,7 @@ fn invalid_json_and_utf8_are_counted_and_passed_raw_or_dropped() {
     // Dropped frames are never silent: one warning at the first, naming the component, the
     // reason and an example; the second, moments later, is only counted (rate limit).
     let stderr = agent.stderr();
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("events discarded"))
-        .collect();
+    let warnings = common::discard_warnings(&stderr);
     assert_eq!(warnings.len(), 1, "{stderr}");
     for part in ["component_id=in", "reason=\"decode_failed\"", "not json"] {
         assert!(warnings[0].contains(part), "no `{part}` in {}", warnings[0]);
@@ -157,10 +154,7 @@ fn a_window_that_discards_events_without_a_time_says_so_once_with_an_example() {
     let (agent, stdout) = run_with_input(dir.path(), config, input.as_bytes());
     assert_eq!(stdout, "", "no event had a time, so no window closed");
     let stderr = agent.stderr();
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("events discarded"))
-        .collect();
+    let warnings = common::discard_warnings(&stderr);
     assert_eq!(warnings.len(), 1, "{stderr}");
     for part in [
         "component_id=per_minute",

@@ -4,6 +4,7 @@
 
 use crate::common::{wait_until, Agent};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 /// Per (minute, status): count, byte sum, latencies, distinct clients.
@@ -13,6 +14,26 @@ type Expected = (i64, i64, Vec<f64>, std::collections::BTreeSet<i64>);
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * (sorted.len() - 1) as f64) as usize;
     sorted[rank]
+}
+
+/// The text of `examples/<name>` with its data directory under `dir`, its api on a free port,
+/// and each `${VAR:-default}` of `paths` replaced by a path.
+fn example(name: &str, dir: &Path, paths: &[(&str, &Path)]) -> String {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut text = std::fs::read_to_string(examples.join(name)).unwrap();
+    text = text
+        .replace(
+            "${SLUICE_DATA_DIR:-./sluice-data}",
+            &dir.join("data").display().to_string(),
+        )
+        .replace(
+            "${SLUICE_API_ADDRESS:-127.0.0.1:8686}",
+            &format!("127.0.0.1:{}", crate::common::free_port()),
+        );
+    for (variable, path) in paths {
+        text = text.replace(variable, &path.display().to_string());
+    }
+    text
 }
 
 #[test]
@@ -52,25 +73,14 @@ fn access_logs_become_exact_per_minute_status_counts_with_percentiles() {
     ));
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
 
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/access_log_windows.yaml"
-    ))
-    .unwrap();
-    let config = example
-        .replace(
-            "${SLUICE_DATA_DIR:-./sluice-data}",
-            &dir.path().join("data").display().to_string(),
-        )
-        .replace(
-            "${ACCESS_LOG:-/var/log/nginx/access.json}",
-            &log.display().to_string(),
-        )
-        .replace("${OUT_DIR:-./out}", &out.display().to_string())
-        .replace(
-            "${SLUICE_API_ADDRESS:-127.0.0.1:8686}",
-            &format!("127.0.0.1:{}", crate::common::free_port()),
-        );
+    let config = example(
+        "access_log_windows.yaml",
+        dir.path(),
+        &[
+            ("${ACCESS_LOG:-/var/log/nginx/access.json}", &log),
+            ("${OUT_DIR:-./out}", &out),
+        ],
+    );
     let mut agent = Agent::start(dir.path(), &config);
     let read = |name: &str| -> Vec<serde_json::Value> {
         std::fs::read_to_string(out.join(name))
@@ -141,21 +151,11 @@ fn access_logs_become_exact_per_minute_status_counts_with_percentiles() {
 fn the_demo_access_log_example_writes_the_fields_the_windows_example_reads() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.json");
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/demo_access_log.yaml"
-    ))
-    .unwrap();
-    let config = example
-        .replace(
-            "${SLUICE_DATA_DIR:-./sluice-data}",
-            &dir.path().join("data").display().to_string(),
-        )
-        .replace("${ACCESS_LOG:-./access.json}", &log.display().to_string())
-        .replace(
-            "${SLUICE_API_ADDRESS:-127.0.0.1:8686}",
-            &format!("127.0.0.1:{}", crate::common::free_port()),
-        );
+    let config = example(
+        "demo_access_log.yaml",
+        dir.path(),
+        &[("${ACCESS_LOG:-./access.json}", &log)],
+    );
     let mut agent = Agent::start(dir.path(), &config);
     let lines = || -> Vec<String> {
         std::fs::read_to_string(&log)

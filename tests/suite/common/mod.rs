@@ -332,6 +332,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The agent's "events discarded" warnings (one per component and reason at first, then at
+/// most one per interval), from its stderr.
+pub fn discard_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("events discarded"))
+        .collect()
+}
+
 /// The sum of the `/metrics` samples of `name` whose labels contain `label`, from the agent's
 /// api on `api_port` (0 while it does not answer). A component's named outputs (`output="..."`,
 /// a sink's dead letters) count only when `label` names one.
