@@ -9,7 +9,7 @@ use crate::common::{discard_warnings, wait_until, Agent};
 use kafka_broker::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -102,7 +102,7 @@ fn produce(
         kafka_broker::send_retrying(&producer, record);
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    kafka_broker::flush_while_delivering(&producer);
 }
 
 fn source_config(

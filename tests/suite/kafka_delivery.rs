@@ -97,7 +97,7 @@ fn produce(
             producer.poll(Duration::ZERO);
         }
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    kafka_broker::flush_while_delivering(&producer);
 }
 
 fn consumer(servers: &str, group: &str) -> BaseConsumer {

@@ -241,7 +241,7 @@ impl Drop for Tansu {
 /// that every committed offset is a batch start (see tests/suite/kafka_delivery.rs for why tansu
 /// needs it).
 pub fn produce_one_per_batch(servers: &str, topic: &str, bodies: impl Iterator<Item = String>) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseProducer, BaseRecord};
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("batch.num.messages", "1")
@@ -254,7 +254,32 @@ pub fn produce_one_per_batch(servers: &str, topic: &str, bodies: impl Iterator<I
         send_retrying(&producer, record);
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    flush_while_delivering(&producer);
+}
+
+/// Waits until `producer` has delivered everything it holds, for as long as deliveries keep
+/// coming: tens of thousands of single-record batches take longer on a loaded machine (CI once
+/// missed a fixed 30 s flush by doing so), so the bound is progress, not a total time. Fails
+/// after 30 s without a single delivery, or 10 min in all.
+pub fn flush_while_delivering(producer: &rdkafka::producer::BaseProducer) {
+    use rdkafka::producer::Producer;
+    const STALL: Duration = Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut left = producer.in_flight_count();
+    let mut progress_at = Instant::now();
+    while left > 0 {
+        let _ = producer.flush(Duration::from_secs(1));
+        let now = producer.in_flight_count();
+        if now < left {
+            left = now;
+            progress_at = Instant::now();
+        }
+        assert!(
+            progress_at.elapsed() < STALL && Instant::now() < deadline,
+            "the producer still holds {now} undelivered messages; no delivery for {:?}",
+            progress_at.elapsed()
+        );
+    }
 }
 
 /// Sends `record`, polling while the producer's queue is full.
