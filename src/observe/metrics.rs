@@ -186,6 +186,23 @@ impl ComponentMetrics {
         gauge!("open_connections", &self.labels[..])
     }
 
+    /// A component-specific counter under this component's labels.
+    pub fn counter(&self, name: &'static str) -> Counter {
+        counter!(name, &self.labels[..])
+    }
+
+    /// A component-specific gauge under this component's labels.
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        gauge!(name, &self.labels[..])
+    }
+
+    /// A component-specific gauge under this component's labels and one more (a shard).
+    pub fn gauge_with(&self, name: &'static str, key: &'static str, value: &str) -> Gauge {
+        let mut labels = self.labels.to_vec();
+        labels.push((key, value.to_string()));
+        gauge!(name, &labels)
+    }
+
     /// The `buffer_events` and `buffer_bytes` gauges of this component's input.
     pub fn buffer_gauges(&self) -> (Gauge, Gauge) {
         (
