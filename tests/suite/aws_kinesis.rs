@@ -36,7 +36,7 @@ fn start(dir: &Path, sinks: &str, input: &str) -> Agent {
     agent
 }
 
-async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+pub(crate) async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
     kinesis
         .create_stream()
         .stream_name(name)
@@ -273,7 +273,7 @@ async fn firehose_delivers_every_record_into_its_s3_destination() {
 }
 
 /// Puts records `ids` (JSON `{"id": i}`) with partition keys `k0`..`k{keys-1}`.
-async fn put(
+pub(crate) async fn put(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     ids: std::ops::Range<usize>,
@@ -319,7 +319,7 @@ fn source_config_at(endpoint: &str, dir: &Path, stream: &str) -> String {
 }
 
 /// The output's events in file order (lines torn by kill -9 are skipped).
-fn output(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn output(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("out.ndjson"))
         .unwrap_or_default()
         .lines()
@@ -327,7 +327,7 @@ fn output(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn id_counts(events: &[serde_json::Value]) -> BTreeMap<u64, usize> {
+pub(crate) fn id_counts(events: &[serde_json::Value]) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
     for event in events {
         *counts.entry(event["id"].as_u64().unwrap()).or_insert(0) += 1;

@@ -21,6 +21,7 @@ mod iceberg;
 mod kafka;
 mod kafka_delivery;
 mod kafka_tls;
+mod kinesis_leases;
 mod packaging;
 mod postgres;
 mod reload;

@@ -149,6 +149,7 @@ mod tests {
             counter: 1,
             checkpoint: "TRIM_HORIZON".into(),
             parents: Vec::new(),
+            checkpoint_owner: None,
         }
     }
 

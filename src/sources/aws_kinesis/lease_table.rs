@@ -13,11 +13,13 @@
 //! | `checkpointSubSequenceNumber` | N | always 0 (records are not de-aggregated) |
 //! | `ownerSwitchesSinceCheckpoint` | N | owner changes since the checkpoint last moved |
 //! | `parentShardId` | SS | the shard's parents (absent when it has none) |
+//! | `checkpointOwner` | S | during a steal, the previous owner, which still writes the final checkpoint of what it read (the KCL 3 handoff); absent otherwise |
 //!
-//! Every write but the creation is conditional on `leaseCounter` being the value the writer
-//! last saw (and, for the owner's writes, on `leaseOwner` being the writer): a worker whose
-//! lease was taken learns it from its next write failing, and never checkpoints that shard
-//! again.
+//! Every write but the creation and the handoff's final checkpoint is conditional on
+//! `leaseCounter` being the value the writer last saw (and, for the owner's writes, on
+//! `leaseOwner` being the writer): a worker whose lease was taken learns it from its next
+//! write failing, and never checkpoints that shard again, except that a worker the lease
+//! was stolen from writes its final checkpoint once, conditional on `checkpointOwner`.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -45,6 +47,8 @@ pub struct Lease {
     pub counter: u64,
     pub checkpoint: String,
     pub parents: Vec<String>,
+    /// The previous owner, during a steal, until it wrote its final checkpoint.
+    pub checkpoint_owner: Option<String>,
 }
 
 impl Lease {
@@ -209,29 +213,48 @@ impl LeaseTable {
         }
     }
 
-    /// Takes `observed` (free, expired, or stolen) for `worker`, if nobody wrote it since it
-    /// was read. Returns the lease as taken.
+    /// Takes `observed` (free or expired) for `worker`, if nobody wrote it since it was
+    /// read. Returns the lease as taken.
     pub async fn take(&self, observed: &Lease, worker: &str) -> Result<Written<Lease>, String> {
+        self.change_owner(observed, worker, false).await
+    }
+
+    /// Steals `observed` from its live owner for `worker`, if nobody wrote it since it was
+    /// read: `worker` owns it at once, but the previous owner is recorded as
+    /// `checkpointOwner` and should hand over (stop, write its final checkpoint) before
+    /// `worker` reads.
+    pub async fn steal(&self, observed: &Lease, worker: &str) -> Result<Written<Lease>, String> {
+        self.change_owner(observed, worker, true).await
+    }
+
+    async fn change_owner(
+        &self,
+        observed: &Lease,
+        worker: &str,
+        hand_over: bool,
+    ) -> Result<Written<Lease>, String> {
         let switched = u64::from(observed.owner.as_deref() != Some(worker));
-        let update = self
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("leaseKey", s(&observed.key))
-            .update_expression(
-                "SET leaseOwner = :worker, leaseCounter = leaseCounter + :one, \
-                 ownerSwitchesSinceCheckpoint = if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :switched",
-            )
             .condition_expression("leaseCounter = :observed")
             .expression_attribute_values(":worker", s(worker))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":switched", n(switched))
             .expression_attribute_values(":observed", n(observed.counter))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match update {
+            .return_values(ReturnValue::AllNew);
+        let set = "SET leaseOwner = :worker, leaseCounter = leaseCounter + :one, \
+                   ownerSwitchesSinceCheckpoint = if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :switched";
+        request = match (hand_over, observed.owner.as_deref()) {
+            (true, Some(previous)) => request
+                .update_expression(format!("{set}, checkpointOwner = :previous"))
+                .expression_attribute_values(":previous", s(previous)),
+            _ => request.update_expression(format!("{set} REMOVE checkpointOwner")),
+        };
+        match request.send().await {
             Ok(output) => match output.attributes().and_then(lease_of) {
                 Some(lease) => Ok(Written::Done(lease)),
                 None => Err(format!(
@@ -268,6 +291,85 @@ impl LeaseTable {
     ) -> Result<Written<u64>, String> {
         self.owner_write(shard, worker, counter, checkpoint, true)
             .await
+    }
+
+    /// One lease, read consistently; `None` when the table has no such item.
+    pub async fn get(&self, shard: &str) -> Result<Option<Lease>, String> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(shard))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| error_text(&e))?;
+        Ok(output.item().and_then(lease_of))
+    }
+
+    /// The final checkpoint of a worker a lease was stolen from, ending the handoff (the new
+    /// owner starts reading once `checkpointOwner` is gone). Does not touch the counter, which
+    /// belongs to the new owner.
+    pub async fn hand_over(
+        &self,
+        shard: &str,
+        worker: &str,
+        checkpoint: Option<&str>,
+    ) -> Result<Written<()>, String> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(shard))
+            .condition_expression("checkpointOwner = :worker")
+            .expression_attribute_values(":worker", s(worker));
+        request = match checkpoint {
+            Some(checkpoint) => request
+                .update_expression(
+                    "SET checkpoint = :checkpoint, ownerSwitchesSinceCheckpoint = :zero \
+                     REMOVE checkpointOwner",
+                )
+                .expression_attribute_values(":checkpoint", s(checkpoint))
+                .expression_attribute_values(":zero", n(0)),
+            None => request.update_expression("REMOVE checkpointOwner"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(Written::Done(())),
+            Err(error) if is_condition_failed(&error) => Ok(Written::Lost),
+            Err(error) => Err(error_text(&error)),
+        }
+    }
+
+    /// The new owner gives up waiting for a handoff (the previous owner did not write its
+    /// final checkpoint in time): it reads from the checkpoint as it stands.
+    pub async fn end_handoff(
+        &self,
+        shard: &str,
+        worker: &str,
+        counter: u64,
+    ) -> Result<Written<Lease>, String> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(shard))
+            .update_expression("SET leaseCounter = leaseCounter + :one REMOVE checkpointOwner")
+            .condition_expression("leaseOwner = :worker AND leaseCounter = :counter")
+            .expression_attribute_values(":worker", s(worker))
+            .expression_attribute_values(":counter", n(counter))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match update {
+            Ok(output) => output
+                .attributes()
+                .and_then(lease_of)
+                .map(Written::Done)
+                .ok_or_else(|| format!("lease {shard} returned no usable item")),
+            Err(error) if is_condition_failed(&error) => Ok(Written::Lost),
+            Err(error) => Err(error_text(&error)),
+        }
     }
 
     async fn owner_write(
@@ -323,5 +425,6 @@ fn lease_of(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
             .and_then(|v| v.as_ss().ok())
             .cloned()
             .unwrap_or_default(),
+        checkpoint_owner: text("checkpointOwner"),
     })
 }

@@ -4,6 +4,13 @@
 //! This task is the only writer of this agent's leases. Every third of the lease duration
 //! it renews what it holds (a failed condition means the lease was taken: the shard's
 //! reader stops at once), then scans the table and takes or steals what [`balance`] says.
+//!
+//! A steal hands over without loss or duplicates when both agents are alive (the KCL 3
+//! handoff): the thief becomes the owner with the victim as `checkpointOwner` and waits; the
+//! victim learns of it from its next renewal failing, stops the reader, and once every
+//! position read under the lease is acknowledged writes its final checkpoint and clears
+//! `checkpointOwner`; then the thief reads from there. A victim that does not hand over
+//! within the lease duration is overruled: the thief reads from the checkpoint as it stands.
 //! Acknowledged positions become checkpoints in the lease (every `checkpoint_interval_secs`,
 //! each write also a renewal); a shard read to its end is checkpointed `SHARD_END` and
 //! released, which lets its children be leased. At shutdown, after the final checkpoints,
@@ -108,6 +115,16 @@ struct Held {
     pending: Option<String>,
     /// The last successful write.
     renewed: Instant,
+    /// Stolen at this time and not read yet: waiting for the previous owner's final
+    /// checkpoint.
+    awaiting_handoff: Option<Instant>,
+}
+
+/// A lease stolen from this agent: its reader is stopped; once every position read under
+/// it is acknowledged, the final checkpoint is written for the new owner.
+struct HandingOver {
+    lease: u64,
+    pending: Option<String>,
 }
 
 struct Worker {
@@ -116,6 +133,7 @@ struct Worker {
     settings: LeasesConfig,
     me: String,
     held: BTreeMap<String, Held>,
+    handing_over: BTreeMap<String, HandingOver>,
     observations: Observations,
     /// Shard ids the stream listed at the last sync.
     listed: BTreeSet<String>,
@@ -143,6 +161,7 @@ pub(super) async fn run(cx: AssignmentContext, table: LeaseTable, settings: Leas
         settings,
         me,
         held: BTreeMap::new(),
+        handing_over: BTreeMap::new(),
         observations: Observations::default(),
         listed: BTreeSet::new(),
         known: BTreeSet::new(),
@@ -197,12 +216,16 @@ impl Worker {
                 _ = sync.tick(), if !stop.is_cancelled() => self.sync_shards().await,
                 _ = tick.tick() => {
                     self.renew(true).await;
+                    self.complete_handoffs().await;
                     // While draining, leases are kept (renewed) but no new ones taken.
                     if !stop.is_cancelled() {
                         self.scan_and_take().await;
                     }
                 }
-                _ = checkpoint.tick() => self.renew(false).await,
+                _ = checkpoint.tick() => {
+                    self.renew(false).await;
+                    self.complete_handoffs().await;
+                }
                 acked = self.cx.acked.recv() => match acked {
                     Some(acked) => self.acknowledged(acked).await,
                     None => return,
@@ -290,7 +313,7 @@ impl Worker {
                         held.pending = None;
                     }
                 }
-                Ok(Written::Lost) => self.lose(&shard, "another worker took the lease"),
+                Ok(Written::Lost) => self.taken_from_me(&shard).await,
                 Err(reason) => {
                     self.cx.metrics.error("lease_renewal_failed");
                     if self.held[&shard].renewed.elapsed() >= duration {
@@ -300,6 +323,133 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// A write found the lease changed: stolen (hand over) or taken as expired (lost).
+    async fn taken_from_me(&mut self, shard: &str) {
+        let stolen = match self.table.get(shard).await {
+            Ok(lease) => lease.is_some_and(|l| l.checkpoint_owner.as_deref() == Some(&self.me)),
+            Err(reason) => {
+                self.cx.metrics.error("lease_table_failed");
+                tracing::warn!(component_id = self.id(), %shard, %reason, "cannot read the lease after losing it; not handing over");
+                false
+            }
+        };
+        let Some(held) = self.held.get(shard) else {
+            return;
+        };
+        if !stolen || held.awaiting_handoff.is_some() {
+            self.lose(shard, "another worker took the lease");
+            return;
+        }
+        let held = self.held.remove(shard).expect("held");
+        self.losses.increment(1);
+        self.owned.set(self.held.len() as f64);
+        tracing::info!(component_id = self.id(), %shard, "the lease was stolen; stopped reading, handing over after the final checkpoint");
+        self.handing_over.insert(
+            shard.to_string(),
+            HandingOver {
+                lease: held.lease,
+                pending: held.pending,
+            },
+        );
+        self.send(Assignment::Stop {
+            shard: shard.to_string(),
+            lease: held.lease,
+        });
+    }
+
+    /// Writes the final checkpoint of a lease stolen from this agent.
+    async fn hand_over(&mut self, shard: &str, handing: HandingOver) {
+        match self
+            .table
+            .hand_over(shard, &self.me, handing.pending.as_deref())
+            .await
+        {
+            Ok(Written::Done(())) => {
+                tracing::info!(component_id = self.id(), %shard, checkpoint = handing.pending.as_deref().unwrap_or("-"), "handed the lease over");
+            }
+            Ok(Written::Lost) => {
+                tracing::warn!(component_id = self.id(), %shard, "the new owner stopped waiting for the handoff; it reads again what this agent delivered since the last checkpoint");
+            }
+            Err(reason) => {
+                self.cx.metrics.error("lease_table_failed");
+                tracing::warn!(component_id = self.id(), %shard, %reason, "cannot write the handoff checkpoint; the new owner will read from the previous one");
+            }
+        }
+    }
+
+    /// Starts reading stolen leases whose previous owner handed over (or was too slow to).
+    async fn complete_handoffs(&mut self) {
+        let duration = self.settings.duration();
+        let waiting: Vec<(String, Instant, u64)> = self
+            .held
+            .iter()
+            .filter_map(|(shard, h)| {
+                h.awaiting_handoff
+                    .map(|since| (shard.clone(), since, h.counter))
+            })
+            .collect();
+        for (shard, since, counter) in waiting {
+            let lease = match self.table.get(&shard).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    self.lose(&shard, "the lease was deleted");
+                    continue;
+                }
+                Err(reason) => {
+                    self.cx.metrics.error("lease_table_failed");
+                    tracing::warn!(component_id = self.id(), %shard, %reason, "cannot read the stolen lease; retrying");
+                    continue;
+                }
+            };
+            if lease.owner.as_deref() != Some(&self.me) {
+                self.lose(&shard, "another worker took the lease");
+                continue;
+            }
+            let lease = if lease.checkpoint_owner.is_none() {
+                lease
+            } else if since.elapsed() >= duration {
+                match self.table.end_handoff(&shard, &self.me, counter).await {
+                    Ok(Written::Done(lease)) => {
+                        tracing::warn!(component_id = self.id(), %shard, previous_owner = lease.checkpoint_owner.as_deref().unwrap_or("-"), "the previous owner did not hand over within the lease duration; reading from the last checkpoint");
+                        lease
+                    }
+                    Ok(Written::Lost) => {
+                        self.lose(&shard, "another worker took the lease");
+                        continue;
+                    }
+                    Err(reason) => {
+                        self.cx.metrics.error("lease_table_failed");
+                        tracing::warn!(component_id = self.id(), %shard, %reason, "cannot end the handoff; retrying");
+                        continue;
+                    }
+                }
+            } else {
+                continue;
+            };
+            let held = self.held.get_mut(&shard).expect("held");
+            held.awaiting_handoff = None;
+            held.counter = held.counter.max(lease.counter);
+            let lease_number = held.lease;
+            if lease.finished() {
+                // The previous owner read it to its end: nothing left to read.
+                let counter = held.counter;
+                self.held.remove(&shard);
+                self.owned.set(self.held.len() as f64);
+                if let Err(reason) = self.table.release(&shard, &self.me, counter, None).await {
+                    tracing::warn!(component_id = self.id(), %shard, %reason, "cannot release a finished lease; it will expire");
+                }
+                continue;
+            }
+            let from = self.start_of(&lease.checkpoint);
+            tracing::info!(component_id = self.id(), %shard, start = ?from, "the previous owner handed over; reading the shard");
+            self.send(Assignment::Read {
+                shard,
+                lease: lease_number,
+                from,
+            });
         }
     }
 
@@ -355,7 +505,12 @@ impl Worker {
     }
 
     async fn take(&mut self, observed: Lease, steal: bool) {
-        let taken = match self.table.take(&observed, &self.me).await {
+        let written = if steal {
+            self.table.steal(&observed, &self.me).await
+        } else {
+            self.table.take(&observed, &self.me).await
+        };
+        let taken = match written {
             Ok(Written::Done(taken)) => taken,
             Ok(Written::Lost) => {
                 tracing::debug!(component_id = self.id(), shard = %observed.key, "another worker wrote the lease first");
@@ -374,15 +529,7 @@ impl Worker {
         }
         let lease = self.next_lease;
         self.next_lease += 1;
-        let from = self.start_of(&taken.checkpoint);
-        tracing::info!(
-            component_id = self.id(),
-            shard = %taken.key,
-            previous_owner = observed.owner.as_deref().unwrap_or("-"),
-            stolen = steal,
-            start = ?from,
-            "took the shard's lease; reading it"
-        );
+        let awaiting_handoff = taken.checkpoint_owner.is_some().then(Instant::now);
         self.held.insert(
             taken.key.clone(),
             Held {
@@ -390,9 +537,17 @@ impl Worker {
                 lease,
                 pending: None,
                 renewed: Instant::now(),
+                awaiting_handoff,
             },
         );
         self.owned.set(self.held.len() as f64);
+        let previous_owner = observed.owner.as_deref().unwrap_or("-");
+        if awaiting_handoff.is_some() {
+            tracing::info!(component_id = self.id(), shard = %taken.key, previous_owner, "stole the shard's lease; waiting for the previous owner to hand over");
+            return;
+        }
+        let from = self.start_of(&taken.checkpoint);
+        tracing::info!(component_id = self.id(), shard = %taken.key, previous_owner, start = ?from, "took the shard's lease; reading it");
         self.send(Assignment::Read {
             shard: taken.key,
             lease,
@@ -415,6 +570,24 @@ impl Worker {
     /// Notes an acknowledged position of a lease still held; a shard read to its end is
     /// checkpointed `SHARD_END` and released at once, so its children can be leased.
     async fn acknowledged(&mut self, acked: Acked) {
+        if let Some(handing) = self.handing_over.get_mut(&acked.shard) {
+            if handing.lease == acked.lease {
+                if let Some(sequence) = acked.sequence {
+                    handing.pending = Some(sequence);
+                }
+                if acked.closed {
+                    handing.pending = Some(lease_table::SHARD_END.to_string());
+                }
+                if acked.stopped {
+                    let handing = self
+                        .handing_over
+                        .remove(&acked.shard)
+                        .expect("handing over");
+                    self.hand_over(&acked.shard, handing).await;
+                }
+                return;
+            }
+        }
         let Some(held) = self.held.get_mut(&acked.shard) else {
             return;
         };
@@ -462,6 +635,10 @@ impl Worker {
 
     /// Final checkpoints, then every lease given up.
     async fn release_all(&mut self) {
+        // Every acknowledgement is in: what is still being handed over is final now.
+        for (shard, handing) in std::mem::take(&mut self.handing_over) {
+            self.hand_over(&shard, handing).await;
+        }
         for (shard, held) in std::mem::take(&mut self.held) {
             match self
                 .table
@@ -472,7 +649,18 @@ impl Worker {
                     tracing::info!(component_id = self.id(), %shard, checkpoint = held.pending.as_deref().unwrap_or("-"), "released the lease");
                 }
                 Ok(Written::Lost) => {
-                    tracing::warn!(component_id = self.id(), %shard, "the lease was taken before it could be released; its final checkpoint is not recorded");
+                    let handing = HandingOver {
+                        lease: held.lease,
+                        pending: held.pending,
+                    };
+                    match self.table.get(&shard).await {
+                        Ok(Some(lease)) if lease.checkpoint_owner.as_deref() == Some(&self.me) => {
+                            self.hand_over(&shard, handing).await;
+                        }
+                        _ => {
+                            tracing::warn!(component_id = self.id(), %shard, "the lease was taken before it could be released; its final checkpoint is not recorded")
+                        }
+                    }
                 }
                 Err(reason) => {
                     self.cx.metrics.error("lease_table_failed");

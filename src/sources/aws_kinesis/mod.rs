@@ -232,6 +232,9 @@ struct Acked {
     lease: u64,
     sequence: Option<String>,
     closed: bool,
+    /// Not a position but a mark: the reader was stopped (on the assignment's request) and
+    /// every position read under `lease` was reported before this.
+    stopped: bool,
 }
 
 /// What an assignment task gets: the stream, and the channels to the readers' loop.
@@ -329,6 +332,8 @@ async fn run(
                             reader.stop.cancel();
                         }
                     }
+                    // Resolves after every batch already sent: the holding is fully reported.
+                    acks.resolved(Acked { shard, lease, sequence: None, closed: false, stopped: true });
                 }
                 None => return Err("the shard assignment task ended unexpectedly".into()),
             },
@@ -413,6 +418,7 @@ fn events_of(
             lease: page.lease,
             sequence: last,
             closed: page.closed,
+            stopped: false,
         },
     )
 }

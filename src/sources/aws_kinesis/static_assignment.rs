@@ -87,6 +87,9 @@ fn persist(path: &Path, stored: &Stored, durable: bool, metrics: &ComponentMetri
 }
 
 fn record(stored: &mut Stored, acked: Acked) {
+    if acked.stopped {
+        return; // a mark, not a position (static assignment never stops a reader)
+    }
     let entry = stored.shards.entry(acked.shard).or_default();
     if let Some(sequence) = acked.sequence {
         entry.sequence = Some(sequence);

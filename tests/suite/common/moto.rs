@@ -38,15 +38,37 @@ pub struct Moto {
     proxy: Proxy,
 }
 
+/// moto_server with its web server made single-threaded: one request at a time.
+const SERIAL: &str = "import moto.server as m, werkzeug.serving as w; \
+    m.run_simple = lambda *a, **k: w.run_simple(*a, **{**k, 'threaded': False}); m.main()";
+
 impl Moto {
     pub fn start() -> Option<Moto> {
+        Self::spawn(false)
+    }
+
+    /// moto answering one request at a time. Its threaded server does not make a DynamoDB
+    /// conditional write atomic (two concurrent `UpdateItem`s with the same condition both
+    /// succeed, seen here), which DynamoDB guarantees and shard leases rely on.
+    pub fn start_serial() -> Option<Moto> {
+        Self::spawn(true)
+    }
+
+    fn spawn(serial: bool) -> Option<Moto> {
         let binary = moto_binary()?;
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new(&binary)
+        let mut command = if serial {
+            let mut command = Command::new(binary.with_file_name("python"));
+            command.args(["-c", SERIAL]);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        let mut child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -108,6 +130,10 @@ impl Moto {
 
     pub async fn kinesis(&self) -> aws_sdk_kinesis::Client {
         aws_sdk_kinesis::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config().await)
     }
 
     pub async fn firehose(&self) -> aws_sdk_firehose::Client {

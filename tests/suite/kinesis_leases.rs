@@ -1,0 +1,668 @@
+//! The `aws_kinesis` source sharing a stream through shard leases: several `sluice run`
+//! processes against moto's server (Kinesis and DynamoDB over real HTTP on 127.0.0.1),
+//! serving one request at a time so DynamoDB's conditional writes are atomic as on AWS; the
+//! split test reads from kinesalite (which closes a split parent, moto does not) with the
+//! leases in moto's DynamoDB. The lease table is read back with the AWS SDK, not with the
+//! agent's own code, so its layout (the KCL's attribute names) is checked too.
+
+use crate::aws_kinesis::{create_stream, id_counts, output, put};
+use crate::common::{free_port, kinesalite, metric, moto::Moto, wait_for_port, Agent};
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(120);
+/// The lease duration of the agents under test, in seconds.
+const LEASE_SECS: f64 = 2.0;
+
+/// One agent of a fleet: its directory (config, output) and api port.
+struct Member {
+    name: String,
+    dir: TempDir,
+    api: u16,
+    agent: Option<Agent>,
+}
+
+impl Member {
+    fn output(&self) -> Vec<serde_json::Value> {
+        output(self.dir.path())
+    }
+
+    fn stderr(&self) -> String {
+        self.agent.as_ref().map(Agent::stderr).unwrap_or_default()
+    }
+}
+
+/// YAML of a leased agent reading `stream`, with `endpoint` lines (endpoint, region, auth)
+/// for Kinesis and `leases_endpoint` for DynamoDB.
+fn leased_config(
+    dir: &Path,
+    api: u16,
+    endpoint: &str,
+    leases_endpoint: &str,
+    stream: &str,
+    worker: &str,
+    lease_secs: f64,
+) -> String {
+    format!(
+        "data_dir: {data}
+api:
+  enabled: true
+  address: 127.0.0.1:{api}
+sources:
+  in:
+    type: aws_kinesis
+    stream_name: {stream}
+    start_position: trim_horizon
+    poll_interval_ms: 50
+    shard_refresh_secs: 0.5
+    decoding:
+      codec: json
+{endpoint}    leases:
+      table: {stream}-leases
+      worker_id: {worker}
+      lease_duration_secs: {lease_secs}
+      checkpoint_interval_secs: 0.2
+      endpoint: {leases_endpoint}
+transforms:
+  stamp:
+    type: remap
+    inputs: [in]
+    source: .read_at = to_unix_timestamp(now(), unit: \"nanoseconds\")
+sinks:
+  out:
+    type: file
+    inputs: [stamp]
+    path: {out}
+    batch:
+      timeout_secs: 0.05
+",
+        data = dir.join("data").display(),
+        out = dir.join("out.ndjson").display(),
+    )
+}
+
+fn start_member(moto: &Moto, endpoint: &str, stream: &str, name: &str, lease_secs: f64) -> Member {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let config = leased_config(
+        dir.path(),
+        api,
+        endpoint,
+        &moto.endpoint(),
+        stream,
+        name,
+        lease_secs,
+    );
+    let agent = Agent::start(dir.path(), &config);
+    Member {
+        name: name.to_string(),
+        dir,
+        api,
+        agent: Some(agent),
+    }
+}
+
+/// The lease table's items, read with the SDK.
+async fn lease_items(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    match dynamodb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+    {
+        Ok(page) => page.items().to_vec(),
+        Err(_) => Vec::new(), // not created yet
+    }
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+/// Owner → leases held, over the leases not finished.
+async fn owners(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, usize> {
+    let mut owners = BTreeMap::new();
+    for item in lease_items(dynamodb, table).await {
+        if text(&item, "checkpoint").as_deref() == Some("SHARD_END") {
+            continue;
+        }
+        if let Some(owner) = text(&item, "leaseOwner") {
+            *owners.entry(owner).or_insert(0) += 1;
+        }
+    }
+    owners
+}
+
+/// Polls an async condition every 100 ms until it holds, or panics after [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every id delivered by any member, with how often.
+fn delivered(members: &[Member]) -> BTreeMap<u64, usize> {
+    let events: Vec<serde_json::Value> = members.iter().flat_map(Member::output).collect();
+    id_counts(&events)
+}
+
+fn shares(owners: &BTreeMap<String, usize>) -> Vec<usize> {
+    let mut shares: Vec<usize> = owners.values().copied().collect();
+    shares.sort();
+    shares
+}
+
+/// Puts records with increasing ids (keys `k0`..`k59`) in the background until stopped;
+/// returns how many it put.
+struct Producer {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Producer {
+    fn start(kinesis: aws_sdk_kinesis::Client, stream: &str, from: usize) -> Producer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(from));
+        let stream = stream.to_string();
+        let task = tokio::spawn({
+            let (stop, count) = (stop.clone(), count.clone());
+            async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let next = count.load(Ordering::SeqCst);
+                    put(&kinesis, &stream, next..next + 20, 60).await;
+                    count.store(next + 20, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        Producer { stop, count, task }
+    }
+
+    async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+async fn all_delivered(members: &[Member], total: usize) {
+    eventually(&format!("all {total} records delivered"), || async {
+        delivered(members).len() >= total
+    })
+    .await;
+}
+
+fn terminate(members: &mut [Member]) {
+    for member in members.iter_mut() {
+        if let Some(agent) = member.agent.as_mut() {
+            assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+        }
+    }
+}
+
+fn log_count(member: &Member, message: &str) -> usize {
+    member.stderr().matches(message).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() {
+    let Some(moto) = Moto::start_serial() else { return };
+    let kinesis = moto.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, "clicks", 6).await;
+    put(&kinesis, "clicks", 0..600, 60).await;
+    let endpoint = moto.yaml("    ");
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            start_member(
+                &moto,
+                &endpoint,
+                "clicks",
+                &format!("agent-{i}"),
+                LEASE_SECS,
+            )
+        })
+        .collect();
+    eventually("leases spread 2/2/2", || async {
+        shares(&owners(&dynamodb, "clicks-leases").await) == [2, 2, 2]
+    })
+    .await;
+    put(&kinesis, "clicks", 600..1200, 60).await;
+    all_delivered(&members, 1200).await;
+    // Every agent reads its two shards and only those.
+    for member in &members {
+        wait_for_port(member.api);
+        assert_eq!(
+            metric(member.api, "kinesis_leases_owned", "component_id=\"in\""),
+            2.0,
+            "{}",
+            member.name
+        );
+    }
+    terminate(&mut members);
+
+    let counts = delivered(&members);
+    assert_eq!(counts.len(), 1200, "nothing lost");
+    let twice: Vec<&u64> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "no agent died, so steals hand over and nothing is read twice: {twice:?}"
+    );
+    let steals: usize = members
+        .iter()
+        .map(|m| log_count(m, "stole the shard's lease"))
+        .sum();
+    eprintln!("balanced with {steals} steals (handed over)");
+
+    // The KCL's layout, every lease released at shutdown with its final checkpoint.
+    let items = lease_items(&dynamodb, "clicks-leases").await;
+    assert_eq!(items.len(), 6);
+    for item in &items {
+        let key = text(item, "leaseKey").unwrap();
+        assert!(key.starts_with("shardId-"), "{item:?}");
+        assert_eq!(text(item, "leaseOwner"), None, "released: {item:?}");
+        assert!(item["leaseCounter"].as_n().unwrap().parse::<u64>().unwrap() > 0);
+        let checkpoint = text(item, "checkpoint").unwrap();
+        assert!(
+            checkpoint.chars().all(|c| c.is_ascii_digit()),
+            "a sequence number: {item:?}"
+        );
+        assert!(item.contains_key("checkpointSubSequenceNumber"));
+        assert!(item.contains_key("ownerSwitchesSinceCheckpoint"));
+        assert!(!item.contains_key("checkpointOwner"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agents_shards_are_taken_over_within_the_lease_duration_losing_nothing() {
+    let Some(moto) = Moto::start_serial() else { return };
+    let kinesis = moto.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, "orders", 6).await;
+    let endpoint = moto.yaml("    ");
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            start_member(
+                &moto,
+                &endpoint,
+                "orders",
+                &format!("agent-{i}"),
+                LEASE_SECS,
+            )
+        })
+        .collect();
+    let producer = Producer::start(kinesis.clone(), "orders", 0);
+    eventually("leases spread 2/2/2", || async {
+        shares(&owners(&dynamodb, "orders-leases").await) == [2, 2, 2]
+    })
+    .await;
+    eventually("the victim delivering", || async {
+        !members[2].output().is_empty()
+    })
+    .await;
+    let victim_shards: BTreeSet<String> = lease_items(&dynamodb, "orders-leases")
+        .await
+        .iter()
+        .filter(|item| text(item, "leaseOwner").as_deref() == Some("agent-2"))
+        .map(|item| text(item, "leaseKey").unwrap())
+        .collect();
+    members[2].agent.as_mut().unwrap().kill9();
+    let killed = Instant::now();
+    eventually("the others holding all six", || async {
+        let owners = owners(&dynamodb, "orders-leases").await;
+        owners.values().sum::<usize>() == 6 && !owners.contains_key("agent-2")
+    })
+    .await;
+    let takeover = killed.elapsed();
+    let total = producer.stop().await;
+    all_delivered(&members, total).await;
+    let mut survivors: Vec<Member> = members.drain(..2).collect();
+    terminate(&mut survivors);
+    survivors.extend(members);
+
+    let counts = delivered(&survivors);
+    assert_eq!(counts.len(), total, "nothing lost");
+    // Duplicates only where the dead agent delivered past its last checkpoint: its shards.
+    let victim_ids: BTreeSet<u64> = survivors[2]
+        .output()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    let mut duplicates = 0;
+    for event in survivors[..2].iter().flat_map(Member::output) {
+        let id = event["id"].as_u64().unwrap();
+        if counts[&id] > 1 {
+            duplicates += 1;
+            assert!(victim_ids.contains(&id), "{id} doubled, not by the victim");
+            assert!(victim_shards.contains(event["shard_id"].as_str().unwrap()));
+        }
+    }
+    eprintln!(
+        "takeover after kill -9: {:.1} s (lease duration {LEASE_SECS} s); {total} records, \
+         {duplicates} read again (delivered by the victim after its last checkpoint)",
+        takeover.as_secs_f64()
+    );
+    assert!(
+        takeover < Duration::from_secs_f64(LEASE_SECS * 5.0),
+        "took {takeover:?}: expiry plus a scan should be about the lease duration"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_nothing() {
+    let Some(moto) = Moto::start_serial() else { return };
+    let kinesis = moto.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, "views", 6).await;
+    let endpoint = moto.yaml("    ");
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| start_member(&moto, &endpoint, "views", &format!("agent-{i}"), LEASE_SECS))
+        .collect();
+    let producer = Producer::start(kinesis.clone(), "views", 0);
+    eventually("leases spread 2/2/2", || async {
+        shares(&owners(&dynamodb, "views-leases").await) == [2, 2, 2]
+    })
+    .await;
+    let steals_before: usize = members
+        .iter()
+        .map(|m| log_count(m, "stole the shard's lease"))
+        .sum();
+    members.push(start_member(
+        &moto, &endpoint, "views", "agent-3", LEASE_SECS,
+    ));
+    eventually("leases spread 2/2/1/1", || async {
+        let owners = owners(&dynamodb, "views-leases").await;
+        shares(&owners) == [1, 1, 2, 2] && owners.contains_key("agent-3")
+    })
+    .await;
+    eventually("the newcomer delivering", || async {
+        !members[3].output().is_empty()
+    })
+    .await;
+    let total = producer.stop().await;
+    all_delivered(&members, total).await;
+    wait_for_port(members[3].api);
+    let steals = metric(
+        members[3].api,
+        "kinesis_lease_steals_total",
+        "component_id=\"in\"",
+    );
+    let losses: f64 = members[..3]
+        .iter()
+        .map(|m| metric(m.api, "kinesis_lease_losses_total", "component_id=\"in\""))
+        .sum();
+    terminate(&mut members);
+
+    assert_eq!(steals, 1.0, "one lease stolen for a 2/2/1/1 share");
+    assert!(losses >= 1.0, "the victim counts its loss");
+    assert!(log_count(&members[3], "the previous owner handed over") >= 1);
+    let handed: usize = members[..3]
+        .iter()
+        .map(|m| log_count(m, "handed the lease over"))
+        .sum();
+    let stolen_at_start: usize = members[..3]
+        .iter()
+        .map(|m| log_count(m, "stole the shard's lease"))
+        .sum();
+    assert_eq!(handed, stolen_at_start + 1, "every steal was handed over");
+    let counts = delivered(&members);
+    assert_eq!(counts.len(), total, "nothing lost");
+    let twice: Vec<&u64> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(twice.is_empty(), "handed over, not read twice: {twice:?}");
+    eprintln!(
+        "{total} records; {} steals while the first three balanced, 1 for the fourth",
+        stolen_at_start - steals_before.min(stolen_at_start)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_while_running_is_read_parent_first_across_agents_keeping_key_order() {
+    let Some(moto) = Moto::start_serial() else { return };
+    let Some(emulator) = kinesalite::Kinesalite::start() else {
+        return;
+    };
+    let kinesis = emulator.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, "split", 1).await;
+    put(&kinesis, "split", 0..300, 6).await;
+    let endpoint = emulator.yaml("    ");
+    let mut members: Vec<Member> = (0..2)
+        .map(|i| start_member(&moto, &endpoint, "split", &format!("agent-{i}"), LEASE_SECS))
+        .collect();
+    all_delivered(&members, 300).await;
+    let parent = kinesis
+        .list_shards()
+        .stream_name("split")
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_string();
+    kinesis
+        .split_shard()
+        .stream_name("split")
+        .shard_to_split(&parent)
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .unwrap();
+    eventually("the split in effect", || async {
+        let shards = kinesis.list_shards().stream_name("split").send().await;
+        shards.is_ok_and(|s| s.shards().len() == 3)
+    })
+    .await;
+    put(&kinesis, "split", 300..900, 6).await;
+    all_delivered(&members, 900).await;
+    eventually("both children leased", || async {
+        owners(&dynamodb, "split-leases")
+            .await
+            .values()
+            .sum::<usize>()
+            == 2
+    })
+    .await;
+    terminate(&mut members);
+
+    let mut events: Vec<serde_json::Value> = members.iter().flat_map(Member::output).collect();
+    let counts = id_counts(&events);
+    assert_eq!(counts.len(), 900);
+    assert!(counts.values().all(|n| *n == 1), "each record once");
+    // In the order the agents read them (one clock: one machine), each key's ids ascend:
+    // no child record was read before its parent was read to its end.
+    events.sort_by_key(|e| e["read_at"].as_i64().unwrap());
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for event in &events {
+        let key = event["partition_key"].as_str().unwrap().to_string();
+        let id = event["id"].as_u64().unwrap();
+        if let Some(previous) = last.insert(key.clone(), id) {
+            assert!(
+                previous < id,
+                "{id} read after {previous} for {key}: a child before its parent's end"
+            );
+        }
+    }
+    let items = lease_items(&dynamodb, "split-leases").await;
+    assert_eq!(items.len(), 3);
+    for item in &items {
+        let key = text(item, "leaseKey").unwrap();
+        if key == parent {
+            assert_eq!(text(item, "checkpoint").as_deref(), Some("SHARD_END"));
+        } else {
+            assert_eq!(
+                item["parentShardId"].as_ss().unwrap(),
+                &vec![parent.clone()],
+                "{item:?}"
+            );
+        }
+    }
+    let readers: BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["shard_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(readers.len(), 3, "parent and both children read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_for_one_expired_lease_exactly_one_wins() {
+    use sluice::sources::aws_kinesis::lease_table::{LeaseTable, Written};
+    let Some(moto) = Moto::start_serial() else { return };
+    let first = LeaseTable::new(moto.dynamodb().await, "race");
+    let second = LeaseTable::new(moto.dynamodb().await, "race");
+    first.ensure().await.unwrap();
+    for round in 0..20 {
+        let shard = format!("shardId-{round:012}");
+        assert!(first.create(&shard, "TRIM_HORIZON", &[]).await.unwrap());
+        assert!(
+            !second.create(&shard, "LATEST", &[]).await.unwrap(),
+            "created once"
+        );
+        let observed = first
+            .scan()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|l| l.key == shard)
+            .unwrap();
+        let (a, b) = tokio::join!(first.take(&observed, "a"), second.take(&observed, "b"));
+        let winners: Vec<&str> = [(a.unwrap(), "a"), (b.unwrap(), "b")]
+            .into_iter()
+            .filter_map(|(written, who)| matches!(written, Written::Done(_)).then_some(who))
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let lease = first.get(&shard).await.unwrap().unwrap();
+        assert_eq!(lease.owner.as_deref(), Some(winners[0]));
+        assert_eq!(lease.counter, observed.counter + 1);
+        assert_eq!(lease.checkpoint, "TRIM_HORIZON");
+        // The loser's renewals fail: it never checkpoints the shard.
+        let loser = if winners[0] == "a" { "b" } else { "a" };
+        assert_eq!(
+            second
+                .renew(&shard, loser, lease.counter, Some("42"))
+                .await
+                .unwrap(),
+            Written::Lost
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_not_at_all() {
+    let Some(moto) = Moto::start_serial() else { return };
+    let kinesis = moto.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, "solo", 1).await;
+    put(&kinesis, "solo", 0..300, 5).await;
+    // A dead agent's lease: owned, never renewed again.
+    let table =
+        sluice::sources::aws_kinesis::lease_table::LeaseTable::new(dynamodb.clone(), "solo-leases");
+    table.ensure().await.unwrap();
+    let shard = kinesis
+        .list_shards()
+        .stream_name("solo")
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_string();
+    assert!(table.create(&shard, "TRIM_HORIZON", &[]).await.unwrap());
+    let observed = table.get(&shard).await.unwrap().unwrap();
+    table.take(&observed, "dead-agent").await.unwrap();
+
+    let endpoint = moto.yaml("    ");
+    let mut members: Vec<Member> = (0..2)
+        .map(|i| start_member(&moto, &endpoint, "solo", &format!("agent-{i}"), 1.0))
+        .collect();
+    all_delivered(&members, 300).await;
+    terminate(&mut members);
+    let readers: Vec<&Member> = members.iter().filter(|m| !m.output().is_empty()).collect();
+    assert_eq!(readers.len(), 1, "one agent reads the shard");
+    let loser = members.iter().find(|m| m.output().is_empty()).unwrap();
+    assert_eq!(log_count(loser, "reading shard"), 0, "{}", loser.stderr());
+    assert_eq!(
+        log_count(readers[0], "took the shard's lease"),
+        1,
+        "{}",
+        readers[0].stderr()
+    );
+    assert!(readers[0].stderr().contains("previous_owner=dead-agent"));
+    let counts = delivered(&members);
+    assert_eq!(counts.len(), 300);
+    assert!(counts.values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_releases_its_leases_so_the_next_takes_them_at_once() {
+    let Some(moto) = Moto::start_serial() else { return };
+    let kinesis = moto.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, "handover", 2).await;
+    put(&kinesis, "handover", 0..200, 10).await;
+    let endpoint = moto.yaml("    ");
+    // A lease duration far beyond the test's wait: only a release lets the second agent in.
+    let lease_secs = 600.0;
+    let mut first = vec![start_member(
+        &moto, &endpoint, "handover", "first", lease_secs,
+    )];
+    all_delivered(&first, 200).await;
+    terminate(&mut first);
+    assert!(
+        owners(&dynamodb, "handover-leases").await.is_empty(),
+        "released"
+    );
+    assert_eq!(log_count(&first[0], "released the lease"), 2);
+
+    put(&kinesis, "handover", 200..400, 10).await;
+    let mut second = vec![start_member(
+        &moto, &endpoint, "handover", "second", lease_secs,
+    )];
+    all_delivered(&second, 200).await;
+    terminate(&mut second);
+    let ids: BTreeSet<u64> = second[0]
+        .output()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (200..400).collect(),
+        "resumed at the first agent's final checkpoints"
+    );
+    assert!(
+        second[0].stderr().contains("previous_owner=-"),
+        "taken as free"
+    );
+    let mut all = first;
+    all.append(&mut second);
+    let counts = delivered(&all);
+    assert_eq!(counts.len(), 400);
+    assert!(counts.values().all(|n| *n == 1), "nothing read twice");
+}
