@@ -72,7 +72,8 @@ transforms:
   stamp:
     type: remap
     inputs: [in]
-    source: .read_at = to_unix_timestamp(now(), unit: \"nanoseconds\")
+    source: |
+      .read_at = to_unix_timestamp!(now(), unit: \"nanoseconds\")
 sinks:
   out:
     type: file
@@ -205,10 +206,26 @@ impl Producer {
 }
 
 async fn all_delivered(members: &[Member], total: usize) {
-    eventually(&format!("all {total} records delivered"), || async {
-        delivered(members).len() >= total
-    })
-    .await;
+    let deadline = Instant::now() + WAIT;
+    while delivered(members).len() < total {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = members
+                .iter()
+                .map(|m| format!("--- {}:\n{}", m.name, tail(&m.stderr(), 40)))
+                .collect();
+            panic!(
+                "timed out after {WAIT:?} waiting for all {total} records ({} delivered)\n{}",
+                delivered(members).len(),
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn terminate(members: &mut [Member]) {
@@ -225,7 +242,9 @@ fn log_count(member: &Member, message: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() {
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let kinesis = moto.kinesis().await;
     let dynamodb = moto.dynamodb().await;
     create_stream(&kinesis, "clicks", 6).await;
@@ -298,7 +317,9 @@ async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agents_shards_are_taken_over_within_the_lease_duration_losing_nothing() {
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let kinesis = moto.kinesis().await;
     let dynamodb = moto.dynamodb().await;
     create_stream(&kinesis, "orders", 6).await;
@@ -373,7 +394,9 @@ async fn a_killed_agents_shards_are_taken_over_within_the_lease_duration_losing_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_nothing() {
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let kinesis = moto.kinesis().await;
     let dynamodb = moto.dynamodb().await;
     create_stream(&kinesis, "views", 6).await;
@@ -444,7 +467,9 @@ async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_while_running_is_read_parent_first_across_agents_keeping_key_order() {
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let Some(emulator) = kinesalite::Kinesalite::start() else {
         return;
     };
@@ -533,7 +558,9 @@ async fn a_split_while_running_is_read_parent_first_across_agents_keeping_key_or
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_for_one_expired_lease_exactly_one_wins() {
     use sluice::sources::aws_kinesis::lease_table::{LeaseTable, Written};
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let first = LeaseTable::new(moto.dynamodb().await, "race");
     let second = LeaseTable::new(moto.dynamodb().await, "race");
     first.ensure().await.unwrap();
@@ -575,7 +602,9 @@ async fn two_workers_racing_for_one_expired_lease_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_not_at_all() {
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let kinesis = moto.kinesis().await;
     let dynamodb = moto.dynamodb().await;
     create_stream(&kinesis, "solo", 1).await;
@@ -613,7 +642,13 @@ async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_no
         "{}",
         readers[0].stderr()
     );
-    assert!(readers[0].stderr().contains("previous_owner=dead-agent"));
+    assert!(
+        readers[0]
+            .stderr()
+            .contains("previous_owner=\"dead-agent\""),
+        "{}",
+        readers[0].stderr()
+    );
     let counts = delivered(&members);
     assert_eq!(counts.len(), 300);
     assert!(counts.values().all(|n| *n == 1));
@@ -621,7 +656,9 @@ async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_agent_releases_its_leases_so_the_next_takes_them_at_once() {
-    let Some(moto) = Moto::start_serial() else { return };
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
     let kinesis = moto.kinesis().await;
     let dynamodb = moto.dynamodb().await;
     create_stream(&kinesis, "handover", 2).await;
@@ -657,8 +694,9 @@ async fn a_stopped_agent_releases_its_leases_so_the_next_takes_them_at_once() {
         "resumed at the first agent's final checkpoints"
     );
     assert!(
-        second[0].stderr().contains("previous_owner=-"),
-        "taken as free"
+        second[0].stderr().contains("previous_owner=\"-\""),
+        "taken as free: {}",
+        second[0].stderr()
     );
     let mut all = first;
     all.append(&mut second);

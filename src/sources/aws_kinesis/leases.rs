@@ -213,7 +213,14 @@ impl Worker {
         let stop = self.cx.stop.clone();
         loop {
             tokio::select! {
-                _ = sync.tick(), if !stop.is_cancelled() => self.sync_shards().await,
+                // First the shard list, so the first scan finds the leases it creates.
+                biased;
+                _ = sync.tick(), if !stop.is_cancelled() => {
+                    if self.sync_shards().await {
+                        // New shards (or the first start): lease them now, not a tick later.
+                        self.scan_and_take().await;
+                    }
+                }
                 _ = tick.tick() => {
                     self.renew(true).await;
                     self.complete_handoffs().await;
@@ -234,16 +241,17 @@ impl Worker {
         }
     }
 
-    /// Creates the leases of shards the table does not have yet.
-    async fn sync_shards(&mut self) {
+    /// Creates the leases of shards the table does not have yet; whether it created any.
+    async fn sync_shards(&mut self) -> bool {
         let shards = match list_shards(&self.cx.kinesis, &self.cx.config.stream_name).await {
             Ok(shards) => shards,
             Err(reason) => {
                 self.cx.metrics.error("list_shards_failed");
                 tracing::warn!(component_id = self.id(), %reason, "cannot list shards; retrying at the next refresh");
-                return;
+                return false;
             }
         };
+        let mut created_any = false;
         self.listed = shards.iter().map(|s| s.shard_id().to_string()).collect();
         for shard in &shards {
             if self.known.contains(shard.shard_id()) {
@@ -270,6 +278,7 @@ impl Worker {
                 .await
             {
                 Ok(created) => {
+                    created_any |= created;
                     if created {
                         tracing::info!(
                             component_id = self.id(),
@@ -286,6 +295,7 @@ impl Worker {
                 }
             }
         }
+        created_any
     }
 
     /// Writes held leases: those with a pending checkpoint, and (with `renewal`) every other
