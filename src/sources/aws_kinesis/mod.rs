@@ -284,7 +284,21 @@ async fn run(
             cx.data_dir.join("checkpoints.json"),
         )),
         Some(leases) => {
-            let shared = config.lease_connection(leases).sdk_config().await;
+            // A lease call must fail well within the lease duration: while one hangs, the
+            // agent could not notice that its leases expired and keep reading shards that
+            // others have taken.
+            let request = RequestConfig {
+                timeout_secs: config
+                    .request
+                    .timeout_secs
+                    .min(leases.lease_duration_secs / 3.0),
+                ..config.request
+            };
+            let connection = AwsConnection {
+                request: &request,
+                ..config.lease_connection(leases)
+            };
+            let shared = connection.sdk_config().await;
             let table = lease_table::LeaseTable::new(
                 aws_sdk_dynamodb::Client::new(&shared),
                 leases.table.clone(),
