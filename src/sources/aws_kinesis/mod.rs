@@ -358,7 +358,7 @@ async fn run(
             }
             page = pages.recv() => {
                 let Some(page) = page else { break };
-                if !reading.get(&page.shard).is_some_and(|r| r.lease == page.lease) {
+                if reading.get(&page.shard).is_none_or(|r| r.lease != page.lease) {
                     // Read under a lease lost since: its new owner reads it from the checkpoint.
                     continue;
                 }
