@@ -742,3 +742,52 @@ async fn a_stopped_agent_releases_its_leases_so_the_next_takes_them_at_once() {
     assert_eq!(counts.len(), 400);
     assert!(counts.values().all(|n| *n == 1), "nothing read twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_from_the_lease_table_stops_reading_then_resumes_losing_nothing() {
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
+    let kinesis = moto.kinesis().await;
+    create_stream(&kinesis, "outage", 2).await;
+    put(&kinesis, "outage", 0..200, 10).await;
+    let endpoint = moto.yaml("    ");
+    let mut members = vec![start_member(
+        &moto, &endpoint, "outage", "agent-0", LEASE_SECS,
+    )];
+    all_delivered(&members, 200).await;
+    let dynamodb = moto.dynamodb().await;
+    eventually("both checkpoints written", || async {
+        let items = lease_items(&dynamodb, "outage-leases").await;
+        items.len() == 2
+            && items.iter().all(|item| {
+                text(item, "checkpoint").is_some_and(|c| c.chars().all(|c| c.is_ascii_digit()))
+            })
+    })
+    .await;
+    // Kinesis and DynamoDB share the emulator: cut both, past the lease duration.
+    moto.set_up(false);
+    eventually("the agent giving its leases up", || async {
+        log_count(
+            &members[0],
+            "the lease could not be renewed within its duration",
+        ) == 2
+    })
+    .await;
+    moto.set_up(true);
+    put(&kinesis, "outage", 200..400, 10).await;
+    all_delivered(&members, 400).await;
+    terminate(&mut members);
+    assert!(
+        log_count(&members[0], "took the shard's lease") >= 4,
+        "each shard taken again after the outage: {}",
+        lease_log(&members)
+    );
+    let counts = delivered(&members);
+    assert_eq!(counts.len(), 400, "nothing lost");
+    let again: usize = counts.values().map(|n| n - 1).sum();
+    assert_eq!(
+        again, 0,
+        "resumed at the checkpoints written before the outage"
+    );
+}
