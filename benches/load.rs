@@ -9,7 +9,8 @@
 //! `BENCH_CORES`, default 1: the agent is pinned with `taskset` and runs that many tokio
 //! workers). Progress is read from the agent's own /metrics, so the harness does not perturb
 //! the pipeline; CPU and peak RSS come from /proc. `BENCH_FILTER=kafka` (or `http`, `remap`,
-//! ...) runs only the scenarios whose names contain it.
+//! ...) runs only the scenarios whose names contain it. `BENCH_SLUICE=/path/to/sluice` runs
+//! another build of the agent (a saved "before" binary) through the same scenarios.
 
 // The test suite's servers, shared; the harness uses only part of each.
 #[allow(dead_code)]
@@ -576,7 +577,9 @@ fn start_agent(dir: &Path, config: &str, cores: usize) -> (Instant, std::process
 
 /// The agent, pinned to `cores` CPUs (with `taskset`, when present) with that many tokio workers.
 fn sluice_command(cores: usize) -> Command {
-    let bin = env!("CARGO_BIN_EXE_sluice");
+    // `BENCH_SLUICE=/path/to/sluice`: another build (a saved "before" binary), for before/after
+    // comparisons in one run.
+    let bin = std::env::var("BENCH_SLUICE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").into());
     let cpus = (0..cores)
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
