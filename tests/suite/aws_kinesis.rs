@@ -443,17 +443,15 @@ async fn the_source_keeps_its_place_through_an_unreachable_stream() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_shard_is_read_parent_first_so_each_key_stays_in_order() {
-    let Some(emulator) = kinesalite::Kinesalite::start() else {
-        return;
-    };
-    let kinesis = emulator.kinesis().await;
-    create_stream(&kinesis, "split", 1).await;
-    put(&kinesis, "split", 0..300, 6).await;
+/// Splits the only shard of `stream` in two halves of the hash range and waits until the
+/// children are listed; returns the parent's id.
+pub(crate) async fn split_the_only_shard(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> String {
     let parent = kinesis
         .list_shards()
-        .stream_name("split")
+        .stream_name(stream)
         .send()
         .await
         .unwrap()
@@ -462,25 +460,31 @@ async fn a_split_shard_is_read_parent_first_so_each_key_stays_in_order() {
         .to_string();
     kinesis
         .split_shard()
-        .stream_name("split")
+        .stream_name(stream)
         .shard_to_split(&parent)
         .new_starting_hash_key("170141183460469231731687303715884105728")
         .send()
         .await
         .unwrap();
-    // Wait for the split to take effect before writing to the children.
     for _ in 0..100 {
-        let shards = kinesis
-            .list_shards()
-            .stream_name("split")
-            .send()
-            .await
-            .unwrap();
-        if shards.shards().len() == 3 {
-            break;
+        let shards = kinesis.list_shards().stream_name(stream).send().await;
+        if shards.is_ok_and(|s| s.shards().len() == 3) {
+            return parent;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("the split of {parent} did not take effect within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_shard_is_read_parent_first_so_each_key_stays_in_order() {
+    let Some(emulator) = kinesalite::Kinesalite::start() else {
+        return;
+    };
+    let kinesis = emulator.kinesis().await;
+    create_stream(&kinesis, "split", 1).await;
+    put(&kinesis, "split", 0..300, 6).await;
+    split_the_only_shard(&kinesis, "split").await;
     put(&kinesis, "split", 300..900, 6).await;
     // The agent starts with the closed parent (300 records) and both children (600) listed
     // at once: only reading the parent to its end first keeps each key in order.

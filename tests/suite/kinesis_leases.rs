@@ -5,7 +5,7 @@
 //! leases in moto's DynamoDB. The lease table is read back with the AWS SDK, not with the
 //! agent's own code, so its layout (the KCL's attribute names) is checked too.
 
-use crate::aws_kinesis::{create_stream, id_counts, output, put};
+use crate::aws_kinesis::{create_stream, id_counts, output, put, split_the_only_shard};
 use crate::common::{free_port, kinesalite, metric, moto::Moto, wait_for_port, Agent};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -155,6 +155,18 @@ async fn owners(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<St
     owners
 }
 
+/// moto (serial) with a stream of `shards` shards, and clients for Kinesis and DynamoDB.
+async fn emulator(
+    stream: &str,
+    shards: i32,
+) -> Option<(Moto, aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client)> {
+    let moto = Moto::start_serial()?;
+    let kinesis = moto.kinesis().await;
+    let dynamodb = moto.dynamodb().await;
+    create_stream(&kinesis, stream, shards).await;
+    Some((moto, kinesis, dynamodb))
+}
+
 /// Polls an async condition every 100 ms until it holds, or panics after [`WAIT`].
 async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
@@ -271,12 +283,9 @@ fn log_count(member: &Member, message: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() {
-    let Some(moto) = Moto::start_serial() else {
+    let Some((moto, kinesis, dynamodb)) = emulator("clicks", 6).await else {
         return;
     };
-    let kinesis = moto.kinesis().await;
-    let dynamodb = moto.dynamodb().await;
-    create_stream(&kinesis, "clicks", 6).await;
     put(&kinesis, "clicks", 0..600, 60).await;
     let endpoint = moto.yaml("    ");
     let mut members: Vec<Member> = (0..3)
@@ -346,12 +355,9 @@ async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agents_shards_are_taken_over_within_the_lease_duration_losing_nothing() {
-    let Some(moto) = Moto::start_serial() else {
+    let Some((moto, kinesis, dynamodb)) = emulator("orders", 6).await else {
         return;
     };
-    let kinesis = moto.kinesis().await;
-    let dynamodb = moto.dynamodb().await;
-    create_stream(&kinesis, "orders", 6).await;
     let endpoint = moto.yaml("    ");
     let mut members: Vec<Member> = (0..3)
         .map(|i| {
@@ -432,12 +438,9 @@ async fn a_killed_agents_shards_are_taken_over_within_the_lease_duration_losing_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_nothing() {
-    let Some(moto) = Moto::start_serial() else {
+    let Some((moto, kinesis, dynamodb)) = emulator("views", 6).await else {
         return;
     };
-    let kinesis = moto.kinesis().await;
-    let dynamodb = moto.dynamodb().await;
-    create_stream(&kinesis, "views", 6).await;
     let endpoint = moto.yaml("    ");
     let mut members: Vec<Member> = (0..3)
         .map(|i| start_member(&moto, &endpoint, "views", &format!("agent-{i}"), LEASE_SECS))
@@ -520,28 +523,7 @@ async fn a_split_while_running_is_read_parent_first_across_agents_keeping_key_or
         .map(|i| start_member(&moto, &endpoint, "split", &format!("agent-{i}"), LEASE_SECS))
         .collect();
     all_delivered(&members, 300).await;
-    let parent = kinesis
-        .list_shards()
-        .stream_name("split")
-        .send()
-        .await
-        .unwrap()
-        .shards()[0]
-        .shard_id()
-        .to_string();
-    kinesis
-        .split_shard()
-        .stream_name("split")
-        .shard_to_split(&parent)
-        .new_starting_hash_key("170141183460469231731687303715884105728")
-        .send()
-        .await
-        .unwrap();
-    eventually("the split in effect", || async {
-        let shards = kinesis.list_shards().stream_name("split").send().await;
-        shards.is_ok_and(|s| s.shards().len() == 3)
-    })
-    .await;
+    let parent = split_the_only_shard(&kinesis, "split").await;
     put(&kinesis, "split", 300..900, 6).await;
     all_delivered(&members, 900).await;
     eventually("both children leased", || async {
@@ -640,12 +622,9 @@ async fn two_workers_racing_for_one_expired_lease_exactly_one_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_not_at_all() {
-    let Some(moto) = Moto::start_serial() else {
+    let Some((moto, kinesis, dynamodb)) = emulator("solo", 1).await else {
         return;
     };
-    let kinesis = moto.kinesis().await;
-    let dynamodb = moto.dynamodb().await;
-    create_stream(&kinesis, "solo", 1).await;
     put(&kinesis, "solo", 0..300, 5).await;
     // A dead agent's lease: owned, never renewed again.
     let table =
@@ -694,12 +673,9 @@ async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_agent_releases_its_leases_so_the_next_takes_them_at_once() {
-    let Some(moto) = Moto::start_serial() else {
+    let Some((moto, kinesis, dynamodb)) = emulator("handover", 2).await else {
         return;
     };
-    let kinesis = moto.kinesis().await;
-    let dynamodb = moto.dynamodb().await;
-    create_stream(&kinesis, "handover", 2).await;
     put(&kinesis, "handover", 0..200, 10).await;
     let endpoint = moto.yaml("    ");
     // A lease duration far beyond the test's wait: only a release lets the second agent in.
