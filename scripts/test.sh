@@ -35,7 +35,7 @@ if ! pkg-config --exists openssl 2>/dev/null && [ ! -f /usr/include/openssl/ssl.
   fi
 fi
 
-# The AWS tests (S3, Kinesis, Firehose) talk to moto's server, installed once from PyPI.
+# The AWS tests (S3, Kinesis, Firehose, DynamoDB) talk to moto's server, installed once from PyPI.
 if [ "${SLUICE_SKIP_MOTO:-}" != 1 ]; then
   if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -327,6 +327,21 @@ pub(crate) fn output(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Each partition key's ids ascend through `events` (in the order they were read).
+pub(crate) fn assert_each_key_ascends(events: &[serde_json::Value], otherwise: &str) {
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for event in events {
+        let key = event["partition_key"].as_str().unwrap();
+        let id = event["id"].as_u64().unwrap();
+        if let Some(previous) = last.insert(key, id) {
+            assert!(
+                previous < id,
+                "{id} after {previous} for {key}: {otherwise}"
+            );
+        }
+    }
+}
+
 pub(crate) fn id_counts(events: &[serde_json::Value]) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
     for event in events {
@@ -505,17 +520,7 @@ async fn a_split_shard_is_read_parent_first_so_each_key_stays_in_order() {
     let counts = id_counts(&events);
     assert_eq!(counts.len(), 900);
     assert!(counts.values().all(|n| *n == 1), "each record once");
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    for event in &events {
-        let key = event["partition_key"].as_str().unwrap().to_string();
-        let id = event["id"].as_u64().unwrap();
-        if let Some(previous) = last.insert(key.clone(), id) {
-            assert!(
-                previous < id,
-                "{id} after {previous} for {key}: children read before their parent finished"
-            );
-        }
-    }
+    assert_each_key_ascends(&events, "children read before their parent finished");
     let shards: std::collections::BTreeSet<&str> = events
         .iter()
         .map(|e| e["shard_id"].as_str().unwrap())

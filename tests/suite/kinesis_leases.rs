@@ -5,8 +5,10 @@
 //! leases in moto's DynamoDB. The lease table is read back with the AWS SDK, not with the
 //! agent's own code, so its layout (the KCL's attribute names) is checked too.
 
-use crate::aws_kinesis::{create_stream, id_counts, output, put, split_the_only_shard};
-use crate::common::{free_port, kinesalite, metric, moto::Moto, wait_for_port, Agent};
+use crate::aws_kinesis::{
+    assert_each_key_ascends, create_stream, id_counts, output, put, split_the_only_shard,
+};
+use crate::common::{free_port, http_get, kinesalite, metric, moto::Moto, wait_for_port, Agent};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -105,6 +107,19 @@ fn start_member(moto: &Moto, endpoint: &str, stream: &str, name: &str, lease_sec
         api,
         agent: Some(agent),
     }
+}
+
+/// Agents `agent-0`.. `agent-{count-1}` on `stream`.
+fn start_fleet(
+    moto: &Moto,
+    endpoint: &str,
+    stream: &str,
+    count: usize,
+    lease_secs: f64,
+) -> Vec<Member> {
+    (0..count)
+        .map(|i| start_member(moto, endpoint, stream, &format!("agent-{i}"), lease_secs))
+        .collect()
 }
 
 /// The lease table's items, read with the SDK.
@@ -288,17 +303,7 @@ async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() 
     };
     put(&kinesis, "clicks", 0..600, 60).await;
     let endpoint = moto.yaml("    ");
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| {
-            start_member(
-                &moto,
-                &endpoint,
-                "clicks",
-                &format!("agent-{i}"),
-                LEASE_SECS,
-            )
-        })
-        .collect();
+    let mut members = start_fleet(&moto, &endpoint, "clicks", 3, LEASE_SECS);
     eventually("leases spread 2/2/2", || async {
         settled_shares(&dynamodb, "clicks-leases").await == [2, 2, 2]
     })
@@ -314,7 +319,29 @@ async fn three_agents_share_six_shards_two_each_and_deliver_every_record_once() 
             || async { metric(member.api, "kinesis_leases_owned", "component_id=\"in\"") == 2.0 },
         )
         .await;
+        // How far behind each shard it reads is, labelled by shard (after a first read).
+        eventually(
+            &format!("{} reporting lag for its shards", member.name),
+            || async {
+                let (_, text) = http_get(([127, 0, 0, 1], member.api).into(), "/metrics");
+                let behind: BTreeSet<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("kinesis_millis_behind_latest{"))
+                    .filter_map(|l| l.split("shard_id=\"").nth(1)?.split('"').next())
+                    .collect();
+                behind.len() >= 2
+            },
+        )
+        .await;
     }
+    let acquired: f64 = members
+        .iter()
+        .map(|m| {
+            metric(m.api, "kinesis_lease_takes_total", "component_id=\"in\"")
+                + metric(m.api, "kinesis_lease_steals_total", "component_id=\"in\"")
+        })
+        .sum();
+    assert!(acquired >= 6.0, "six leases taken or stolen: {acquired}");
     terminate(&mut members);
 
     let counts = delivered(&members);
@@ -359,17 +386,7 @@ async fn a_killed_agents_shards_are_taken_over_within_the_lease_duration_losing_
         return;
     };
     let endpoint = moto.yaml("    ");
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| {
-            start_member(
-                &moto,
-                &endpoint,
-                "orders",
-                &format!("agent-{i}"),
-                LEASE_SECS,
-            )
-        })
-        .collect();
+    let mut members = start_fleet(&moto, &endpoint, "orders", 3, LEASE_SECS);
     let producer = Producer::start(kinesis.clone(), "orders", 0);
     eventually("leases spread 2/2/2", || async {
         settled_shares(&dynamodb, "orders-leases").await == [2, 2, 2]
@@ -442,9 +459,7 @@ async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_noth
         return;
     };
     let endpoint = moto.yaml("    ");
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| start_member(&moto, &endpoint, "views", &format!("agent-{i}"), LEASE_SECS))
-        .collect();
+    let mut members = start_fleet(&moto, &endpoint, "views", 3, LEASE_SECS);
     let producer = Producer::start(kinesis.clone(), "views", 0);
     eventually("leases spread 2/2/2", || async {
         settled_shares(&dynamodb, "views-leases").await == [2, 2, 2]
@@ -478,20 +493,23 @@ async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_noth
         .iter()
         .map(|m| metric(m.api, "kinesis_lease_losses_total", "component_id=\"in\""))
         .sum();
+    // Counted before the shutdown: agents stopping one after another rebalance again.
+    let count = |message: &str| -> usize { members.iter().map(|m| log_count(m, message)).sum() };
+    eventually("every steal handed over", || async {
+        count("handed the lease over") == count("stole the shard's lease")
+    })
+    .await;
+    assert_eq!(
+        count("the previous owner handed over"),
+        count("stole the shard's lease"),
+        "no thief stopped waiting\n{}",
+        lease_log(&members)
+    );
     terminate(&mut members);
 
     assert_eq!(steals, 1.0, "one lease stolen for a 2/2/1/1 share");
     assert!(losses >= 1.0, "the victim counts its loss");
     assert!(log_count(&members[3], "the previous owner handed over") >= 1);
-    let handed: usize = members[..3]
-        .iter()
-        .map(|m| log_count(m, "handed the lease over"))
-        .sum();
-    let stolen_at_start: usize = members[..3]
-        .iter()
-        .map(|m| log_count(m, "stole the shard's lease"))
-        .sum();
-    assert_eq!(handed, stolen_at_start + 1, "every steal was handed over");
     let counts = delivered(&members);
     assert_eq!(counts.len(), total, "nothing lost");
     let twice: Vec<&u64> = counts
@@ -519,9 +537,7 @@ async fn a_split_while_running_is_read_parent_first_across_agents_keeping_key_or
     create_stream(&kinesis, "split", 1).await;
     put(&kinesis, "split", 0..300, 6).await;
     let endpoint = emulator.yaml("    ");
-    let mut members: Vec<Member> = (0..2)
-        .map(|i| start_member(&moto, &endpoint, "split", &format!("agent-{i}"), LEASE_SECS))
-        .collect();
+    let mut members = start_fleet(&moto, &endpoint, "split", 2, LEASE_SECS);
     all_delivered(&members, 300).await;
     let parent = split_the_only_shard(&kinesis, "split").await;
     put(&kinesis, "split", 300..900, 6).await;
@@ -543,17 +559,7 @@ async fn a_split_while_running_is_read_parent_first_across_agents_keeping_key_or
     // In the order the agents read them (one clock: one machine), each key's ids ascend:
     // no child record was read before its parent was read to its end.
     events.sort_by_key(|e| e["read_at"].as_i64().unwrap());
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    for event in &events {
-        let key = event["partition_key"].as_str().unwrap().to_string();
-        let id = event["id"].as_u64().unwrap();
-        if let Some(previous) = last.insert(key.clone(), id) {
-            assert!(
-                previous < id,
-                "{id} read after {previous} for {key}: a child before its parent's end"
-            );
-        }
-    }
+    assert_each_key_ascends(&events, "a child read before its parent's end");
     let items = lease_items(&dynamodb, "split-leases").await;
     assert_eq!(items.len(), 3);
     for item in &items {
@@ -621,6 +627,67 @@ async fn two_workers_racing_for_one_expired_lease_exactly_one_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_is_written_once_by_the_previous_owner_unless_the_thief_gave_up_waiting() {
+    use sluice::sources::aws_kinesis::lease_table::{LeaseTable, Written};
+    let Some(moto) = Moto::start_serial() else {
+        return;
+    };
+    let table = LeaseTable::new(moto.dynamodb().await, "handoff");
+    table.ensure().await.unwrap();
+    let shard = "shardId-000000000000";
+    table.create(shard, "TRIM_HORIZON", &[]).await.unwrap();
+    let free = table.get(shard).await.unwrap().unwrap();
+    let Written::Done(held) = table.take(&free, "a").await.unwrap() else {
+        panic!("a free lease is taken");
+    };
+    assert_eq!(held.checkpoint_owner, None);
+
+    // b steals from a: b owns it at once, a is recorded to hand over.
+    let Written::Done(stolen) = table.steal(&held, "b").await.unwrap() else {
+        panic!("the steal is written");
+    };
+    assert_eq!(stolen.owner.as_deref(), Some("b"));
+    assert_eq!(stolen.checkpoint_owner.as_deref(), Some("a"));
+    // a's next renewal fails; its final checkpoint goes through once, without the counter.
+    assert_eq!(
+        table
+            .renew(shard, "a", held.counter, Some("10"))
+            .await
+            .unwrap(),
+        Written::Lost
+    );
+    assert_eq!(
+        table.hand_over(shard, "a", Some("10")).await.unwrap(),
+        Written::Done(())
+    );
+    assert_eq!(
+        table.hand_over(shard, "a", Some("11")).await.unwrap(),
+        Written::Lost
+    );
+    let after = table.get(shard).await.unwrap().unwrap();
+    assert_eq!(after.checkpoint, "10");
+    assert_eq!(after.checkpoint_owner, None);
+    assert_eq!(
+        after.counter, stolen.counter,
+        "the counter stays the thief's"
+    );
+
+    // c steals from b and stops waiting: b's late handoff no longer lands.
+    let Written::Done(stolen) = table.steal(&after, "c").await.unwrap() else {
+        panic!("the second steal is written");
+    };
+    let Written::Done(ended) = table.end_handoff(shard, "c", stolen.counter).await.unwrap() else {
+        panic!("the thief ends its own handoff");
+    };
+    assert_eq!(ended.checkpoint_owner, None);
+    assert_eq!(
+        table.hand_over(shard, "b", Some("99")).await.unwrap(),
+        Written::Lost
+    );
+    assert_eq!(table.get(shard).await.unwrap().unwrap().checkpoint, "10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_not_at_all() {
     let Some((moto, kinesis, dynamodb)) = emulator("solo", 1).await else {
         return;
@@ -644,9 +711,7 @@ async fn two_agents_racing_for_an_expired_lease_one_reads_the_shard_the_other_no
     table.take(&observed, "dead-agent").await.unwrap();
 
     let endpoint = moto.yaml("    ");
-    let mut members: Vec<Member> = (0..2)
-        .map(|i| start_member(&moto, &endpoint, "solo", &format!("agent-{i}"), 1.0))
-        .collect();
+    let mut members = start_fleet(&moto, &endpoint, "solo", 2, 1.0);
     all_delivered(&members, 300).await;
     terminate(&mut members);
     let readers: Vec<&Member> = members.iter().filter(|m| !m.output().is_empty()).collect();

@@ -22,6 +22,7 @@
 //! was stolen from writes its final checkpoint once, conditional on `checkpointOwner`.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus,
@@ -206,11 +207,7 @@ impl LeaseTable {
             .condition_expression("attribute_not_exists(leaseKey)")
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failed(&error) => Ok(false),
-            Err(error) => Err(error_text(&error)),
-        }
+        Ok(conditional(put, |_| Ok(()))? == Written::Done(()))
     }
 
     /// Takes `observed` (free or expired) for `worker`, if nobody wrote it since it was
@@ -254,17 +251,9 @@ impl LeaseTable {
                 .expression_attribute_values(":previous", s(previous)),
             _ => request.update_expression(format!("{set} REMOVE checkpointOwner")),
         };
-        match request.send().await {
-            Ok(output) => match output.attributes().and_then(lease_of) {
-                Some(lease) => Ok(Written::Done(lease)),
-                None => Err(format!(
-                    "taking lease {} returned no usable item",
-                    observed.key
-                )),
-            },
-            Err(error) if is_condition_failed(&error) => Ok(Written::Lost),
-            Err(error) => Err(error_text(&error)),
-        }
+        conditional(request.send().await, |output| {
+            lease_after(output, &observed.key)
+        })
     }
 
     /// Renews `worker`'s lease whose counter it last wrote as `counter`, moving its checkpoint
@@ -333,11 +322,7 @@ impl LeaseTable {
                 .expression_attribute_values(":zero", n(0)),
             None => request.update_expression("REMOVE checkpointOwner"),
         };
-        match request.send().await {
-            Ok(_) => Ok(Written::Done(())),
-            Err(error) if is_condition_failed(&error) => Ok(Written::Lost),
-            Err(error) => Err(error_text(&error)),
-        }
+        conditional(request.send().await, |_| Ok(()))
     }
 
     /// The new owner gives up waiting for a handoff (the previous owner did not write its
@@ -361,15 +346,7 @@ impl LeaseTable {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match update {
-            Ok(output) => output
-                .attributes()
-                .and_then(lease_of)
-                .map(Written::Done)
-                .ok_or_else(|| format!("lease {shard} returned no usable item")),
-            Err(error) if is_condition_failed(&error) => Ok(Written::Lost),
-            Err(error) => Err(error_text(&error)),
-        }
+        conditional(update, |output| lease_after(output, shard))
     }
 
     async fn owner_write(
@@ -401,16 +378,35 @@ impl LeaseTable {
         if release {
             expression.push_str(" REMOVE leaseOwner");
         }
-        match request.update_expression(expression).send().await {
-            Ok(_) => Ok(Written::Done(counter + 1)),
-            Err(error) if is_condition_failed(&error) => Ok(Written::Lost),
-            Err(error) => Err(error_text(&error)),
-        }
+        conditional(request.update_expression(expression).send().await, |_| {
+            Ok(counter + 1)
+        })
     }
 }
 
-fn is_condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    error.code() == Some("ConditionalCheckFailedException")
+/// A conditional write's outcome: `Lost` when its condition failed, else what `done` makes of
+/// the answer.
+fn conditional<O, T, E, R>(
+    result: Result<O, SdkError<E, R>>,
+    done: impl FnOnce(O) -> Result<T, String>,
+) -> Result<Written<T>, String>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(output) => done(output).map(Written::Done),
+        Err(error) if error.code() == Some("ConditionalCheckFailedException") => Ok(Written::Lost),
+        Err(error) => Err(error_text(&error)),
+    }
+}
+
+/// The lease as an `UpdateItem` with `ALL_NEW` left it.
+fn lease_after(output: UpdateItemOutput, shard: &str) -> Result<Lease, String> {
+    output
+        .attributes()
+        .and_then(lease_of)
+        .ok_or_else(|| format!("writing lease {shard} returned no usable item"))
 }
 
 fn lease_of(item: &HashMap<String, AttributeValue>) -> Option<Lease> {

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use leases::LeasesConfig;
 use reader::{Page, ShardReader, Start};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -251,6 +251,33 @@ struct AssignmentContext {
     stop: CancellationToken,
 }
 
+/// Hands acknowledged positions to the assignment, except past a rejection: once a sink
+/// rejected records of a shard, that holding's checkpoint stays before them (a restart or the
+/// next owner reads them again), as the Kafka source freezes a partition.
+struct Report {
+    acked: mpsc::UnboundedSender<Acked>,
+    /// Holdings (shard, lease) with a rejected batch.
+    frozen: HashSet<(String, u64)>,
+    metrics: ComponentMetrics,
+}
+
+impl Report {
+    fn acknowledged(&mut self, acked: Acked, status: BatchStatus) {
+        let holding = (acked.shard.clone(), acked.lease);
+        if status == BatchStatus::Rejected {
+            self.metrics.error("delivery_rejected");
+            if self.frozen.insert(holding) {
+                tracing::error!(component_id = self.metrics.id(), shard = %acked.shard, "a sink rejected Kinesis records; this shard's checkpoint stays before them until the shard is read anew (restart or new owner)");
+            }
+            return;
+        }
+        if acked.stopped || !self.frozen.contains(&holding) {
+            // A closed channel: the assignment is gone, and the source with it.
+            let _ = self.acked.send(acked);
+        }
+    }
+}
+
 /// A running reader.
 struct Reading {
     lease: u64,
@@ -308,14 +335,10 @@ async fn run(
     };
     let readers = CancellationToken::new();
     let mut reading: HashMap<String, Reading> = HashMap::new();
-    let forward = |acked: Acked, status: BatchStatus, metrics: &ComponentMetrics| {
-        if status == BatchStatus::Rejected {
-            // Never checkpoint past a rejected record: a restart reads it again.
-            metrics.error("delivery_rejected");
-            tracing::error!(component_id = metrics.id(), shard = %acked.shard, "a sink rejected Kinesis records; the shard's checkpoint stays before them");
-            return;
-        }
-        let _ = acked_tx.send(acked);
+    let mut report = Report {
+        acked: acked_tx,
+        frozen: HashSet::new(),
+        metrics: cx.metrics.clone(),
     };
     loop {
         tokio::select! {
@@ -353,7 +376,7 @@ async fn run(
             },
             acked = acks.next(), if acks.pending() > 0 => {
                 if let Some((acked, status)) = acked {
-                    forward(acked, status, &cx.metrics);
+                    report.acknowledged(acked, status);
                 }
             }
             page = pages.recv() => {
@@ -371,7 +394,7 @@ async fn run(
                     break;
                 }
                 for (acked, status) in acks.ready() {
-                    forward(acked, status, &cx.metrics);
+                    report.acknowledged(acked, status);
                 }
             }
         }
@@ -381,14 +404,14 @@ async fn run(
     loop {
         tokio::select! {
             next = acks.next() => match next {
-                Some((acked, status)) => forward(acked, status, &cx.metrics),
+                Some((acked, status)) => report.acknowledged(acked, status),
                 None => break,
             },
             _ = cx.shutdown.force.cancelled() => break,
         }
     }
     // The assignment writes its final checkpoints (and releases its leases).
-    drop(acked_tx);
+    drop(report);
     tokio::select! {
         _ = &mut assigner => {}
         _ = cx.shutdown.force.cancelled() => assigner.abort(),
@@ -440,6 +463,44 @@ fn events_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn acked(sequence: &str, stopped: bool) -> Acked {
+        Acked {
+            shard: "s".into(),
+            lease: 1,
+            sequence: Some(sequence.into()),
+            closed: false,
+            stopped,
+        }
+    }
+
+    #[test]
+    fn no_checkpoint_passes_a_rejected_batch() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut report = Report {
+            acked: tx,
+            frozen: HashSet::new(),
+            metrics: ComponentMetrics::new("in", "aws_kinesis"),
+        };
+        report.acknowledged(acked("1", false), BatchStatus::Delivered);
+        report.acknowledged(acked("2", false), BatchStatus::Rejected);
+        report.acknowledged(acked("3", false), BatchStatus::Delivered);
+        report.acknowledged(acked("-", true), BatchStatus::Delivered);
+        let mut reported = Vec::new();
+        while let Ok(a) = rx.try_recv() {
+            reported.push((a.sequence.unwrap(), a.stopped));
+        }
+        assert_eq!(
+            reported,
+            [("1".to_string(), false), ("-".to_string(), true)],
+            "3 would move the checkpoint past the rejected 2; the stop mark still goes through"
+        );
+        // A new holding of the shard (read again from its checkpoint) reports again.
+        let mut again = acked("4", false);
+        again.lease = 2;
+        report.acknowledged(again, BatchStatus::Delivered);
+        assert_eq!(rx.try_recv().unwrap().sequence.as_deref(), Some("4"));
+    }
 
     #[test]
     fn leases_replace_the_static_split() {
