@@ -1,7 +1,7 @@
 //! Decoding frames into events: `bytes` (the frame becomes `.message`) or `json` (the frame is
 //! parsed; a top-level array yields one event per element, as in Vector).
 
-use crate::event::{Event, ObjectMap, Value, MESSAGE_KEY};
+use crate::event::{json, Event, ObjectMap, Value, MESSAGE_KEY};
 use crate::observe::ComponentMetrics;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -66,7 +66,7 @@ impl Decoder {
     pub fn decode(&self, frame: Bytes, out: &mut Vec<Event>) -> Result<(), DecodeError> {
         match self.codec {
             DecodingCodec::Bytes => out.push(Event::from_message(frame)),
-            DecodingCodec::Json => match serde_json::from_slice::<Value>(&frame)? {
+            DecodingCodec::Json => match json::parse(&frame)? {
                 Value::Array(items) => out.extend(items.into_iter().map(wrap)),
                 value => out.push(wrap(value)),
             },

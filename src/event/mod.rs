@@ -5,6 +5,7 @@
 //! are what make agents slow. Acknowledgement handles ride on the batch (see [`finalizer`]).
 
 pub mod finalizer;
+pub mod json;
 
 use bytes::Bytes;
 pub use finalizer::{BatchNotifier, BatchStatus, Finalizers, SourcePosition};

@@ -11,6 +11,7 @@ pub mod sample;
 pub mod schema;
 pub mod support;
 pub mod throttle;
+pub mod vrl_parse_json;
 pub mod vrl_program;
 pub mod window;
 

@@ -7,9 +7,19 @@ use vrl::compiler::runtime::{Runtime, Terminate};
 use vrl::compiler::{Function, Program, TargetValueRef, TimeZone};
 use vrl::value::Secrets;
 
+/// VRL's standard library, with `parse_json` parsing into shared buffers (see
+/// [`super::vrl_parse_json`]).
 fn functions() -> &'static [Box<dyn Function>] {
     static FUNCTIONS: OnceLock<Vec<Box<dyn Function>>> = OnceLock::new();
-    FUNCTIONS.get_or_init(vrl::stdlib::all)
+    FUNCTIONS.get_or_init(|| {
+        let mut functions = vrl::stdlib::all();
+        for function in &mut functions {
+            if function.identifier() == super::vrl_parse_json::ParseJson.identifier() {
+                *function = Box::new(super::vrl_parse_json::ParseJson);
+            }
+        }
+        functions
+    })
 }
 
 /// Compiles a program, returning VRL's formatted diagnostics on failure. Warnings are logged.

@@ -1,0 +1,177 @@
+//! JSON text into an event [`Value`], sharing the text's buffer.
+//!
+//! Both ways JSON enters an event go through [`parse`]: the sources' `json` decoding and the
+//! VRL function `parse_json` (see `transforms::vrl_parse_json`). The text is checked to be UTF-8
+//! once, as a whole; then a string without escapes becomes a slice of it (a reference count:
+//! no allocation, no copy). Only strings with escapes and object keys are copied. VRL's own
+//! deserializer copies every string, which was ~40% of the cycles of a `parse_json` remap (perf).
+//! Numbers, `null`, booleans, arrays, duplicate keys (the last one wins) and every error come
+//! out exactly as VRL's `Value` deserializer makes them.
+//!
+//! The slices keep the input buffer alive as long as the event holds them: events are short
+//! lived (a batch), and their raw bytes were held that long anyway.
+
+use super::{KeyString, ObjectMap, Value};
+use bytes::Bytes;
+use bytestring::ByteString;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+use vrl::compiler::prelude::NotNan;
+
+/// Parses one JSON document (surrounding whitespace allowed) into a [`Value`].
+pub fn parse(text: &Bytes) -> Result<Value, serde_json::Error> {
+    let Ok(text) = ByteString::try_from(text.clone()) else {
+        // Not UTF-8, so not JSON: VRL's deserializer names the error (and, were serde_json to
+        // accept the text after all, gives the value VRL would).
+        return serde_json::from_slice(text);
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    let value = SharedValue { text: &text }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// Deserializes a value whose borrowed strings are slices of `text`.
+#[derive(Clone, Copy)]
+struct SharedValue<'a> {
+    text: &'a ByteString,
+}
+
+impl<'a> DeserializeSeed<'a> for SharedValue<'a> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'a> Visitor<'a> for SharedValue<'a> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::Integer(value))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Value, E> {
+        match i64::try_from(value) {
+            Ok(value) => Ok(Value::Integer(value)),
+            // As VRL: an integer beyond i64 becomes the nearest float.
+            Err(_) => self.visit_f64(value as f64),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Value, E> {
+        NotNan::new(value)
+            .map(Value::Float)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Float(value), &self))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'a str) -> Result<Value, E> {
+        Ok(Value::String(self.text.slice_ref(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = ObjectMap::new();
+        while let Some(key) = map.next_key::<KeyString>()? {
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What VRL's own deserializer makes of `text`: the reference every case is held to.
+    fn vrl(text: &str) -> Result<Value, String> {
+        serde_json::from_str::<Value>(text).map_err(|e| e.to_string())
+    }
+
+    fn shared(text: &str) -> Result<Value, String> {
+        parse(&Bytes::copy_from_slice(text.as_bytes())).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn same_values_and_errors_as_vrl() {
+        for text in [
+            r#"{"a":"x","b":1,"c":-2.5,"d":true,"e":null,"f":[1,"y",{"g":[]}],"h":{}}"#,
+            r#"{"esc":"a\"b\\c\n\u00e9\ud83d\ude00","plain":"héllo"}"#,
+            r#"{"dup":1,"dup":2}"#,
+            r#"{"big":18446744073709551615,"neg":-9223372036854775808,"exp":1e300}"#,
+            r#"  [1, 2, "three"]  "#,
+            r#""just a string""#,
+            "42",
+            "null",
+            r#"{"a":"#,
+            r#"{"a":1} trailing"#,
+            r#"{"a":1e400}"#,
+            "",
+        ] {
+            assert_eq!(shared(text), vrl(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_string_is_an_error() {
+        assert!(parse(&Bytes::from_static(b"{\"a\":\"\xff\"}")).is_err());
+    }
+
+    #[test]
+    fn plain_strings_share_the_input_and_escaped_ones_are_copied() {
+        let text = Bytes::from_static(br#"{"plain":"abc","escaped":"a\nb"}"#);
+        let value = parse(&text).unwrap();
+        let Value::Object(map) = value else {
+            panic!("not an object")
+        };
+        let inside = |string: &ByteString| text.as_ptr_range().contains(&string.as_ptr());
+        let (Some(Value::String(plain)), Some(Value::String(escaped))) =
+            (map.get("plain"), map.get("escaped"))
+        else {
+            panic!("fields missing: {map:?}")
+        };
+        assert_eq!(&plain[..], "abc");
+        assert!(
+            inside(plain),
+            "a string without escapes is a slice of the input"
+        );
+        assert_eq!(&escaped[..], "a\nb");
+        assert!(
+            !inside(escaped),
+            "an unescaped copy cannot point into the input"
+        );
+    }
+}
