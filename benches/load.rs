@@ -25,9 +25,12 @@ mod postgres;
 #[allow(dead_code)]
 #[path = "../tests/suite/common/proxy.rs"]
 mod proxy;
+// The generated input, shared with the in-process `pipeline` bench.
+#[path = "common/input.rs"]
+mod input;
 
 use kafka_broker::Broker;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +77,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let input = work.join("input.ndjson");
-    let bytes = generate(&input, lines);
+    let bytes = input::write(&input, lines);
     println!(
         "input: {lines} lines, {:.1} MiB ({} B/line), {cores} core(s)",
         mib(bytes),
@@ -347,47 +350,6 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Writes `lines` JSON access-log lines from a fixed seed; returns the byte count.
-fn generate(path: &Path, lines: usize) -> u64 {
-    let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let services = [
-        "checkout", "catalog", "auth", "search", "payments", "gateway",
-    ];
-    let methods = ["GET", "GET", "POST", "PUT", "DELETE"];
-    let statuses = [200, 200, 200, 201, 204, 404, 500];
-    let mut total = 0u64;
-    for i in 0..lines {
-        let r = next();
-        let line = format!(
-            r#"{{"timestamp":"2026-01-01T00:{:02}:{:02}.{:03}Z","level":"info","service":"{}","host":"node-{}","method":"{}","path":"/api/v1/items/{}","status":{},"bytes":{},"latency_ms":{}.{:02},"trace_id":"{:016x}{:016x}","message":"request {i}"}}"#,
-            (i / 60_000) % 60,
-            (i / 1000) % 60,
-            i % 1000,
-            services[(r % 6) as usize],
-            r % 50,
-            methods[(r >> 8) as usize % 5],
-            r % 100_000,
-            statuses[(r >> 16) as usize % 7],
-            (r >> 20) % 50_000,
-            (r >> 30) % 900,
-            (r >> 40) % 100,
-            next(),
-            next()
-        );
-        out.write_all(line.as_bytes()).unwrap();
-        out.write_all(b"\n").unwrap();
-        total += line.len() as u64 + 1;
-    }
-    out.flush().unwrap();
-    total
-}
-
 struct Measured {
     wall: f64,
     cpu: f64,
