@@ -28,6 +28,9 @@ mod proxy;
 // The generated input, shared with the in-process `pipeline` bench.
 #[path = "common/input.rs"]
 mod input;
+// Certificates for the TLS scenario.
+#[path = "../tests/suite/common/pki.rs"]
+mod pki;
 
 use kafka_broker::Broker;
 use std::io::{Read, Write};
@@ -108,15 +111,27 @@ fn main() {
     if !wanted("http") {
         return;
     }
-
-    // http -> buffer -> http: requests of 500 events from 4 concurrent clients, acknowledgements
-    // on (a request is answered once its events are delivered, or fsynced into the disk buffer).
-    let http_events = (lines / 4).max(500);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+
+    // http_server -> blackhole: 8 clients posting ~1 MiB NDJSON bodies, plaintext and TLS.
+    for (name, tls) in [
+        (
+            "http_server (1 MiB NDJSON bodies, json) -> blackhole",
+            false,
+        ),
+        ("http_server over TLS, same load -> blackhole", true),
+    ] {
+        let (result, sent) = runtime.block_on(http_ingest(&work, lines, cores, tls));
+        report(name, lines, sent, &result);
+    }
+
+    // http -> buffer -> http: requests of 500 events from 4 concurrent clients, acknowledgements
+    // on (a request is answered once its events are delivered, or fsynced into the disk buffer).
+    let http_events = (lines / 4).max(500);
     for (name, buffer) in [
         ("http -> memory buffer -> http", "      type: memory\n"),
         (
@@ -509,6 +524,96 @@ async fn http_run(
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
     (measured, sent_bytes.load(Ordering::SeqCst) as u64)
+}
+
+/// http_server (newline framing, JSON decoding) -> blackhole under 8 concurrent clients, each
+/// posting the input in ~1 MiB bodies, over plaintext or TLS (a server certificate signed by a
+/// CA made here; rustls in the agent and in the clients, which run on the other core). The
+/// clock starts at the first body, once the agent answers; returns the bytes posted.
+async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Measured, u64) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = work.join(format!("ingest-{}", Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (tls_config, client, scheme) = if tls {
+        let ca = pki::Pki::ca(&dir, "ca");
+        pki::Pki::leaf(&dir, "server", &ca);
+        let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        let config = format!(
+            "    tls:\n      crt_file: {d}/server.crt\n      key_file: {d}/server.key\n",
+            d = dir.display()
+        );
+        (config, client, "https")
+    } else {
+        (String::new(), reqwest::Client::new(), "http")
+    };
+    let mut bodies: Vec<bytes::Bytes> = Vec::new();
+    let mut body = String::with_capacity(1 << 21);
+    for line in input::lines(lines) {
+        body.push_str(&line);
+        body.push('\n');
+        if body.len() >= 1 << 20 {
+            bodies.push(std::mem::replace(&mut body, String::with_capacity(1 << 21)).into());
+        }
+    }
+    if !body.is_empty() {
+        bodies.push(body.into());
+    }
+    let sent: usize = bodies.iter().map(|b| b.len()).sum();
+    let (port, api_port) = (free_port(), free_port());
+    let config = format!(
+        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{port}\n    decoding:\n      codec: json\n{tls_config}sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        data = dir.join("data").display()
+    );
+    let (_, mut child) = start_agent(&dir, &config, cores);
+    let pid = child.id();
+    let url = format!("{scheme}://localhost:{port}/");
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while client.post(&url).body("").send().await.is_err() {
+        assert!(
+            Instant::now() < ready_by,
+            "the agent did not answer on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (client, url, bodies, next) =
+            (client.clone(), url.clone(), bodies.clone(), next.clone());
+        clients.push(tokio::spawn(async move {
+            while let Some(body) = bodies.get(next.fetch_add(1, Ordering::SeqCst)) {
+                loop {
+                    match client.post(&url).body(body.clone()).send().await {
+                        Ok(response) if response.status().is_success() => break,
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while metric(api_port, "component_received_events_total", "out") < lines as f64 {
+        assert!(Instant::now() < deadline, "http ingest did not finish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let measured = Measured {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(pid),
+        peak_rss_kib: peak_rss_kib(pid),
+    };
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&dir);
+    (measured, sent as u64)
 }
 
 /// One ~250-byte JSON event for the HTTP scenarios.

@@ -4,8 +4,12 @@
 //! beside it on the same input, so one run shows before and after.
 //!
 //! Usage: `cargo bench --bench pipeline` (`BENCH_LINES`, default 200,000; `BENCH_ROUNDS`,
-//! default 5, the best round is reported). One thread, no I/O: the stages' own cost, which
-//! `cargo bench --bench load` then shows end to end.
+//! default 5, the best round is reported; `BENCH_FILTER` runs only the stages whose names
+//! contain it). One thread, no I/O, events in batches of 1,000 as the sources make them: the
+//! stages' own cost, which `cargo bench --bench load` then shows end to end. Wall time varies
+//! ±20% between runs on a shared 2-core machine; for a before/after that must hold, count
+//! instructions: `valgrind --tool=callgrind` with `BENCH_ROUNDS=1 BENCH_FILTER=<stage>`, minus
+//! a run with a filter that matches nothing.
 
 // Only the lines are used here; the load harness writes them to a file.
 #[allow(dead_code)]
@@ -47,6 +51,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Events per batch, as the file source sends them.
+const BATCH: usize = 1000;
+
 /// The load harness's remap program.
 const REMAP: &str = ". = parse_json!(.message)\n.pipeline = \"bench\"\ndel(.trace_id)\n";
 
@@ -67,7 +74,11 @@ fn main() {
         "{:<48} {:>10} {:>9} {:>12}",
         "stage", "ns/event", "MiB/s", "allocs/event"
     );
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
     let stage = |name: &str, run: &mut dyn FnMut() -> usize| {
+        if !name.contains(filter.as_str()) {
+            return;
+        }
         let mut best = Duration::MAX;
         let mut allocations = 0;
         for _ in 0..rounds {
@@ -89,17 +100,31 @@ fn main() {
     // Decoding a JSON frame into an event: VRL's `Value` deserializer (what the codec used)
     // and the codec as it is.
     stage("decode json: VRL's deserializer", &mut || {
-        let events: Vec<Value> = frames
-            .iter()
-            .map(|f| serde_json::from_slice(f).unwrap())
-            .collect();
-        events.len()
+        let mut count = 0;
+        for batch in frames.chunks(BATCH) {
+            let events: Vec<Event> = batch
+                .iter()
+                .map(|f| Event::from(serde_json::from_slice::<Value>(f).unwrap()))
+                .collect();
+            count += events.len();
+        }
+        count
     });
     let decoder = Decoder::new(&DecodingConfig {
         codec: DecodingCodec::Json,
         on_error: None,
     });
-    stage("decode json: codec", &mut || decode(&decoder, &frames).len());
+    stage("decode json: codec", &mut || {
+        let mut count = 0;
+        for batch in frames.chunks(BATCH) {
+            let mut events = Vec::with_capacity(batch.len());
+            for frame in batch {
+                decoder.decode(frame.clone(), &mut events).unwrap();
+            }
+            count += events.len();
+        }
+        count
+    });
 
     // The remap program on `{ "message": line }`, with VRL's own parse_json and with the
     // agent's function set.
@@ -109,51 +134,64 @@ fn main() {
     let program = compile("bench", REMAP).unwrap();
     let mut runner = Runner::default();
     for (name, program) in [
-        ("remap(parse_json, add, del): VRL's parse_json", &vrl_program),
+        (
+            "remap(parse_json, add, del): VRL's parse_json",
+            &vrl_program,
+        ),
         ("remap(parse_json, add, del): agent", &program),
     ] {
         stage(name, &mut || {
-            let mut events: Vec<Event> = frames.iter().cloned().map(Event::from_message).collect();
-            for event in &mut events {
-                runner.run(program, &mut event.value).unwrap();
+            let mut count = 0;
+            for batch in frames.chunks(BATCH) {
+                let mut events = messages(batch);
+                for event in &mut events {
+                    runner.run(program, &mut event.value).unwrap();
+                }
+                count += events.len();
             }
-            events.len()
+            count
         });
     }
 
-    // Encoding the remapped events as NDJSON into one growing buffer, as the file sink does.
-    let mut remapped: Vec<Event> = frames.iter().cloned().map(Event::from_message).collect();
+    // Encoding remapped events as NDJSON into a buffer, as the file sink does (one batch of
+    // remapped events, encoded over and over).
+    let mut remapped = messages(&frames[..BATCH.min(count)]);
     for event in &mut remapped {
         runner.run(&program, &mut event.value).unwrap();
     }
     let encoder = Encoder::new(&EncodingConfig::default());
-    let mut buffer = Vec::with_capacity(input_bytes * 2);
+    let mut buffer = Vec::with_capacity(1 << 20);
     stage("encode ndjson", &mut || {
-        buffer.clear();
-        for event in &remapped {
-            encoder.encode_line(event, &mut buffer).unwrap();
+        let mut count = 0;
+        while count < frames.len() {
+            buffer.clear();
+            for event in remapped.iter().take(frames.len() - count) {
+                encoder.encode_line(event, &mut buffer).unwrap();
+                count += 1;
+            }
         }
-        remapped.len()
+        count
     });
 
-    // All three, as file -> remap -> file runs them, minus the I/O.
+    // All three, batch by batch, as file -> remap -> file runs them, minus the I/O.
     stage("frame -> remap -> ndjson", &mut || {
-        buffer.clear();
-        let mut events: Vec<Event> = frames.iter().cloned().map(Event::from_message).collect();
-        for event in &mut events {
-            runner.run(&program, &mut event.value).unwrap();
-            encoder.encode_line(event, &mut buffer).unwrap();
+        let mut count = 0;
+        for batch in frames.chunks(BATCH) {
+            buffer.clear();
+            let mut events = messages(batch);
+            for event in &mut events {
+                runner.run(&program, &mut event.value).unwrap();
+                encoder.encode_line(event, &mut buffer).unwrap();
+            }
+            count += events.len();
         }
-        events.len()
+        count
     });
 }
 
-fn decode(decoder: &Decoder, frames: &[Bytes]) -> Vec<Event> {
-    let mut events = Vec::with_capacity(frames.len());
-    for frame in frames {
-        decoder.decode(frame.clone(), &mut events).unwrap();
-    }
-    events
+/// `{ "message": frame }` events, as a source without decoding makes them.
+fn messages(frames: &[Bytes]) -> Vec<Event> {
+    frames.iter().cloned().map(Event::from_message).collect()
 }
 
 fn env_or(name: &str, default: usize) -> usize {

@@ -103,12 +103,14 @@ impl<'a> Visitor<'a> for SharedValue<'a> {
     }
 
     fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = ObjectMap::new();
+        // Collected, then built at once: `BTreeMap::from_iter` sorts (stably, so the last of
+        // duplicate keys wins, as with inserts) and fills nodes in order, instead of searching
+        // and shifting a node for every key.
+        let mut entries = Vec::with_capacity(16);
         while let Some(key) = map.next_key::<KeyString>()? {
-            let value = map.next_value_seed(self)?;
-            object.insert(key, value);
+            entries.push((key, map.next_value_seed(self)?));
         }
-        Ok(Value::Object(object))
+        Ok(Value::Object(ObjectMap::from_iter(entries)))
     }
 }
 
