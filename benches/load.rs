@@ -498,12 +498,7 @@ async fn http_run(
                     .map(http_line)
                     .collect();
                 sent_bytes.fetch_add(body.len(), Ordering::SeqCst);
-                loop {
-                    match client.post(&url).body(body.clone()).send().await {
-                        Ok(response) if response.status().is_success() => break,
-                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
+                post_until_accepted(&client, &url, body.into()).await;
             }
         }));
     }
@@ -589,12 +584,7 @@ async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Mea
             (client.clone(), url.clone(), bodies.clone(), next.clone());
         clients.push(tokio::spawn(async move {
             while let Some(body) = bodies.get(next.fetch_add(1, Ordering::SeqCst)) {
-                loop {
-                    match client.post(&url).body(body.clone()).send().await {
-                        Ok(response) if response.status().is_success() => break,
-                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
+                post_until_accepted(&client, &url, body.clone()).await;
             }
         }));
     }
@@ -614,6 +604,16 @@ async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Mea
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     (measured, sent as u64)
+}
+
+/// Posts `body` until the agent answers 2xx (it answers 503 while its pipeline is full).
+async fn post_until_accepted(client: &reqwest::Client, url: &str, body: bytes::Bytes) {
+    loop {
+        match client.post(url).body(body.clone()).send().await {
+            Ok(response) if response.status().is_success() => return,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// One ~250-byte JSON event for the HTTP scenarios.
