@@ -371,6 +371,17 @@ struct Measured {
     peak_rss_kib: u64,
 }
 
+impl Measured {
+    /// The agent `pid`'s CPU time and peak RSS so far, and the wall time since `started`.
+    fn of(pid: u32, started: Instant) -> Measured {
+        Measured {
+            wall: started.elapsed().as_secs_f64(),
+            cpu: cpu_seconds(pid),
+            peak_rss_kib: peak_rss_kib(pid),
+        }
+    }
+}
+
 fn run(scenario: &Scenario, work: &Path, input: &Path, lines: usize, cores: usize) -> Measured {
     let source = format!(
         "  in:\n    type: file\n    include: [{}]\n",
@@ -409,11 +420,7 @@ fn run_with(
             panic!("scenario `{}` did not finish", scenario.name);
         }
     }
-    let measured = Measured {
-        wall: started.elapsed().as_secs_f64(),
-        cpu: cpu_seconds(pid),
-        peak_rss_kib: peak_rss_kib(pid),
-    };
+    let measured = Measured::of(pid, started);
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     measured
@@ -510,11 +517,7 @@ async fn http_run(
     while received.load(Ordering::SeqCst) < total {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let measured = Measured {
-        wall: started.elapsed().as_secs_f64(),
-        cpu: cpu_seconds(pid),
-        peak_rss_kib: peak_rss_kib(pid),
-    };
+    let measured = Measured::of(pid, started);
     stop(&mut child);
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
@@ -596,11 +599,7 @@ async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Mea
         assert!(Instant::now() < deadline, "http ingest did not finish");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let measured = Measured {
-        wall: started.elapsed().as_secs_f64(),
-        cpu: cpu_seconds(pid),
-        peak_rss_kib: peak_rss_kib(pid),
-    };
+    let measured = Measured::of(pid, started);
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     (measured, sent as u64)
