@@ -1,10 +1,11 @@
 //! JSON text into an event [`Value`], sharing the text's buffer.
 //!
 //! Both ways JSON enters an event go through [`parse`]: the sources' `json` decoding and the
-//! VRL function `parse_json` (see `transforms::vrl_parse_json`). The text is checked to be UTF-8
-//! once, as a whole; then a string without escapes becomes a slice of it (a reference count:
-//! no allocation, no copy). Only strings with escapes and object keys are copied. VRL's own
-//! deserializer copies every string, which was ~40% of the cycles of a `parse_json` remap (perf).
+//! VRL function `parse_json` (see `transforms::vrl_parse_json`). Each document is copied once
+//! into its own buffer and checked to be UTF-8 as a whole; then a string without escapes
+//! becomes a slice of that copy (a reference count: no allocation of its own). Only strings
+//! with escapes and object keys are copied one by one. VRL's own deserializer allocates every
+//! string, which was ~40% of the cycles of a `parse_json` remap (perf).
 //! Numbers, `null`, booleans, arrays, duplicate keys (the last one wins) and every error come
 //! out exactly as VRL's `Value` deserializer makes them.
 //!
