@@ -364,7 +364,6 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// Writes `lines` JSON access-log lines from a fixed seed; returns the byte count.
 struct Measured {
     wall: f64,
     cpu: f64,

@@ -11,8 +11,8 @@ fn main() -> std::process::ExitCode {
 /// Where the kernel's THP mode is `always` (a common default), the first touch of any 2 MiB
 /// aligned heap region faults in a whole 2 MiB page: the allocator's arena, buffers and thread
 /// stacks each cost 2 MiB of RSS however little they hold. With THP off (measured, README
-/// "Performance"): idle RSS 30 -> 24 MiB, the remap pipeline's peak 55 -> 42 MiB, Parquet's
-/// 180 -> 119 MiB, CPU unchanged within noise. Sidecars run one agent per pod, so resident
+/// "Performance"): idle RSS 30 -> 22 MiB, the remap pipeline's peak 55 -> 45 MiB, Parquet's
+/// 140 -> 112 MiB, CPU unchanged within noise. Sidecars run one agent per pod, so resident
 /// memory is what they cost.
 ///
 /// mimalloc reads the option once, when it starts, before `main`, and then disables THP for

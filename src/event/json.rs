@@ -20,7 +20,7 @@ use std::fmt;
 use vrl::compiler::prelude::NotNan;
 
 /// Parses one JSON document (surrounding whitespace allowed) into a [`Value`].
-pub fn parse(text: &Bytes) -> Result<Value, serde_json::Error> {
+pub fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
     // A copy of the text first: a frame is a slice of the source's read buffer (256 KiB for a
     // file), and a string kept by a transform (reduce, window) would keep all of that alive.
     // Copied, a kept string holds at most its own document. One allocation, where copying

@@ -1,5 +1,5 @@
 //! VRL's `parse_json`, registered under its own name, parsing through [`crate::event::json`]:
-//! the parsed strings share the input's buffer instead of being copied one by one.
+//! the parsed strings are slices of one copy of the input instead of a copy each.
 //!
 //! Everything a user sees is VRL's: the parameters, the documentation, the type the compiler
 //! infers and the error messages. The `max_depth` form is VRL's own implementation unchanged;
@@ -8,7 +8,6 @@
 //! fails and the text is not valid UTF-8.
 
 use crate::event::json;
-use bytes::Bytes;
 use vrl::compiler::prelude::*;
 use vrl::stdlib::ParseJson as VrlParseJson;
 
@@ -89,7 +88,7 @@ impl FunctionExpression for ParseJsonFn {
             Some(lossy) => lossy.resolve(ctx)?.try_boolean()?,
             None => true,
         };
-        parse(text, lossy).map_err(|error| format!("unable to parse json: {error}").into())
+        parse(&text, lossy).map_err(|error| format!("unable to parse json: {error}").into())
     }
 
     fn type_def(&self, state: &TypeState) -> TypeDef {
@@ -99,22 +98,17 @@ impl FunctionExpression for ParseJsonFn {
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
-fn parse(text: Bytes, lossy: bool) -> Result<Value, serde_json::Error> {
-    match json::parse(&strip_bom(text.clone())) {
-        Err(_) if lossy && std::str::from_utf8(&text).is_err() => {
-            let repaired = Bytes::from(String::from_utf8_lossy(&text).into_owned());
-            json::parse(&strip_bom(repaired))
+fn parse(text: &[u8], lossy: bool) -> Result<Value, serde_json::Error> {
+    match json::parse(strip_bom(text)) {
+        Err(_) if lossy && std::str::from_utf8(text).is_err() => {
+            json::parse(strip_bom(String::from_utf8_lossy(text).as_bytes()))
         }
         result => result,
     }
 }
 
-fn strip_bom(text: Bytes) -> Bytes {
-    if text.starts_with(UTF8_BOM) {
-        text.slice(UTF8_BOM.len()..)
-    } else {
-        text
-    }
+fn strip_bom(text: &[u8]) -> &[u8] {
+    text.strip_prefix(UTF8_BOM).unwrap_or(text)
 }
 
 #[cfg(test)]
