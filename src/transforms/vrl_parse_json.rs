@@ -174,6 +174,26 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_programs_use_this_parse_json() {
+        // Plain strings of one document are slices of one copy of it: "abc" and "def" lie as
+        // far apart as in the text (10 bytes), which separate allocations (VRL's own
+        // parse_json, 8-byte aligned) cannot.
+        let program = crate::transforms::vrl_program::compile("t", ". = parse_json!(.m)").unwrap();
+        let mut value = Value::from(vrl::value::ObjectMap::from([(
+            "m".into(),
+            Value::from(r#"{"a":"abc","b":"def"}"#),
+        )]));
+        crate::transforms::vrl_program::Runner::default()
+            .run(&program, &mut value)
+            .unwrap();
+        let field = |name: &str| value.as_object().and_then(|map| map.get(name));
+        let (Some(Value::String(a)), Some(Value::String(b))) = (field("a"), field("b")) else {
+            panic!("{value:?}")
+        };
+        assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 10);
+    }
+
+    #[test]
     fn the_type_is_vrls() {
         let ours: Vec<Box<dyn Function>> = vec![Box::new(ParseJson)];
         let program = "x = parse_json!(.m); upcase(x)";
