@@ -153,11 +153,13 @@ impl Flush for FileSink {
         let mut by_path = std::mem::take(&mut self.buffers);
         // Events that could not be written, with the reason: dead-lettered or rejected below.
         let mut failed: Vec<(usize, String)> = Vec::new();
+        // A static path is looked up once per batch, not hashed (and cloned) per event.
+        let static_slot = self.static_path.as_ref().map(|path| slot(&mut by_path, path));
         for (index, event) in events.iter().enumerate() {
-            let path = match &self.static_path {
-                Some(path) => path.clone(),
+            let at = match static_slot {
+                Some(at) => at,
                 None => match self.template.render(event) {
-                    Ok(path) => PathBuf::from(path),
+                    Ok(path) => slot(&mut by_path, Path::new(&path)),
                     Err(error) => {
                         self.metrics.error("template_failed");
                         tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path");
@@ -166,7 +168,7 @@ impl Flush for FileSink {
                     }
                 },
             };
-            let (buf, members) = by_path.entry(path).or_default();
+            let (_, (buf, members)) = by_path.get_index_mut(at).expect("a slot of this map");
             match self.encoder.encode_line(event, buf) {
                 Ok(()) => members.push(index),
                 Err(error) => {
@@ -215,6 +217,14 @@ impl Flush for FileSink {
             .await;
         }
         self.close_idle();
+    }
+}
+
+/// Where `path`'s encode buffer is in `buffers`, made when missing.
+fn slot(buffers: &mut IndexMap<PathBuf, (Vec<u8>, Vec<usize>)>, path: &Path) -> usize {
+    match buffers.get_index_of(path) {
+        Some(at) => at,
+        None => buffers.insert_full(path.to_path_buf(), Default::default()).0,
     }
 }
 
