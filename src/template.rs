@@ -10,6 +10,8 @@ use vrl::path::OwnedValuePath;
 #[derive(Debug, Clone)]
 enum Part {
     Literal(String),
+    /// A literal with strftime specifiers, parsed once.
+    Time(Vec<Item<'static>>),
     Field(String, OwnedValuePath),
 }
 
@@ -52,17 +54,17 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_string()));
         }
-        let mut has_strftime = false;
-        for part in &parts {
+        for part in &mut parts {
             if let Part::Literal(literal) = part {
                 if literal.contains('%') {
-                    has_strftime = true;
-                    if StrftimeItems::new(literal).any(|item| matches!(item, Item::Error)) {
-                        return Err(format!("invalid strftime specifier in template `{text}`"));
-                    }
+                    let items = StrftimeItems::new(literal)
+                        .parse_to_owned()
+                        .map_err(|_| format!("invalid strftime specifier in template `{text}`"))?;
+                    *part = Part::Time(items);
                 }
             }
         }
+        let has_strftime = parts.iter().any(|p| matches!(p, Part::Time(..)));
         let has_fields = parts.iter().any(|p| matches!(p, Part::Field(..)));
         Ok(Template {
             parts,
@@ -79,38 +81,46 @@ impl Template {
     /// Renders for one event. Field values have `/` replaced by `_` so an event cannot steer
     /// a path outside the directory the template names.
     pub fn render(&self, event: &Event) -> Result<String, RenderError> {
-        let time = if self.has_strftime {
-            Some(event_time(event))
-        } else {
-            None
-        };
-        let mut out = String::new();
+        use std::fmt::Write;
+        let time = self.has_strftime.then(|| event_time(event));
+        let mut out = String::with_capacity(64);
         for part in &self.parts {
             match part {
-                Part::Literal(literal) => match time {
-                    Some(time) if literal.contains('%') => {
-                        use std::fmt::Write;
-                        let _ = write!(out, "{}", time.format(literal));
+                Part::Literal(literal) => out.push_str(literal),
+                Part::Time(items) => {
+                    if let Some(time) = time {
+                        let _ = write!(out, "{}", time.format_with_items(items.iter()));
                     }
-                    _ => out.push_str(literal),
-                },
+                }
                 Part::Field(name, path) => {
-                    let text = match event.value.get(path) {
+                    let start = out.len();
+                    let _ = match event.value.get(path) {
                         Some(v @ (Value::Bytes(_) | Value::String(_))) => {
-                            v.to_str_lossy().unwrap_or_default().into_owned()
+                            out.push_str(&v.to_str_lossy().unwrap_or_default());
+                            Ok(())
                         }
-                        Some(Value::Integer(i)) => i.to_string(),
-                        Some(Value::Float(f)) => f.to_string(),
-                        Some(Value::Boolean(b)) => b.to_string(),
-                        Some(Value::Timestamp(t)) => t.to_rfc3339(),
+                        Some(Value::Integer(i)) => write!(out, "{i}"),
+                        Some(Value::Float(f)) => write!(out, "{f}"),
+                        Some(Value::Boolean(b)) => write!(out, "{b}"),
+                        Some(Value::Timestamp(t)) => write!(out, "{}", t.to_rfc3339()),
                         _ => return Err(RenderError(name.clone())),
                     };
-                    let text = text.replace(['/', '\0'], "_");
-                    out.push_str(if text == ".." { "__" } else { &text });
+                    confine(&mut out, start);
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// Makes the field value at `out[start..]` a plain name: `/` and NUL become `_`, and `..`
+/// becomes `__`.
+fn confine(out: &mut String, start: usize) {
+    if &out[start..] == ".." {
+        out.replace_range(start.., "__");
+    } else if memchr::memchr2(b'/', b'\0', &out.as_bytes()[start..]).is_some() {
+        let confined = out[start..].replace(['/', '\0'], "_");
+        out.replace_range(start.., &confined);
     }
 }
 
@@ -139,6 +149,25 @@ mod tests {
         let t = Template::parse("/out/{{ service }}/{{.a.b}}-%Y-%m-%d.log").unwrap();
         let e = event(r#"{"service":"api","a":{"b":7},"timestamp":"2024-03-05T10:00:00Z"}"#);
         assert_eq!(t.render(&e).unwrap(), "/out/api/7-2024-03-05.log");
+    }
+
+    #[test]
+    fn renders_every_scalar_and_strftime_between_fields() {
+        let t = Template::parse("{{ n }}_{{ f }}_{{ b }}/%H%%{{ s }}/date=%Y-%m-%d/").unwrap();
+        let e = event(
+            r#"{"n":-42,"f":1.5,"b":true,"s":"a/b\u0000c","timestamp":"2024-03-05T10:00:00Z"}"#,
+        );
+        assert_eq!(
+            t.render(&e).unwrap(),
+            "-42_1.5_true/10%a_b_c/date=2024-03-05/"
+        );
+        let mut with_time = e.clone();
+        let at = chrono::DateTime::parse_from_rfc3339("2025-12-31T23:00:00Z").unwrap();
+        with_time.insert("timestamp", Value::Timestamp(at.with_timezone(&Utc)));
+        assert_eq!(
+            t.render(&with_time).unwrap(),
+            "-42_1.5_true/23%a_b_c/date=2025-12-31/"
+        );
     }
 
     #[test]

@@ -154,7 +154,10 @@ impl Flush for FileSink {
         // Events that could not be written, with the reason: dead-lettered or rejected below.
         let mut failed: Vec<(usize, String)> = Vec::new();
         // A static path is looked up once per batch, not hashed (and cloned) per event.
-        let static_slot = self.static_path.as_ref().map(|path| slot(&mut by_path, path));
+        let static_slot = self
+            .static_path
+            .as_ref()
+            .map(|path| slot(&mut by_path, path));
         for (index, event) in events.iter().enumerate() {
             let at = match static_slot {
                 Some(at) => at,
@@ -224,7 +227,11 @@ impl Flush for FileSink {
 fn slot(buffers: &mut IndexMap<PathBuf, (Vec<u8>, Vec<usize>)>, path: &Path) -> usize {
     match buffers.get_index_of(path) {
         Some(at) => at,
-        None => buffers.insert_full(path.to_path_buf(), Default::default()).0,
+        None => {
+            buffers
+                .insert_full(path.to_path_buf(), Default::default())
+                .0
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use indexmap::IndexMap;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCodec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
 use std::sync::Arc;
 use vrl::path::OwnedValuePath;
@@ -165,6 +166,7 @@ impl ParquetEncoder {
                 )
             })
             .unzip();
+        let properties = self.properties_for(&fields, &arrays);
         let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new_with_options(
             schema.clone(),
@@ -172,7 +174,7 @@ impl ParquetEncoder {
             &arrow_array::RecordBatchOptions::new().with_row_count(Some(count)),
         )
         .map_err(|e| format!("cannot build the record batch: {e}"))?;
-        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.properties.clone()))
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
             .map_err(|e| format!("cannot start the Parquet file: {e}"))?;
         writer
             .write(&batch)
@@ -180,6 +182,31 @@ impl ParquetEncoder {
         writer
             .into_inner()
             .map_err(|e| format!("cannot finish the Parquet file: {e}"))
+    }
+
+    /// The writer's properties for one file: a column whose values are mostly distinct is
+    /// written without a dictionary. The writer interns every value of a dictionary column
+    /// (a hash and a compare each) and writes the values again as the dictionary page, which
+    /// for unique values (ids, messages, times) costs time and makes the column larger than
+    /// plain values would. parquet-mr makes the same call after a column's first page; the
+    /// Rust writer only falls back when the dictionary outgrows its page limit (1 MiB).
+    fn properties_for(&self, fields: &[Field], arrays: &[ArrayRef]) -> WriterProperties {
+        let plain: Vec<&Field> = fields
+            .iter()
+            .zip(arrays)
+            .filter(|(_, array)| mostly_distinct(array))
+            .map(|(field, _)| field)
+            .collect();
+        if plain.is_empty() {
+            return self.properties.clone();
+        }
+        plain
+            .into_iter()
+            .fold(self.properties.clone().into_builder(), |builder, field| {
+                let column = ColumnPath::new(vec![field.name().clone()]);
+                builder.set_column_dictionary_enabled(column, false)
+            })
+            .build()
     }
 
     /// One Parquet file holding every event, and how many values did not fit their column.
@@ -270,11 +297,19 @@ impl Rows {
                 let mut at = 0;
                 for (key, value) in map {
                     let key = key.as_str();
-                    while at < self.columns.len() && self.columns[at].column.name.as_str() < key {
-                        self.columns[at].builder.append_null();
+                    // One comparison per column passed: columns before the key get a null.
+                    let found = loop {
+                        let Some(state) = self.columns.get_mut(at) else {
+                            break false;
+                        };
+                        match state.column.name.as_str().cmp(key) {
+                            std::cmp::Ordering::Less => state.builder.append_null(),
+                            std::cmp::Ordering::Equal => break true,
+                            std::cmp::Ordering::Greater => break false,
+                        }
                         at += 1;
-                    }
-                    if at == self.columns.len() || self.columns[at].column.name != key {
+                    };
+                    if !found {
                         let kind = kind_of(value).unwrap_or(ColumnType::String);
                         self.columns
                             .insert(at, ColumnState::new(key, kind, self.rows));
@@ -327,6 +362,42 @@ pub(super) fn arrow_value(array: &ArrayRef, row: usize) -> Option<Value> {
         }
         _ => return None,
     })
+}
+
+/// Whether most of the first values of a column (up to 256, at least 64) differ from each
+/// other: the sign that a dictionary would not pay for itself.
+fn mostly_distinct(array: &ArrayRef) -> bool {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
+    use arrow_schema::DataType;
+    const SAMPLE: usize = 256;
+    fn distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> bool {
+        let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+        let mut sampled = 0;
+        for value in values.take(SAMPLE) {
+            seen.insert(value);
+            sampled += 1;
+        }
+        sampled >= 64 && seen.len() * 2 > sampled
+    }
+    match array.data_type() {
+        DataType::Utf8 => distinct(array.as_string::<i32>().iter().flatten()),
+        DataType::Int64 => distinct(array.as_primitive::<Int64Type>().iter().flatten()),
+        DataType::Float64 => distinct(
+            array
+                .as_primitive::<Float64Type>()
+                .iter()
+                .flatten()
+                .map(f64::to_bits),
+        ),
+        DataType::Timestamp(..) => distinct(
+            array
+                .as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .flatten(),
+        ),
+        _ => false,
+    }
 }
 
 /// The type a value suggests for its column.
@@ -389,7 +460,9 @@ impl Builder {
         let fits = match self {
             Builder::String(b) => {
                 match value {
-                    Value::Bytes(bytes) => b.append_value(String::from_utf8_lossy(bytes)),
+                    Value::Bytes(_) | Value::String(_) => {
+                        b.append_value(value.to_str_lossy().unwrap_or_default())
+                    }
                     Value::Object(_) | Value::Array(_) => b.append_value(json(value)),
                     other => b.append_value(other.to_string_lossy()),
                 }
@@ -431,11 +504,11 @@ impl Builder {
             Builder::Timestamp(b) => {
                 let micros = match value {
                     Value::Timestamp(t) => Some(t.timestamp_micros()),
-                    Value::Bytes(_) | Value::String(_) => {
-                        chrono::DateTime::parse_from_rfc3339(&value.to_string_lossy())
-                            .ok()
-                            .map(|t| t.timestamp_micros())
-                    }
+                    Value::Bytes(_) | Value::String(_) => chrono::DateTime::parse_from_rfc3339(
+                        &value.to_str_lossy().unwrap_or_default(),
+                    )
+                    .ok()
+                    .map(|t| t.timestamp_micros()),
                     _ => None,
                 };
                 match micros {
@@ -625,5 +698,40 @@ mod tests {
             .unwrap();
         assert_eq!(at.value(0), 1_795_514_400_000_000);
         assert!(arrow_array::Array::is_null(at, 1));
+    }
+
+    #[test]
+    fn mostly_distinct_columns_are_written_without_a_dictionary() {
+        use parquet::basic::Encoding;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let events: Vec<Event> = (0..1000)
+            .map(|i| {
+                event(&format!(
+                    r#"{{"id":"id-{i}","n":{i},"x":{i}.5,"level":"{}","code":{}}}"#,
+                    ["info", "warn"][i % 2],
+                    200 + i % 3
+                ))
+            })
+            .collect();
+        let encoder = ParquetEncoder::new(&ParquetConfig::default()).unwrap();
+        let (bytes, _) = encoder.encode(&events).unwrap();
+        let reader = SerializedFileReader::new(Bytes::from(bytes.clone())).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            let column = (0..row_group.num_columns())
+                .map(|i| row_group.column(i))
+                .find(|c| c.column_path().string() == name)
+                .unwrap();
+            column.encodings().any(|e| e == Encoding::RLE_DICTIONARY)
+        };
+        assert!(!dictionary("id") && !dictionary("n") && !dictionary("x"));
+        assert!(dictionary("level") && dictionary("code"));
+        // Every value is there either way.
+        let batch = read(bytes);
+        assert_eq!(batch.num_rows(), 1000);
+        let ids = batch.column_by_name("id").unwrap();
+        assert_eq!(arrow_value(ids, 999), Some(Value::from("id-999")));
+        let codes = batch.column_by_name("code").unwrap();
+        assert_eq!(arrow_value(codes, 4), Some(Value::Integer(201)));
     }
 }
