@@ -94,7 +94,7 @@ impl Template {
                 }
                 Part::Field(name, path) => {
                     let start = out.len();
-                    let _ = match event.value.get(path) {
+                    let _ = match event.at(path) {
                         Some(v @ (Value::Bytes(_) | Value::String(_))) => {
                             out.push_str(&v.to_str_lossy().unwrap_or_default());
                             Ok(())

@@ -9,6 +9,7 @@ pub mod json;
 
 use bytes::Bytes;
 pub use finalizer::{BatchNotifier, BatchStatus, Finalizers, SourcePosition};
+use vrl::path::{OwnedSegment, OwnedValuePath};
 pub use vrl::value::{KeyString, ObjectMap, Value};
 
 /// The field a source puts raw line bytes into, and the `text` codec writes out.
@@ -34,6 +35,17 @@ impl Event {
     pub fn insert(&mut self, key: &str, value: impl Into<Value>) {
         if let Value::Object(map) = &mut self.value {
             map.insert(KeyString::from(key), value.into());
+        }
+    }
+
+    /// The value at `path`, as VRL's `Value::get` finds it. A top-level field (what most
+    /// configured paths name) is one map lookup, where VRL's general path walk costs ~15% more
+    /// (callgrind: ~290 against ~335 instructions in an 11-field event; both search the
+    /// object's keys in order). Components read configured fields through this.
+    pub fn at(&self, path: &OwnedValuePath) -> Option<&Value> {
+        match (&self.value, path.segments.as_slice()) {
+            (Value::Object(map), [OwnedSegment::Field(key)]) => map.get(key),
+            (value, _) => value.get(path),
         }
     }
 
@@ -77,5 +89,36 @@ impl EventBatch {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_reads_the_same_value_as_vrls_path_walk() {
+        let text = r#"{"a":1,"b":{"c":[5,{"d":"x"}]},"e.f":2,"":3}"#;
+        let event = Event::from(serde_json::from_str::<Value>(text).unwrap());
+        for path in [
+            ".a",
+            ".b",
+            ".b.c",
+            ".b.c[1].d",
+            ".\"e.f\"",
+            ".e.f",
+            ".missing",
+            ".\"\"",
+            ".",
+        ] {
+            let path = vrl::path::parse_value_path(path).unwrap();
+            assert_eq!(event.at(&path), event.value.get(&path), "{path}");
+        }
+        assert_eq!(
+            event.at(&vrl::path::parse_value_path(".a").unwrap()),
+            Some(&Value::Integer(1))
+        );
+        let scalar = Event::from(Value::Integer(7));
+        assert_eq!(scalar.at(&vrl::path::parse_value_path(".a").unwrap()), None);
     }
 }

@@ -260,7 +260,7 @@ fn random_key() -> String {
 
 impl KinesisSink {
     fn key(&self, event: &Event) -> String {
-        let value = self.partition_key.as_ref().and_then(|p| event.value.get(p));
+        let value = self.partition_key.as_ref().and_then(|p| event.at(p));
         match value {
             None | Some(Value::Null) => random_key(),
             // Kinesis keys are 1-256 Unicode characters.

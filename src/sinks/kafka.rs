@@ -317,14 +317,9 @@ impl KafkaSink {
                 ));
                 continue;
             }
-            let key = self
-                .key
-                .as_ref()
-                .and_then(|p| event.value.get(p))
-                .map(value_bytes);
+            let key = self.key.as_ref().and_then(|p| event.at(p)).map(value_bytes);
             let mut headers = OwnedHeaders::new();
-            if let Some(Value::Object(map)) = self.headers.as_ref().and_then(|p| event.value.get(p))
-            {
+            if let Some(Value::Object(map)) = self.headers.as_ref().and_then(|p| event.at(p)) {
                 for (name, value) in map {
                     headers = headers.insert(Header {
                         key: name.as_str(),

@@ -367,7 +367,7 @@ impl Transform for Anomaly {
     fn transform(&mut self, events: Vec<Event>, outputs: &mut [Vec<Event>]) {
         let (mut not_numeric, mut evicted, mut anomalies) = (0u64, 0u64, 0u64);
         for mut event in events {
-            let value = match event.value.get(&self.field) {
+            let value = match event.at(&self.field) {
                 Some(Value::Integer(i)) => Some(*i as f64),
                 Some(Value::Float(f)) => Some(f.into_inner()),
                 _ => None,
@@ -381,7 +381,7 @@ impl Transform for Anomaly {
             let key: Vec<Value> = self
                 .group_by
                 .iter()
-                .map(|p| event.value.get(p).cloned().unwrap_or(Value::Null))
+                .map(|p| event.at(p).cloned().unwrap_or(Value::Null))
                 .collect();
             let mut model = match self.models.shift_remove(&key) {
                 Some(model) => model,

@@ -161,7 +161,7 @@ impl Reduce {
             .iter()
             .map(|(path, strategy)| match strategy {
                 Strategy::Array | Strategy::Concat | Strategy::ConcatNewline => {
-                    Some(event.value.get(path).cloned().into_iter().collect())
+                    Some(event.at(path).cloned().into_iter().collect())
                 }
                 _ => None,
             })
@@ -181,12 +181,12 @@ impl Reduce {
         group.finalizers.merge(finalizers.clone());
         for ((path, strategy), collected) in self.strategies.iter().zip(group.collected.iter_mut())
         {
-            let Some(value) = event.value.get(path) else {
+            let Some(value) = event.at(path) else {
                 continue;
             };
             match strategy {
                 Strategy::Discard => {
-                    if group.merged.value.get(path).is_none() {
+                    if group.merged.at(path).is_none() {
                         group.merged.value.insert(path, value.clone());
                     }
                 }
@@ -194,7 +194,7 @@ impl Reduce {
                     group.merged.value.insert(path, value.clone());
                 }
                 Strategy::Sum | Strategy::Max | Strategy::Min => {
-                    let combined = combine(group.merged.value.get(path), value, *strategy);
+                    let combined = combine(group.merged.at(path), value, *strategy);
                     group.merged.value.insert(path, combined);
                 }
                 Strategy::Array | Strategy::Concat | Strategy::ConcatNewline => {
@@ -290,7 +290,7 @@ impl StatefulTransform for Reduce {
             let key: Vec<Value> = self
                 .group_by
                 .iter()
-                .map(|p| event.value.get(p).cloned().unwrap_or(Value::Null))
+                .map(|p| event.at(p).cloned().unwrap_or(Value::Null))
                 .collect();
             let starts = self.check(self.starts_when.clone().as_ref(), &mut event);
             let ends = self.check(self.ends_when.clone().as_ref(), &mut event);

@@ -28,7 +28,7 @@ pub fn hash_fields(event: &crate::event::Event, fields: &[vrl::path::OwnedValueP
         event.value.hash(&mut hasher);
     }
     for path in fields {
-        event.value.get(path).hash(&mut hasher);
+        event.at(path).hash(&mut hasher);
     }
     hasher.finish()
 }

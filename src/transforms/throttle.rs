@@ -92,7 +92,7 @@ impl Transform for Throttle {
             let key = self
                 .key
                 .as_ref()
-                .and_then(|p| event.value.get(p).cloned())
+                .and_then(|p| event.at(p).cloned())
                 .unwrap_or(Value::Null);
             let (mut tokens, last) = self
                 .buckets

@@ -59,6 +59,8 @@ pub enum Cell {
     F64(f64),
     Numeric(Decimal),
     Text(String),
+    /// A string of the event itself, shared (a reference count), not copied.
+    SharedText(bytestring::ByteString),
     Bytes(Vec<u8>),
     Timestamp(DateTime<Utc>),
     NaiveTimestamp(NaiveDateTime),
@@ -83,6 +85,7 @@ impl ToSql for Cell {
             Cell::F64(v) => v.to_sql(ty, out),
             Cell::Numeric(v) => v.to_sql(ty, out),
             Cell::Text(v) => v.to_sql(ty, out),
+            Cell::SharedText(v) => (&**v).to_sql(ty, out),
             Cell::Bytes(v) => v.to_sql(ty, out),
             Cell::Timestamp(v) => v.to_sql(ty, out),
             Cell::NaiveTimestamp(v) => v.to_sql(ty, out),
@@ -104,7 +107,7 @@ impl Column {
     pub fn cell(&self, event: &Event) -> Result<Cell, String> {
         let value = match &self.field {
             None => Some(&event.value),
-            Some(path) => event.value.get(path),
+            Some(path) => event.at(path),
         };
         match value {
             None | Some(Value::Null) if self.required => Err(format!(
@@ -122,7 +125,10 @@ impl Column {
 /// too, timestamps from RFC 3339 text or Unix seconds, anything into text and JSON.
 fn convert(value: &Value, ty: &Type) -> Result<Cell, String> {
     let cell = match *ty {
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Cell::Text(text(value)),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => match value {
+            Value::String(shared) => Cell::SharedText(shared.clone()),
+            other => Cell::Text(text(other)),
+        },
         Type::INT2 => Cell::I16(narrow(integer(value)?)?),
         Type::INT4 => Cell::I32(narrow(integer(value)?)?),
         Type::INT8 => Cell::I64(integer(value)?),

@@ -103,7 +103,7 @@ impl Aggregation {
     /// Adds one event (at event time `time`) to the accumulator.
     pub fn add(&self, acc: &mut Acc, event: &Event, time: i64) {
         let value = match &self.field {
-            Some(path) => match event.value.get(path) {
+            Some(path) => match event.at(path) {
                 Some(Value::Null) | None => return,
                 Some(v) => v,
             },

@@ -258,7 +258,7 @@ impl Window {
         let Some(path) = &self.time_field else {
             return Some(now);
         };
-        match event.value.get(path)? {
+        match event.at(path)? {
             Value::Timestamp(t) => Some(t.timestamp_millis()),
             Value::Integer(secs) => secs.checked_mul(1000),
             Value::Float(secs) => Some((secs.into_inner() * 1000.0) as i64),
@@ -276,7 +276,7 @@ impl Window {
         let Some(path) = &self.time_field else {
             return String::new();
         };
-        match event.value.get(path) {
+        match event.at(path) {
             Some(value) => format!("time_field {path} is {value}"),
             None => format!("time_field {path} is missing"),
         }
@@ -285,7 +285,7 @@ impl Window {
     fn key(&self, event: &Event) -> Vec<Value> {
         self.group_by
             .iter()
-            .map(|path| event.value.get(path).cloned().unwrap_or(Value::Null))
+            .map(|path| event.at(path).cloned().unwrap_or(Value::Null))
             .collect()
     }
 
