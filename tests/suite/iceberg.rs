@@ -797,3 +797,54 @@ sinks:{lake}
         agent.terminate(Duration::from_secs(15));
     }
 }
+
+/// Each writer group settles its columns' encodings from the batch that opens it: unique ids
+/// are written plain, the four services with a dictionary. Reads the data files with the
+/// parquet crate. A file source, so the whole input is there at start and the first batch
+/// holds hundreds of rows (one 256 KiB read), enough for the 64-value sample.
+#[test]
+fn unique_columns_are_written_without_a_dictionary() {
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let lines: String = (0..2000).map(|id| line(id) + "\n").collect();
+    std::fs::write(&input, lines).unwrap();
+    let config = format!(
+        "data_dir: {}\nsources:\n  in:\n    type: file\n    include: [\"{}\"]\n    decoding: {{codec: json}}\nsinks:{}",
+        dir.path().join("data").display(),
+        input.display(),
+        sink_yaml(dir.path(), "in", "")
+    );
+    let data = dir.path().join("warehouse/logs/events/data");
+    let parquet_files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&data)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+            .collect()
+    };
+    let mut agent = Agent::start(dir.path(), &config);
+    wait_until(WAIT, "a data file", || !parquet_files().is_empty());
+    // Shutdown finishes and commits the open files.
+    assert!(agent.terminate(WAIT).success(), "{}", agent.stderr());
+    let files = parquet_files();
+    assert!(!files.is_empty());
+    for file in files {
+        let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+        for row_group in reader.metadata().row_groups() {
+            let dictionary = |name: &str| {
+                let column = row_group
+                    .columns()
+                    .iter()
+                    .find(|c| c.column_path().string() == name)
+                    .unwrap();
+                column.encodings().any(|e| e == Encoding::RLE_DICTIONARY)
+            };
+            assert!(!dictionary("id"), "{}: ids are unique", file.display());
+            assert!(dictionary("service"), "{}: four services", file.display());
+        }
+    }
+}

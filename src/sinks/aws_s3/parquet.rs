@@ -166,7 +166,8 @@ impl ParquetEncoder {
                 )
             })
             .unzip();
-        let properties = self.properties_for(&fields, &arrays);
+        let names = fields.iter().map(|f| f.name().as_str());
+        let properties = plain_where_distinct(&self.properties, names.zip(&arrays));
         let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new_with_options(
             schema.clone(),
@@ -182,31 +183,6 @@ impl ParquetEncoder {
         writer
             .into_inner()
             .map_err(|e| format!("cannot finish the Parquet file: {e}"))
-    }
-
-    /// The writer's properties for one file: a column whose values are mostly distinct is
-    /// written without a dictionary. The writer interns every value of a dictionary column
-    /// (a hash and a compare each) and writes the values again as the dictionary page, which
-    /// for unique values (ids, messages, times) costs time and makes the column larger than
-    /// plain values would. parquet-mr makes the same call after a column's first page; the
-    /// Rust writer only falls back when the dictionary outgrows its page limit (1 MiB).
-    fn properties_for(&self, fields: &[Field], arrays: &[ArrayRef]) -> WriterProperties {
-        let plain: Vec<&Field> = fields
-            .iter()
-            .zip(arrays)
-            .filter(|(_, array)| mostly_distinct(array))
-            .map(|(field, _)| field)
-            .collect();
-        if plain.is_empty() {
-            return self.properties.clone();
-        }
-        plain
-            .into_iter()
-            .fold(self.properties.clone().into_builder(), |builder, field| {
-                let column = ColumnPath::new(vec![field.name().clone()]);
-                builder.set_column_dictionary_enabled(column, false)
-            })
-            .build()
     }
 
     /// One Parquet file holding every event, and how many values did not fit their column.
@@ -362,6 +338,32 @@ pub(super) fn arrow_value(array: &ArrayRef, row: usize) -> Option<Value> {
         }
         _ => return None,
     })
+}
+
+/// `base`, with the dictionary turned off for each of `columns` whose values are mostly
+/// distinct. The writer interns every value of a dictionary column (a hash and a compare each)
+/// and writes the values again as the dictionary page, which for unique values (ids, messages,
+/// times) costs time and makes the column larger than plain values would. parquet-mr makes the
+/// same call after a column's first page; the Rust writer only falls back when the dictionary
+/// outgrows its page limit (1 MiB). Decided per aws_s3 object, and per iceberg writer group
+/// from the batch that opens it.
+pub(crate) fn plain_where_distinct<'a>(
+    base: &WriterProperties,
+    columns: impl IntoIterator<Item = (&'a str, &'a ArrayRef)>,
+) -> WriterProperties {
+    let mut plain = columns
+        .into_iter()
+        .filter(|(_, array)| mostly_distinct(array))
+        .peekable();
+    if plain.peek().is_none() {
+        return base.clone();
+    }
+    plain
+        .fold(base.clone().into_builder(), |builder, (name, _)| {
+            let column = ColumnPath::new(vec![name.to_string()]);
+            builder.set_column_dictionary_enabled(column, false)
+        })
+        .build()
 }
 
 /// Whether most of the first values of a column (up to 256, at least 64) differ from each

@@ -10,7 +10,9 @@ use super::table::columns;
 use super::IcebergSinkConfig;
 use crate::event::{EventBatch, Finalizers, SourcePosition, Value};
 use crate::exactly_once::position_of;
-use crate::sinks::aws_s3::parquet::{kind_of, merge, ColumnType, ParquetConfig, ParquetEncoder};
+use crate::sinks::aws_s3::parquet::{
+    kind_of, merge, plain_where_distinct, ColumnType, ParquetConfig, ParquetEncoder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
@@ -77,13 +79,41 @@ pub struct Closed {
     pub bytes: usize,
 }
 
+/// What every data file of a writer is made with.
+struct FileSpec {
+    /// The base properties (zstd); the dictionary choice per column is added to them.
+    properties: WriterProperties,
+    schema: iceberg::spec::SchemaRef,
+    target_size: usize,
+    file_io: iceberg::io::FileIO,
+    location: DefaultLocationGenerator,
+    names: DefaultFileNameGenerator,
+}
+
+impl FileSpec {
+    /// Rolling data files for one group: a column gets a dictionary unless `sample` (the
+    /// group's first batch) shows its values mostly distinct.
+    fn rolling<'a>(&self, sample: impl IntoIterator<Item = (&'a str, &'a ArrayRef)>) -> Rolling {
+        let properties = plain_where_distinct(&self.properties, sample);
+        RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(properties, self.schema.clone()),
+            self.target_size,
+            self.file_io.clone(),
+            self.location.clone(),
+            self.names.clone(),
+        )
+    }
+}
+
 /// Turns batches into data files of one table.
 pub struct Writer {
     encoder: ParquetEncoder,
     /// The table's column names.
     known: HashSet<String>,
     arrow_schema: SchemaRef,
-    rolling: Rolling,
+    /// How data files are made; each group settles its Parquet properties from the batch
+    /// that opens it (see `FileSpec::rolling`).
+    files: FileSpec,
     splitter: Option<Arc<RecordBatchPartitionSplitter>>,
     /// Open groups: one without exactly-once, else one per (topic, partition, claim).
     pub groups: HashMap<Option<GroupKey>, Group>,
@@ -106,20 +136,19 @@ impl Writer {
             ))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let location = DefaultLocationGenerator::new(metadata).map_err(|e| e.to_string())?;
-        // A name unique to this process: a restarted agent never overwrites a committed file.
-        let names = DefaultFileNameGenerator::new(
-            format!("sluice-{}", uuid::Uuid::new_v4()),
-            None,
-            DataFileFormat::Parquet,
-        );
-        let rolling = RollingFileWriterBuilder::new(
-            ParquetWriterBuilder::new(properties, schema.clone()),
-            config.target_file_size_bytes,
-            table.file_io().clone(),
-            location,
-            names,
-        );
+        let files = FileSpec {
+            properties,
+            schema: schema.clone(),
+            target_size: config.target_file_size_bytes,
+            file_io: table.file_io().clone(),
+            location: DefaultLocationGenerator::new(metadata).map_err(|e| e.to_string())?,
+            // A name unique to this process: a restarted agent never overwrites a committed file.
+            names: DefaultFileNameGenerator::new(
+                format!("sluice-{}", uuid::Uuid::new_v4()),
+                None,
+                DataFileFormat::Parquet,
+            ),
+        };
         let spec = metadata.default_partition_spec().clone();
         let splitter = if spec.is_unpartitioned() {
             None
@@ -138,7 +167,7 @@ impl Writer {
             encoder,
             known,
             arrow_schema,
-            rolling,
+            files,
             splitter,
             groups: HashMap::new(),
         })
@@ -190,17 +219,14 @@ impl Writer {
             Err(e) => return Err((e, None, batch)),
         };
         if !self.groups.contains_key(&key) {
+            let columns = self.arrow_schema.fields().iter().map(|f| f.name().as_str());
+            let rolling = self.files.rolling(columns.zip(record_batch.columns()));
             let files = match &self.splitter {
                 Some(splitter) => Files::Partitioned(
-                    Box::new(FanoutWriter::new(DataFileWriterBuilder::new(
-                        self.rolling.clone(),
-                    ))),
+                    Box::new(FanoutWriter::new(DataFileWriterBuilder::new(rolling))),
                     splitter.clone(),
                 ),
-                None => match DataFileWriterBuilder::new(self.rolling.clone())
-                    .build(None)
-                    .await
-                {
+                None => match DataFileWriterBuilder::new(rolling).build(None).await {
                     Ok(writer) => Files::Unpartitioned(Box::new(writer)),
                     Err(e) => return Err((e.to_string(), None, batch)),
                 },
