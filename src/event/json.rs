@@ -150,8 +150,65 @@ mod tests {
             r#"{"a":1} trailing"#,
             r#"{"a":1e400}"#,
             "",
+            // Numbers at every edge VRL's deserializer has.
+            r#"[0,-0,-0.0,0.0,1E5,1e-5,-1.5e+3,9223372036854775807,9223372036854775808]"#,
+            r#"[-9223372036854775808,-9223372036854775809,18446744073709551616,1e-400]"#,
+            r#"[1.7976931348623157e308,5e-324,0.1,0.30000000000000004,123456789012345678901234]"#,
+            r#"[01]"#,
+            r#"[1.]"#,
+            r#"[-]"#,
+            r#"[.5]"#,
+            r#"[NaN]"#,
+            r#"[Infinity]"#,
+            // Strings: escapes, surrogates, raw control characters.
+            r#"["\ud83d"]"#,
+            r#"["\ude00"]"#,
+            r#"["\ud83dx"]"#,
+            r#"["\x"]"#,
+            "[\"tab\there\"]",
+            "[\"nul\u{0}\"]",
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"{"a" 1}"#,
+            r#"{1:1}"#,
+            "{\"a\":1}\n\t ",
+            "tru",
+            "nul",
+            r#"{"k":[true,false,null,{}]}"#,
         ] {
             assert_eq!(shared(text), vrl(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_serde_jsons_limit_is_its_error() {
+        for depth in [127, 128, 129, 300] {
+            let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(shared(&text), vrl(&text), "depth {depth}");
+            let text = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            assert_eq!(shared(&text), vrl(&text), "object depth {depth}");
+        }
+        assert!(vrl(&format!("{}1{}", "[".repeat(129), "]".repeat(129))).is_err());
+    }
+
+    #[test]
+    fn random_numbers_come_out_as_vrl_makes_them() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..2000 {
+            let bits = next();
+            let text = match round % 4 {
+                0 => format!("[{}]", f64::from_bits(bits)),
+                1 => format!("[{:e}]", f64::from_bits(bits)),
+                2 => format!("[{}]", bits as i64 >> (bits % 64)),
+                _ => format!("[{}.{}e{}]", bits % 1000, next() % 100000, (next() % 700) as i64 - 350),
+            };
+            assert_eq!(shared(&text), vrl(&text), "round {round}: {text}");
         }
     }
 
