@@ -23,6 +23,7 @@ pub type Target = (&'static str, fn(&[u8]));
 /// Every in-process target, by name.
 pub const TARGETS: &[Target] = &[
     ("lines_json", lines_json),
+    ("json_value", json_value),
     ("decompress", decompress_body),
     ("config", config),
     ("buffer_record", buffer_record),
@@ -44,6 +45,13 @@ fn split(data: &[u8]) -> (u8, &[u8]) {
         Some((first, rest)) => (*first, rest),
         None => (0, &[]),
     }
+}
+
+/// One JSON document into an event value: exactly VRL's deserializer's value or error.
+fn json_value(data: &[u8]) {
+    let ours = crate::event::json::parse(data).map_err(|e| e.to_string());
+    let vrl = serde_json::from_slice::<crate::event::Value>(data).map_err(|e| e.to_string());
+    assert_eq!(ours, vrl, "{:?}", String::from_utf8_lossy(data));
 }
 
 /// Newline framing (cut into chunks at arbitrary points, as reads arrive) and JSON decoding

@@ -225,6 +225,18 @@ fn lines_json() {
 }
 
 #[test]
+fn json_value() {
+    let mut seeds = text(&[
+        r#"{"timestamp":"2026-01-01T00:00:00.000Z","level":"info","status":200,"latency_ms":420.51}"#,
+        r#"{"esc":"a\"b\\c\n\u00e9\ud83d\ude00\/","n":[-0,-1.5e-3,1E400,12345678901234567890]}"#,
+        r#"  [true, false, null, {"a": {"b": [[], {}]}}, "x"]  "#,
+        r#"{"dup":1,"dup":"two","":{}}"#,
+    ]);
+    seeds.push(b"{\"bytes\":\"\xc3\xa9\xff\"}".to_vec());
+    run_library_target("json_value", seeds);
+}
+
+#[test]
 fn decompress() {
     use flate2::write::GzEncoder;
     use std::io::Write;
