@@ -110,13 +110,8 @@ impl<'a> Reader<'a> {
                 }
                 self.at += 1;
                 entries.push((key, self.value()?));
-                match self.peek()? {
-                    b',' => self.at += 1,
-                    b'}' => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.closes(b'}')? {
+                    break;
                 }
             }
         }
@@ -132,18 +127,23 @@ impl<'a> Reader<'a> {
         } else {
             loop {
                 items.push(self.value()?);
-                match self.peek()? {
-                    b',' => self.at += 1,
-                    b']' => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return None,
+                if self.closes(b']')? {
+                    break;
                 }
             }
         }
         self.depth -= 1;
         Some(Value::Array(items))
+    }
+
+    /// After an element: steps over a comma (`false`) or the closing `close` (`true`).
+    fn closes(&mut self, close: u8) -> Option<bool> {
+        let byte = self.peek()?;
+        self.at += 1;
+        match byte {
+            b',' => Some(false),
+            _ => (byte == close).then_some(true),
+        }
     }
 
     /// The next byte that is not whitespace, stepped to but not over.
