@@ -374,7 +374,10 @@ fn mostly_distinct(array: &ArrayRef) -> bool {
     use arrow_schema::DataType;
     const SAMPLE: usize = 256;
     fn distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> bool {
-        let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+        let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+            SAMPLE,
+            foldhash::fast::RandomState::default(),
+        );
         let mut sampled = 0;
         for value in values.take(SAMPLE) {
             seen.insert(value);
