@@ -108,14 +108,17 @@ fn main() {
     if wanted("postgres") {
         postgres_scenarios(&work, &input, lines, bytes, cores);
     }
-    if !wanted("http") {
-        return;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    if wanted("idle") {
+        runtime.block_on(idle_rss(&work, lines.min(100_000), cores));
+    }
+    if !wanted("http") {
+        return;
+    }
 
     // http_server -> blackhole: 8 clients posting ~1 MiB NDJSON bodies, plaintext and TLS.
     for (name, tls) in [
@@ -602,6 +605,74 @@ async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Mea
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     (measured, sent as u64)
+}
+
+/// The resident memory of an idle http_server (JSON decoding) -> blackhole agent: once it
+/// answers, 10 s later (after it gave back its startup pages, `src/resident.rs`), and 10 s
+/// after it took `lines` events in 1 MiB bodies. Prints the split into anonymous memory (heap,
+/// stacks, relocated data) and file pages (the binary's code and constants, libraries).
+async fn idle_rss(work: &Path, lines: usize, cores: usize) {
+    let dir = work.join("idle");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let config = format!(
+        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{port}\n    decoding:\n      codec: json\nsinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        data = dir.join("data").display()
+    );
+    let (_, mut child) = start_agent(&dir, &config, cores);
+    let pid = child.id();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/");
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while client.post(&url).body("").send().await.is_err() {
+        assert!(
+            Instant::now() < ready_by,
+            "the agent did not answer on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let show = |when: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        println!(
+            "{:<52} {:>8.1} MiB (anonymous {:.1}, file {:.1})",
+            format!("http_server -> blackhole, idle RSS {when}"),
+            kib("VmRSS:") / 1024.0,
+            kib("RssAnon:") / 1024.0,
+            kib("RssFile:") / 1024.0
+        );
+    };
+    show("when ready");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    show("10 s later");
+    let mut body = String::new();
+    for line in input::lines(lines) {
+        body.push_str(&line);
+        body.push('\n');
+        if body.len() >= 1 << 20 {
+            post_until_accepted(&client, &url, std::mem::take(&mut body).into()).await;
+        }
+    }
+    post_until_accepted(&client, &url, body.into()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(api_port, "component_received_events_total", "out") < lines as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle agent did not take its events"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    show(&format!("10 s after {lines} events"));
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Posts `body` until the agent answers 2xx (it answers 503 while its pipeline is full).

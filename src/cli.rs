@@ -161,6 +161,8 @@ fn config_failure(error: &ConfigError) -> ExitCode {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_unpark(crate::resident::on_worker_unpark)
+        .on_thread_park(crate::resident::on_worker_park)
         .build()
         .expect("cannot start the tokio runtime")
 }
@@ -218,6 +220,7 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
             Ok(topology) => topology,
             Err(error) => return config_failure(&error),
         };
+        release_startup_memory_later();
         let mut requests = StopRequests::new(paths, watch_config);
         let code = loop {
             tokio::select! {
@@ -238,6 +241,7 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
                     },
                     Stop::Reload(new) => match topology.reload(*new).await {
                         Ok(summary) => {
+                            release_startup_memory_later();
                             *components.write().unwrap() = topology.config().component_ids().into_iter().collect();
                             tracing::info!(
                                 kept = ?summary.kept,
@@ -271,6 +275,15 @@ fn run(paths: Vec<PathBuf>, watch_config: bool) -> ExitCode {
         api_stop.cancel();
         code
     })
+}
+
+/// Gives back the pages only starting needed ([`crate::resident`]) once the components have
+/// had time to start.
+fn release_startup_memory_later() {
+    tokio::spawn(async {
+        tokio::time::sleep(crate::resident::AFTER_START).await;
+        crate::resident::release_startup_memory();
+    });
 }
 
 /// The exit code after a second SIGINT/SIGTERM cut the drain short (128 + SIGINT, as shells

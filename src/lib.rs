@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod http_serve;
 pub mod kafka;
 pub mod observe;
+pub mod resident;
 pub mod sinks;
 pub mod sources;
 pub mod state_file;

@@ -4,7 +4,21 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    sluice::resident::set_free_memory_collector(collect_free_pages);
     sluice::cli::main()
+}
+
+extern "C" {
+    /// mimalloc: returns the calling thread's free pages (with `force`, at once, whatever
+    /// their purge delay) and the process's free arena memory to the system.
+    fn mi_collect(force: bool);
+}
+
+/// What an idle runtime worker calls (`sluice::resident`).
+fn collect_free_pages() {
+    // SAFETY: mimalloc's own entry point, linked in as the global allocator above; it only
+    // touches the calling thread's heap and the allocator's shared arenas, under their locks.
+    unsafe { mi_collect(true) }
 }
 
 /// Opts the agent out of transparent huge pages, unless `MIMALLOC_ALLOW_THP` says otherwise.
