@@ -572,14 +572,7 @@ async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Mea
     let (_, mut child) = start_agent(&dir, &config, cores);
     let pid = child.id();
     let url = format!("{scheme}://localhost:{port}/");
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while client.post(&url).body("").send().await.is_err() {
-        assert!(
-            Instant::now() < ready_by,
-            "the agent did not answer on {url}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_answering(&client, &url).await;
     let started = Instant::now();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
@@ -623,14 +616,7 @@ async fn idle_rss(work: &Path, lines: usize, cores: usize) {
     let pid = child.id();
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/");
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while client.post(&url).body("").send().await.is_err() {
-        assert!(
-            Instant::now() < ready_by,
-            "the agent did not answer on {url}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_answering(&client, &url).await;
     let show = |when: &str| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = |field: &str| {
@@ -673,6 +659,18 @@ async fn idle_rss(work: &Path, lines: usize, cores: usize) {
     show(&format!("10 s after {lines} events"));
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (up to 30 s) until the agent's http_server answers an empty POST at `url`.
+async fn wait_until_answering(client: &reqwest::Client, url: &str) {
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while client.post(url).body("").send().await.is_err() {
+        assert!(
+            Instant::now() < ready_by,
+            "the agent did not answer on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Posts `body` until the agent answers 2xx (it answers 503 while its pipeline is full).

@@ -28,7 +28,10 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use storage::{S3Settings, Warehouse};
-use table::{add_columns, append, missing_columns, CommitFailure, Recorded, SnapshotPositions};
+use table::{
+    add_columns, append, commit_id_key, has_commit, missing_columns, CommitFailure, Recorded,
+    SnapshotPositions,
+};
 use writer::{Closed, Writer};
 
 /// The catalog that names the table's current metadata.
@@ -455,6 +458,9 @@ async fn commit(
     let ident = config.ident();
     let mut backoff = Backoff::new();
     let started = std::time::Instant::now();
+    // The same id on every attempt: an attempt whose reply was lost shows in the table.
+    let commit_id = uuid::Uuid::new_v4().to_string();
+    let mut attempted: Option<Vec<Decision>> = None;
     let decisions = loop {
         let table = match catalog.load_table(&ident).await {
             Ok(table) => table,
@@ -465,7 +471,13 @@ async fn commit(
                 continue;
             }
         };
-        let (decisions, properties) = if config.exactly_once {
+        if let Some(decisions) = attempted.take() {
+            if has_commit(&table, &sink, &commit_id) {
+                tracing::info!(component_id = %sink, "the commit had landed though its reply was lost; not committing again");
+                break decisions;
+            }
+        }
+        let (decisions, mut properties) = if config.exactly_once {
             let recorded = Recorded::read(&table, &sink);
             let partitions = Ledger::partitions(groups.iter().filter_map(|g| g.position.as_ref()));
             let mut ledger = recorded.ledger(&sink, &partitions);
@@ -493,6 +505,8 @@ async fn commit(
         let file_count = files.len();
         let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
         let rows: u64 = files.iter().map(|f| f.record_count()).sum();
+        properties.insert(commit_id_key(&sink), commit_id.clone());
+        attempted = Some(decisions.clone());
         match append(catalog, &table, files, properties).await {
             Ok(_) => {
                 metrics::counter!("iceberg_commits_total", "component_id" => sink.clone())
@@ -528,5 +542,156 @@ async fn commit(
             Decision::AlreadyCommitted => {}
         }
         drop(group.finalizers); // delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! In-process: the sink's SQL catalog on a SQLite file and a local warehouse, behind a
+    //! catalog wrapper that loses the reply of a commit that landed.
+    use super::*;
+    use crate::event::{Event, EventBatch};
+    use async_trait::async_trait;
+    use iceberg::table::Table;
+    use iceberg::{Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Forwards everything; the first `update_table` is applied, then answered with an error,
+    /// as when the connection drops after the catalog committed.
+    #[derive(Debug)]
+    struct LosesFirstReply {
+        catalog: Box<dyn Catalog>,
+        updates: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Catalog for LosesFirstReply {
+        async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+            let table = self.catalog.update_table(commit).await?;
+            if self.updates.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(iceberg::Error::new(
+                    iceberg::ErrorKind::Unexpected,
+                    "connection reset after the commit",
+                ));
+            }
+            Ok(table)
+        }
+        async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+            self.catalog.load_table(table).await
+        }
+        async fn list_namespaces(
+            &self,
+            parent: Option<&NamespaceIdent>,
+        ) -> iceberg::Result<Vec<NamespaceIdent>> {
+            self.catalog.list_namespaces(parent).await
+        }
+        async fn create_namespace(
+            &self,
+            namespace: &NamespaceIdent,
+            properties: HashMap<String, String>,
+        ) -> iceberg::Result<Namespace> {
+            self.catalog.create_namespace(namespace, properties).await
+        }
+        async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+            self.catalog.get_namespace(namespace).await
+        }
+        async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+            self.catalog.namespace_exists(namespace).await
+        }
+        async fn update_namespace(
+            &self,
+            namespace: &NamespaceIdent,
+            properties: HashMap<String, String>,
+        ) -> iceberg::Result<()> {
+            self.catalog.update_namespace(namespace, properties).await
+        }
+        async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
+            self.catalog.drop_namespace(namespace).await
+        }
+        async fn list_tables(
+            &self,
+            namespace: &NamespaceIdent,
+        ) -> iceberg::Result<Vec<TableIdent>> {
+            self.catalog.list_tables(namespace).await
+        }
+        async fn create_table(
+            &self,
+            namespace: &NamespaceIdent,
+            creation: TableCreation,
+        ) -> iceberg::Result<Table> {
+            self.catalog.create_table(namespace, creation).await
+        }
+        async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+            self.catalog.drop_table(table).await
+        }
+        async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+            self.catalog.purge_table(table).await
+        }
+        async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+            self.catalog.table_exists(table).await
+        }
+        async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+            self.catalog.rename_table(src, dest).await
+        }
+        async fn register_table(
+            &self,
+            table: &TableIdent,
+            location: String,
+        ) -> iceberg::Result<Table> {
+            self.catalog.register_table(table, location).await
+        }
+    }
+
+    /// A commit that landed but whose reply was lost is recognised on the retry by its id in
+    /// the table: one snapshot of data, every row once, the rows counted as sent. (Before, the
+    /// retry appended the same files again and iceberg-rust refused them as duplicates,
+    /// forever.)
+    #[tokio::test]
+    async fn a_commit_whose_reply_was_lost_is_recognised_and_not_appended_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: IcebergSinkConfig = serde_yaml::from_str(&format!(
+            "inputs: [x]\ncatalog: {{type: sql, uri: \"sqlite://{d}/catalog.db\"}}\nwarehouse: {d}/warehouse\nnamespace: logs\ntable: events\nschema: [{{name: id, type: int64}}]\n",
+            d = dir.path().display()
+        ))
+        .unwrap();
+        let catalog = open_catalog(&config).await.unwrap();
+        let table = config.load_or_create(catalog.as_ref()).await.unwrap();
+        let mut writer = Writer::new(&config, &table).unwrap();
+        let events: Vec<Event> = (0..10)
+            .map(|id| Event::from(vrl::value!({ "id": id })))
+            .collect();
+        writer
+            .write(EventBatch::new(events, 100), false)
+            .await
+            .map_err(|(reason, ..)| reason)
+            .unwrap();
+        let lossy = LosesFirstReply {
+            catalog,
+            updates: AtomicUsize::new(0),
+        };
+        let metrics = ComponentMetrics::new("lake", "iceberg");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            commit(&config, &lossy, &mut writer, &metrics),
+        )
+        .await
+        .expect("the commit finishes instead of retrying forever");
+        assert_eq!(lossy.updates.load(Ordering::SeqCst), 1, "committed once");
+        let table = lossy.catalog.load_table(&config.ident()).await.unwrap();
+        let with_data: Vec<_> = table
+            .metadata()
+            .snapshots()
+            .filter(|s| {
+                s.summary()
+                    .additional_properties
+                    .contains_key("added-records")
+            })
+            .collect();
+        assert_eq!(with_data.len(), 1, "one snapshot of data");
+        assert_eq!(
+            with_data[0].summary().additional_properties["added-records"],
+            "10"
+        );
     }
 }

@@ -424,6 +424,24 @@ impl Catalog for Pinned<'_> {
     }
 }
 
+/// The snapshot-summary key under which a sink records the id of each commit of data files,
+/// kept the same across the retries of one commit.
+pub fn commit_id_key(sink: &str) -> String {
+    format!("sluice-commit/{sink}")
+}
+
+/// Whether a snapshot of `table` carries `commit_id` for `sink`: that commit landed.
+pub fn has_commit(table: &Table, sink: &str, commit_id: &str) -> bool {
+    let key = commit_id_key(sink);
+    table.metadata().snapshots().any(|s| {
+        s.summary()
+            .additional_properties
+            .get(&key)
+            .map(String::as_str)
+            == Some(commit_id)
+    })
+}
+
 /// Why a commit did not happen.
 pub enum CommitFailure {
     /// Someone else committed since the table was read: read it again and decide again.
@@ -433,6 +451,12 @@ pub enum CommitFailure {
 }
 
 /// Appends `files` with `properties` in the snapshot summary, on top of `table` exactly.
+///
+/// Without iceberg-rust's duplicate-file check: it reads every manifest of the current
+/// snapshot, one more per commit, so a commit's cost grew with the number of commits before
+/// it. The sink never appends a file twice: each data file has a new name, and a commit that
+/// is retried first looks for its own id in the table (`COMMIT_ID`), so one whose reply was
+/// lost is recognised as landed rather than appended again.
 pub async fn append(
     catalog: &dyn Catalog,
     table: &Table,
@@ -442,6 +466,7 @@ pub async fn append(
     let tx = Transaction::new(table);
     let action = tx
         .fast_append()
+        .with_check_duplicate(false)
         .set_commit_uuid(uuid::Uuid::new_v4())
         .add_data_files(files)
         .set_snapshot_properties(properties);
