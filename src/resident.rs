@@ -7,15 +7,15 @@
 //! few hundred code pages that run at startup leave ~9 MiB of the binary resident for the
 //! life of the process, and the shared libraries (libc, OpenSSL for librdkafka) add ~3 MiB
 //! more. [`release_startup_memory`] drops the read-only mappings of the binary and its
-//! libraries from the process's page tables (`MADV_DONTNEED`). Nothing is lost: the read-only segments of a
-//! file mapping hold no private pages, so the kernel maps a page again from the page cache (a
-//! minor fault, no disk read while it stays cached) when it is next run or read. The writable
-//! segment, which holds the loader's relocations, is never touched.
+//! libraries from the process's page tables (`MADV_DONTNEED`). Nothing is lost: the read-only
+//! segments of a file mapping hold no private pages, so the kernel maps a page again from the
+//! page cache (a minor fault, no disk read while it stays cached) when it is next run or read.
+//! The writable segments, which hold the loader's relocations, are never touched.
 //!
 //! **Free heap pages.** mimalloc gives freed pages back to the system only after a delay, and
 //! only when the thread that owns them next calls into it: a worker that goes quiet after a
-//! burst kept every page the burst had used (37 MiB resident for an idle http_server agent
-//! after 100,000 events, measured). The runtime's workers call [`on_worker_park`] each time
+//! burst kept every page the burst had used (37-44 MiB resident for an idle http_server
+//! agent after 100,000 events, measured). The runtime's workers call [`on_worker_park`] each time
 //! they run out of work. Once the whole runtime has been quiet for a second, each worker is
 //! woken once and returns its free pages as it parks again ([`set_free_memory_collector`];
 //! the binary installs mimalloc's `mi_collect`). Under load nothing is collected: handing
