@@ -551,24 +551,10 @@ async fn http_ingest(work: &Path, lines: usize, cores: usize, tls: bool) -> (Mea
     } else {
         (String::new(), reqwest::Client::new(), "http")
     };
-    let mut bodies: Vec<bytes::Bytes> = Vec::new();
-    let mut body = String::with_capacity(1 << 21);
-    for line in input::lines(lines) {
-        body.push_str(&line);
-        body.push('\n');
-        if body.len() >= 1 << 20 {
-            bodies.push(std::mem::replace(&mut body, String::with_capacity(1 << 21)).into());
-        }
-    }
-    if !body.is_empty() {
-        bodies.push(body.into());
-    }
+    let bodies = one_mib_bodies(lines);
     let sent: usize = bodies.iter().map(|b| b.len()).sum();
     let (port, api_port) = (free_port(), free_port());
-    let config = format!(
-        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{port}\n    decoding:\n      codec: json\n{tls_config}sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
-        data = dir.join("data").display()
-    );
+    let config = http_to_blackhole(&dir, port, api_port, &tls_config);
     let (_, mut child) = start_agent(&dir, &config, cores);
     let pid = child.id();
     let url = format!("{scheme}://localhost:{port}/");
@@ -608,10 +594,7 @@ async fn idle_rss(work: &Path, lines: usize, cores: usize) {
     let dir = work.join("idle");
     std::fs::create_dir_all(&dir).unwrap();
     let (port, api_port) = (free_port(), free_port());
-    let config = format!(
-        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{port}\n    decoding:\n      codec: json\nsinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
-        data = dir.join("data").display()
-    );
+    let config = http_to_blackhole(&dir, port, api_port, "");
     let (_, mut child) = start_agent(&dir, &config, cores);
     let pid = child.id();
     let client = reqwest::Client::new();
@@ -638,15 +621,9 @@ async fn idle_rss(work: &Path, lines: usize, cores: usize) {
     show("when ready");
     tokio::time::sleep(Duration::from_secs(10)).await;
     show("10 s later");
-    let mut body = String::new();
-    for line in input::lines(lines) {
-        body.push_str(&line);
-        body.push('\n');
-        if body.len() >= 1 << 20 {
-            post_until_accepted(&client, &url, std::mem::take(&mut body).into()).await;
-        }
+    for body in one_mib_bodies(lines) {
+        post_until_accepted(&client, &url, body).await;
     }
-    post_until_accepted(&client, &url, body.into()).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while metric(api_port, "component_received_events_total", "out") < lines as f64 {
         assert!(
@@ -659,6 +636,32 @@ async fn idle_rss(work: &Path, lines: usize, cores: usize) {
     show(&format!("10 s after {lines} events"));
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// http_server on `port` (JSON decoding, `tls` lines under it) -> blackhole, with the api on
+/// `api_port` for the harness to read progress from.
+fn http_to_blackhole(dir: &Path, port: u16, api_port: u16, tls: &str) -> String {
+    format!(
+        "data_dir: {data}\napi:\n  enabled: true\n  address: 127.0.0.1:{api_port}\nsources:\n  in:\n    type: http_server\n    address: 127.0.0.1:{port}\n    decoding:\n      codec: json\n{tls}sinks:\n  out:\n    type: blackhole\n    inputs: [in]\n",
+        data = dir.join("data").display()
+    )
+}
+
+/// The first `lines` input lines as NDJSON bodies of ~1 MiB each.
+fn one_mib_bodies(lines: usize) -> Vec<bytes::Bytes> {
+    let mut bodies = Vec::new();
+    let mut body = String::with_capacity(1 << 21);
+    for line in input::lines(lines) {
+        body.push_str(&line);
+        body.push('\n');
+        if body.len() >= 1 << 20 {
+            bodies.push(std::mem::replace(&mut body, String::with_capacity(1 << 21)).into());
+        }
+    }
+    if !body.is_empty() {
+        bodies.push(body.into());
+    }
+    bodies
 }
 
 /// Waits (up to 30 s) until the agent's http_server answers an empty POST at `url`.

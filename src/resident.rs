@@ -77,7 +77,9 @@ pub fn on_worker_park() {
         collect();
         return;
     }
-    if WATCHING.swap(true, Ordering::AcqRel) {
+    // A load first: under load a watch is nearly always running, and a swap at every park
+    // would bounce the flag's cache line between the workers.
+    if WATCHING.load(Ordering::Relaxed) || WATCHING.swap(true, Ordering::AcqRel) {
         return;
     }
     match tokio::runtime::Handle::try_current() {
@@ -127,8 +129,8 @@ pub fn release_startup_memory() {
 #[cfg(target_os = "linux")]
 fn release_read_only_segments() {
     for range in read_only_ranges() {
-        // SAFETY: the range lies inside a read-only, file-backed mapping of the executable or a
-        // library without private pages (no relocations are written there), so dropping the mapping's
+        // SAFETY: the range lies inside a read-only, file-backed mapping of the executable or
+        // a library without private pages (no relocations are written there), so dropping its
         // pages only makes the kernel read them again from the file when next touched.
         unsafe {
             libc::madvise(
@@ -158,9 +160,10 @@ fn traced() -> bool {
 /// The read-only segments of the executable and its shared libraries as page-aligned
 /// address ranges.
 #[cfg(target_os = "linux")]
-pub(crate) fn read_only_ranges() -> Vec<std::ops::Range<usize>> {
+fn read_only_ranges() -> Vec<std::ops::Range<usize>> {
     struct Found {
-        objects: usize,
+        /// The executable, always listed first, has been visited.
+        seen_executable: bool,
         ranges: Vec<std::ops::Range<usize>>,
     }
     unsafe extern "C" fn visit(
@@ -172,8 +175,7 @@ pub(crate) fn read_only_ranges() -> Vec<std::ops::Range<usize>> {
         let (info, found) = unsafe { (&*info, &mut *(data as *mut Found)) };
         // The first object listed is the executable itself (no name); then the shared
         // libraries by path, and the kernel's vDSO (a name without a path), which is left alone.
-        let first = found.objects == 0;
-        found.objects += 1;
+        let first = !std::mem::replace(&mut found.seen_executable, true);
         let from_file = !info.dlpi_name.is_null()
             // SAFETY: a NUL-terminated string owned by the loader.
             && unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }
@@ -182,6 +184,7 @@ pub(crate) fn read_only_ranges() -> Vec<std::ops::Range<usize>> {
         if !first && !from_file {
             return 0;
         }
+        // SAFETY: the loader's program headers of this object, `dlpi_phnum` of them.
         let headers =
             unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
         let base = info.dlpi_addr as usize;
@@ -205,7 +208,7 @@ pub(crate) fn read_only_ranges() -> Vec<std::ops::Range<usize>> {
         0 // on to the next object
     }
     let mut found = Found {
-        objects: 0,
+        seen_executable: false,
         ranges: Vec::new(),
     };
     // SAFETY: `visit` matches the callback's signature and only reads what it is given.

@@ -455,8 +455,8 @@ pub enum CommitFailure {
 /// Without iceberg-rust's duplicate-file check: it reads every manifest of the current
 /// snapshot, one more per commit, so a commit's cost grew with the number of commits before
 /// it. The sink never appends a file twice: each data file has a new name, and a commit that
-/// is retried first looks for its own id in the table (`COMMIT_ID`), so one whose reply was
-/// lost is recognised as landed rather than appended again.
+/// is retried first looks for its own id in the table ([`has_commit`]), so one whose reply
+/// was lost is recognised as landed rather than appended again.
 pub async fn append(
     catalog: &dyn Catalog,
     table: &Table,
