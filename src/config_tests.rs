@@ -323,20 +323,20 @@ fn run_one(
             .collect::<Result<_, _>>()?;
         for event in events {
             for (source, program) in &programs {
-                let mut value = event.value.clone();
+                let mut value = event.value().clone();
                 match runner.check(program, &mut value) {
                     Ok(true) => {}
                     Ok(false) => failures.push(format!(
                         "{}: condition `{}` is false for {}",
                         output.extract_from,
                         source.trim(),
-                        serde_json::to_string(&event.value).unwrap_or_default()
+                        serde_json::to_string(event.value()).unwrap_or_default()
                     )),
                     Err(error) => failures.push(format!(
                         "{}: condition `{}` failed ({error}) for {}",
                         output.extract_from,
                         source.trim(),
-                        serde_json::to_string(&event.value).unwrap_or_default()
+                        serde_json::to_string(event.value()).unwrap_or_default()
                     )),
                 }
             }
@@ -347,7 +347,7 @@ fn run_one(
             failures.push(format!(
                 "{text}: expected no events, got {}: first {}",
                 events.len(),
-                serde_json::to_string(&events[0].value).unwrap_or_default()
+                serde_json::to_string(events[0].value()).unwrap_or_default()
             ));
         }
     }

@@ -10,7 +10,9 @@
 
 use crate::buffer::disk::record;
 use crate::codec::compression::{decompress, Compression, DecompressError};
-use crate::codec::decoding::{decode_frame, Decoder, DecodingCodec, DecodingConfig, OnDecodeError};
+use crate::codec::decoding::{
+    decode_frame, Decoder, DecodingCodec, DecodingConfig, OnDecodeError, Values,
+};
 use crate::codec::encoding::{Encoder, EncodingCodec};
 use crate::codec::framing::{Frame, LineFramer, Oversize};
 use crate::config::Config;
@@ -47,11 +49,33 @@ fn split(data: &[u8]) -> (u8, &[u8]) {
     }
 }
 
-/// One JSON document into an event value: exactly VRL's deserializer's value or error.
+/// One JSON document into an event value: exactly VRL's deserializer's value or error, whether
+/// parsed (`parse_json`), read by a source, or checked and kept as text to be built later;
+/// kept text is one line and reads back as the same value.
 fn json_value(data: &[u8]) {
-    let ours = crate::event::json::parse(data).map_err(|e| e.to_string());
+    use crate::event::json;
+    let shown = String::from_utf8_lossy(data);
     let vrl = serde_json::from_slice::<crate::event::Value>(data).map_err(|e| e.to_string());
-    assert_eq!(ours, vrl, "{:?}", String::from_utf8_lossy(data));
+    let ours = json::parse(data).map_err(|e| e.to_string());
+    assert_eq!(ours, vrl, "{shown:?}");
+    for build in [true, false] {
+        let value = match json::read(data, build) {
+            Ok(json::Document::Value(value)) => Ok(value),
+            Ok(json::Document::Text(text)) => {
+                assert!(!build, "a document to build was kept as text");
+                assert!(text.starts_with('{') && text.ends_with('}'), "{text:?}");
+                assert!(
+                    !text.contains(['\n', '\r']),
+                    "kept text of {shown:?} is not one line"
+                );
+                let again = serde_json::from_str::<crate::event::Value>(&text);
+                assert_eq!(again.map_err(|e| e.to_string()), vrl, "kept text {text:?}");
+                Ok(json::build(&text))
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        assert_eq!(value, vrl, "read (build {build}) of {shown:?}");
+    }
 }
 
 /// Newline framing (cut into chunks at arbitrary points, as reads arrive) and JSON decoding
@@ -69,10 +93,18 @@ fn lines_json(data: &[u8]) {
     } else {
         OnDecodeError::PassRaw
     };
-    let decoder = Decoder::new(&DecodingConfig {
-        codec: DecodingCodec::Json,
-        on_error: Some(on_error),
-    });
+    let values = if settings & 0x80 == 0 {
+        Values::Built
+    } else {
+        Values::OnDemand
+    };
+    let decoder = Decoder::new(
+        &DecodingConfig {
+            codec: DecodingCodec::Json,
+            on_error: Some(on_error),
+        },
+        values,
+    );
     let metrics = ComponentMetrics::new("fuzz", "file");
     let mut framer = LineFramer::new(max_line, oversize);
     let mut buf = BytesMut::new();

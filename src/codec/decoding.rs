@@ -53,12 +53,27 @@ pub struct DecodeError(#[from] serde_json::Error);
 #[derive(Debug, Clone, Copy)]
 pub struct Decoder {
     codec: DecodingCodec,
+    /// Whether `json` builds each event's value now; without, one-line objects are checked
+    /// and kept as text, built only if something asks (see [`Values`]).
+    build: bool,
+}
+
+/// Whether a source's decoded events need their values: [`Values::Built`] when a transform
+/// or a sink reads them, [`Values::OnDemand`] when everything downstream writes the events'
+/// JSON text (see `SourceContext::values`). Either way the events are the same; only when
+/// the work is done differs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Values {
+    #[default]
+    Built,
+    OnDemand,
 }
 
 impl Decoder {
-    pub fn new(config: &DecodingConfig) -> Self {
+    pub fn new(config: &DecodingConfig, values: Values) -> Self {
         Decoder {
             codec: config.codec,
+            build: values == Values::Built,
         }
     }
 
@@ -66,9 +81,12 @@ impl Decoder {
     pub fn decode(&self, frame: Bytes, out: &mut Vec<Event>) -> Result<(), DecodeError> {
         match self.codec {
             DecodingCodec::Bytes => out.push(Event::from_message(frame)),
-            DecodingCodec::Json => match json::parse(&frame)? {
-                Value::Array(items) => out.extend(items.into_iter().map(wrap)),
-                value => out.push(wrap(value)),
+            DecodingCodec::Json => match json::read(&frame, self.build)? {
+                json::Document::Value(Value::Array(items)) => {
+                    out.extend(items.into_iter().map(wrap))
+                }
+                json::Document::Value(value) => out.push(wrap(value)),
+                json::Document::Text(text) => out.push(Event::from_json_text(text)),
             },
         }
         Ok(())
@@ -117,7 +135,14 @@ mod tests {
 
     fn decode(codec: DecodingCodec, frame: &[u8]) -> Result<Vec<Event>, DecodeError> {
         let mut out = Vec::new();
-        Decoder { codec }.decode(Bytes::copy_from_slice(frame), &mut out)?;
+        Decoder::new(
+            &DecodingConfig {
+                codec,
+                on_error: None,
+            },
+            Values::Built,
+        )
+        .decode(Bytes::copy_from_slice(frame), &mut out)?;
         Ok(out)
     }
 

@@ -54,7 +54,7 @@ impl Encoder {
         let start = buf.len();
         let result = match self.codec {
             EncodingCodec::Json | EncodingCodec::Ndjson => {
-                serde_json::to_writer(&mut *buf, &event.value).map_err(EncodeError::from)
+                event.write_json(buf).map_err(EncodeError::from)
             }
             EncodingCodec::Text => match event.get(MESSAGE_KEY) {
                 Some(Value::Bytes(bytes)) => {
@@ -92,7 +92,7 @@ impl Encoder {
                 if !first {
                     buf.push(b',');
                 }
-                match serde_json::to_writer(&mut *buf, &event.value) {
+                match event.write_json(buf) {
                     Ok(()) => first = false,
                     Err(_) => {
                         buf.truncate(start);

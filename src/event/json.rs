@@ -38,26 +38,66 @@ const MAX_DEPTH: usize = 127;
 
 /// Parses one JSON document (surrounding whitespace allowed) into a [`Value`].
 pub fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
-    // A copy of the text first: a frame is a slice of the source's read buffer (256 KiB for a
-    // file), and a string kept by a transform (reduce, window) would keep all of that alive.
-    // Copied, a kept string holds at most its own document. One allocation, where copying
-    // each string took one per string.
-    let Ok(text) = ByteString::try_from(Bytes::copy_from_slice(text)) else {
+    let Some(text) = copy(text) else {
         // Not UTF-8, so not JSON: VRL's deserializer names the error (and, were serde_json to
         // accept the text after all, gives the value VRL would).
         return serde_json::from_slice(text);
     };
-    match (Reader {
-        text: &text,
-        bytes: text.as_bytes(),
-        at: 0,
-        depth: 0,
-    })
-    .document()
-    {
+    match Reader::new(&text).document() {
         Some(value) => Ok(value),
         None => serde_json::from_str(&text),
     }
+}
+
+/// A document as a source decodes it.
+#[derive(Debug)]
+pub enum Document {
+    /// Its value.
+    Value(Value),
+    /// An object on one line that this reader reads (so [`build`] makes its value without
+    /// fail), checked and kept as its text, trimmed.
+    Text(ByteString),
+}
+
+/// Reads one JSON document from a source's frame. With `build`, its value is made; without,
+/// a one-line object is only checked (nothing allocated but the copy of its text) and kept
+/// as text, for [`build`] to make its value later if anything asks. Any other document is
+/// built either way.
+pub fn read(frame: &[u8], build: bool) -> Result<Document, serde_json::Error> {
+    let Some(text) = copy(frame) else {
+        return serde_json::from_slice(frame).map(Document::Value);
+    };
+    if !build {
+        let trimmed = text.trim_ascii();
+        // A raw line break can only be whitespace between tokens (inside strings JSON escapes
+        // it); a text with one could not be written out as one line.
+        if trimmed.starts_with('{') && memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_none() {
+            let trimmed = text.slice_ref(trimmed);
+            let mut reader = Reader::new(&trimmed);
+            if reader.skip_value().is_some() && reader.at == trimmed.len() {
+                return Ok(Document::Text(trimmed));
+            }
+        }
+    }
+    match Reader::new(&text).document() {
+        Some(value) => Ok(Document::Value(value)),
+        None => serde_json::from_str(&text).map(Document::Value),
+    }
+}
+
+/// The value of a document [`read`] kept as text: the reader checked it, so it reads it.
+pub fn build(text: &ByteString) -> Value {
+    Reader::new(text)
+        .document()
+        .expect("the reader builds what it checked (the json_value fuzz target holds it)")
+}
+
+/// A copy of the text first: a frame is a slice of the source's read buffer (256 KiB for a
+/// file), and a string kept by a transform (reduce, window) would keep all of that alive.
+/// Copied, a kept string holds at most its own document. One allocation, where copying each
+/// string took one per string. `None` if it is not UTF-8 (so not JSON).
+fn copy(frame: &[u8]) -> Option<ByteString> {
+    ByteString::try_from(Bytes::copy_from_slice(frame)).ok()
 }
 
 /// Reads one document; `None` wherever VRL's deserializer must decide.
@@ -73,6 +113,15 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn new(text: &'a ByteString) -> Self {
+        Reader {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            depth: 0,
+        }
+    }
+
     fn document(mut self) -> Option<Value> {
         let value = self.value()?;
         // Only whitespace may follow.
@@ -89,6 +138,62 @@ impl<'a> Reader<'a> {
             b'n' => self.word(b"null", Value::Null)?,
             _ => self.number()?,
         })
+    }
+
+    /// Steps over a value, deciding everything [`Self::value`] decides (the same token
+    /// readers) but building nothing: `Some` exactly where `value` would build one.
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string_token().map(drop),
+            b'{' => self.skip_object(),
+            b'[' => self.skip_array(),
+            b't' => self.word(b"true", ()),
+            b'f' => self.word(b"false", ()),
+            b'n' => self.word(b"null", ()),
+            _ => self.number().map(drop),
+        }
+    }
+
+    /// [`Self::object`] without building it.
+    fn skip_object(&mut self) -> Option<()> {
+        self.enter()?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                self.string_token()?;
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.at += 1;
+                self.skip_value()?;
+                if self.closes(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// [`Self::array`] without building it.
+    fn skip_array(&mut self) -> Option<()> {
+        self.enter()?;
+        if self.peek()? == b']' {
+            self.at += 1;
+        } else {
+            loop {
+                self.skip_value()?;
+                if self.closes(b']')? {
+                    break;
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
     }
 
     fn object(&mut self) -> Option<Value> {
@@ -231,6 +336,9 @@ impl<'a> Reader<'a> {
     /// serde_json's with `float_roundtrip`, which the build enables). Longer integers, `-0`
     /// and floats out of range are left to VRL's deserializer, and so is anything that is not
     /// a JSON number.
+    // Inlined: called from `value` and `skip_value`, LLVM otherwise makes it a call, which
+    // cost ~160 instructions per decoded event of the bench (callgrind).
+    #[inline(always)]
     fn number(&mut self) -> Option<Value> {
         let bytes = self.bytes;
         let start = self.at;
@@ -277,7 +385,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `word` (`true`, `false`, `null`) at `at`.
-    fn word(&mut self, word: &[u8], value: Value) -> Option<Value> {
+    fn word<T>(&mut self, word: &[u8], value: T) -> Option<T> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end) == Some(word)).then(|| {
             self.at = end;

@@ -8,17 +8,61 @@ pub mod finalizer;
 pub mod json;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 pub use finalizer::{BatchNotifier, BatchStatus, Finalizers, SourcePosition};
+use std::sync::OnceLock;
 use vrl::path::{OwnedSegment, OwnedValuePath};
 pub use vrl::value::{KeyString, ObjectMap, Value};
 
 /// The field a source puts raw line bytes into, and the `text` codec writes out.
 pub const MESSAGE_KEY: &str = "message";
 
-/// One event: a JSON-like value tree (usually an object).
-#[derive(Debug, Clone, PartialEq)]
+/// One event: a JSON-like value tree (usually an object), or the JSON text of one that
+/// nothing has asked to see yet.
+///
+/// A source whose events only go to sinks that write them as JSON keeps each decoded object
+/// as its checked text (see `codec::decoding::Values`): its value is built only if something
+/// asks ([`Event::value`]), and a JSON sink writes the text as it came ([`Event::write_json`]),
+/// top-level fields the source added after it. Any other change (`value_mut`) turns the event
+/// into its value for good, so what is written is always the event as it is.
+#[derive(Clone)]
 pub struct Event {
-    pub value: Value,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// The value tree: every event built at its source, and every event something changed.
+    Value(Value),
+    /// An object kept as its text. Boxed so that built events, the most, stay as small as a
+    /// value.
+    Text(Box<Text>),
+}
+
+/// An object kept as text, and what has been added to it since.
+#[derive(Clone)]
+struct Text {
+    /// The document, trimmed and on one line, which the reader has checked it reads.
+    json: ByteString,
+    /// Top-level fields set (`insert`) since, in order; written after the text, so the last of
+    /// a repeated key wins, in the value as in any JSON reader.
+    added: Vec<(KeyString, Value)>,
+    /// The value, once something has asked for it.
+    value: OnceLock<Value>,
+}
+
+impl Text {
+    fn value(&self) -> &Value {
+        self.value.get_or_init(|| {
+            let mut value = json::build(&self.json);
+            if let Value::Object(map) = &mut value {
+                for (key, field) in &self.added {
+                    map.insert(key.clone(), field.clone());
+                }
+            }
+            value
+        })
+    }
 }
 
 impl Event {
@@ -26,14 +70,85 @@ impl Event {
     pub fn from_message(bytes: Bytes) -> Self {
         let mut map = ObjectMap::new();
         map.insert(KeyString::from(MESSAGE_KEY), Value::Bytes(bytes));
+        Event::from(Value::Object(map))
+    }
+
+    /// An object kept as its text, which [`json::read`] has checked (not built).
+    pub fn from_json_text(json: ByteString) -> Self {
         Event {
-            value: Value::Object(map),
+            repr: Repr::Text(Box::new(Text {
+                json,
+                added: Vec::new(),
+                value: OnceLock::new(),
+            })),
         }
     }
 
-    /// Inserts a top-level field (no-op on non-object events).
+    /// The event's value, built from its text on first use if the source kept only that.
+    pub fn value(&self) -> &Value {
+        match &self.repr {
+            Repr::Value(value) => value,
+            Repr::Text(text) => text.value(),
+        }
+    }
+
+    /// The value to change: an event kept as text becomes its value for good.
+    pub fn value_mut(&mut self) -> &mut Value {
+        if let Repr::Text(text) = &mut self.repr {
+            text.value();
+            let value = text.value.take().expect("built above");
+            self.repr = Repr::Value(value);
+        }
+        match &mut self.repr {
+            Repr::Value(value) => value,
+            Repr::Text(_) => unreachable!("turned into its value above"),
+        }
+    }
+
+    /// The value, taken out of the event.
+    pub fn into_value(self) -> Value {
+        match self.repr {
+            Repr::Value(value) => value,
+            Repr::Text(text) => {
+                text.value();
+                text.value.into_inner().expect("built above")
+            }
+        }
+    }
+
+    /// Writes the event as one line of JSON (no newline): the text it came as and the fields
+    /// added since if it was kept as text, else its value through serde_json.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let text = match &self.repr {
+            Repr::Value(value) => return serde_json::to_writer(out, value),
+            Repr::Text(text) => text,
+        };
+        // The text is an object: `{`, its fields, `}`.
+        let open = &text.json.as_bytes()[..text.json.len() - 1];
+        out.extend_from_slice(open);
+        let mut empty = open.trim_ascii_end() == b"{";
+        for (key, value) in &text.added {
+            if !std::mem::take(&mut empty) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, key.as_str())?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, value)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// Sets a top-level field (no-op on non-object events). An event kept as text that
+    /// nothing has built stays so, the field added after its text.
     pub fn insert(&mut self, key: &str, value: impl Into<Value>) {
-        if let Value::Object(map) = &mut self.value {
+        if let Repr::Text(text) = &mut self.repr {
+            if text.value.get().is_none() {
+                text.added.push((KeyString::from(key), value.into()));
+                return;
+            }
+        }
+        if let Value::Object(map) = self.value_mut() {
             map.insert(KeyString::from(key), value.into());
         }
     }
@@ -43,7 +158,7 @@ impl Event {
     /// (callgrind: ~290 against ~335 instructions in an 11-field event; both search the
     /// object's keys in order). Components read configured fields through this.
     pub fn at(&self, path: &OwnedValuePath) -> Option<&Value> {
-        match (&self.value, path.segments.as_slice()) {
+        match (self.value(), path.segments.as_slice()) {
             (Value::Object(map), [OwnedSegment::Field(key)]) => map.get(key),
             (value, _) => value.get(path),
         }
@@ -51,7 +166,7 @@ impl Event {
 
     /// Reads a top-level field.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        match &self.value {
+        match self.value() {
             Value::Object(map) => map.get(key),
             _ => None,
         }
@@ -60,7 +175,27 @@ impl Event {
 
 impl From<Value> for Event {
     fn from(value: Value) -> Self {
-        Event { value }
+        Event {
+            repr: Repr::Value(value),
+        }
+    }
+}
+
+/// Events are equal when their values are (the text is how one came, not what it is).
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("Event");
+        debug.field("value", self.value());
+        if let Repr::Text(text) = &self.repr {
+            debug.field("text", &text.json).field("added", &text.added);
+        }
+        debug.finish()
     }
 }
 
@@ -96,6 +231,105 @@ impl EventBatch {
 mod tests {
     use super::*;
 
+    /// An event kept as the text of `json` (checked, not built).
+    fn kept(json: &str) -> Event {
+        match json::read(json.as_bytes(), false).unwrap() {
+            json::Document::Text(text) => Event::from_json_text(text),
+            json::Document::Value(_) => panic!("{json} was built, not kept as text"),
+        }
+    }
+
+    fn written(event: &Event) -> String {
+        let mut out = Vec::new();
+        event.write_json(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn parsed(json: &str) -> Value {
+        json::parse(json.as_bytes()).unwrap()
+    }
+
+    fn set(value: &mut Value, key: &str, field: impl Into<Value>) {
+        let Value::Object(map) = value else {
+            panic!("not an object")
+        };
+        map.insert(key.into(), field.into());
+    }
+
+    #[test]
+    fn an_object_kept_as_text_is_written_as_it_came_and_built_only_when_asked() {
+        let text = r#"{"b": 1, "a":"x\u00e9", "n":{"z":[1.50,null]}}"#;
+        let mut event = kept(&format!("  {text}\t"));
+        assert!(matches!(&event.repr, Repr::Text(t) if t.value.get().is_none()));
+        assert_eq!(written(&event), text, "trimmed, otherwise byte for byte");
+        event.insert("file", "/var/log/a.log");
+        event.insert("n", 7);
+        let with_fields =
+            r#"{"b": 1, "a":"x\u00e9", "n":{"z":[1.50,null]},"file":"/var/log/a.log","n":7}"#;
+        assert_eq!(written(&event), with_fields);
+        assert!(
+            matches!(&event.repr, Repr::Text(t) if t.value.get().is_none()),
+            "adding fields builds nothing"
+        );
+        // The value: the text's, the added fields set in order over it (the last `n` wins),
+        // which is also what any reader of the written line makes of it.
+        let mut expected = parsed(text);
+        set(&mut expected, "file", "/var/log/a.log");
+        set(&mut expected, "n", 7);
+        assert_eq!(event.value(), &expected);
+        assert_eq!(parsed(&written(&event)), expected);
+        assert_eq!(written(&event), with_fields, "reading it kept the text");
+        // A change made after it was built, or through `value_mut`, makes it its value.
+        event.insert("late", true);
+        set(&mut expected, "late", true);
+        assert!(matches!(event.repr, Repr::Value(_)));
+        assert_eq!(written(&event), serde_json::to_string(&expected).unwrap());
+        let mut event = kept(text);
+        let Value::Object(map) = event.value_mut() else {
+            panic!("not an object")
+        };
+        map.remove("b");
+        assert_eq!(written(&event), r#"{"a":"xé","n":{"z":[1.5,null]}}"#);
+        assert_eq!(kept(text).into_value(), parsed(text));
+        assert_eq!(kept(text), Event::from(parsed(text)), "equal by value");
+    }
+
+    #[test]
+    fn fields_added_to_an_empty_object_need_no_leading_comma() {
+        for text in ["{}", "{ }"] {
+            let mut event = kept(text);
+            assert_eq!(written(&event), text);
+            event.insert("a", 1);
+            event.insert("b", "x");
+            assert_eq!(parsed(&written(&event)), parsed(r#"{"a":1,"b":"x"}"#));
+            assert_eq!(event.value(), &parsed(r#"{"a":1,"b":"x"}"#));
+        }
+    }
+
+    #[test]
+    fn only_one_line_objects_the_reader_reads_are_kept_as_text() {
+        for text in [
+            "[1,2]",
+            "\"s\"",
+            "{\"a\":\n1}",
+            "{\"a\":1}\r{}",
+            r#"{"big":123456789012345678901}"#,
+            r#"{"a":1"#,
+        ] {
+            assert!(
+                !matches!(
+                    json::read(text.as_bytes(), false),
+                    Ok(json::Document::Text(_))
+                ),
+                "{text:?}"
+            );
+        }
+        assert!(matches!(
+            json::read(b"{\"a\":1}", true),
+            Ok(json::Document::Value(_))
+        ));
+    }
+
     #[test]
     fn a_path_reads_the_same_value_as_vrls_path_walk() {
         let text = r#"{"a":1,"b":{"c":[5,{"d":"x"}]},"e.f":2,"":3}"#;
@@ -112,7 +346,7 @@ mod tests {
             ".",
         ] {
             let path = vrl::path::parse_value_path(path).unwrap();
-            assert_eq!(event.at(&path), event.value.get(&path), "{path}");
+            assert_eq!(event.at(&path), event.value().get(&path), "{path}");
         }
         assert_eq!(
             event.at(&vrl::path::parse_value_path(".a").unwrap()),

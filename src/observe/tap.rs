@@ -28,7 +28,7 @@ pub fn offer(component: &str, events: &[Event]) {
             if tx.capacity() == 0 {
                 break; // the reader is behind: skip the rest of this batch
             }
-            let line = serde_json::to_string(&event.value).unwrap_or_default();
+            let line = serde_json::to_string(event.value()).unwrap_or_default();
             if tx.try_send(line).is_err() {
                 break;
             }

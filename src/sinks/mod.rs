@@ -269,6 +269,33 @@ impl SinkConfig {
         }
     }
 
+    /// Whether the sink needs of an event nothing but its JSON text: it writes events as JSON
+    /// and reads no field (no field or time in a path or key, no disk buffer, which records
+    /// values). A source whose events only go to such sinks decodes JSON objects on demand
+    /// (see `codec::decoding::Values`).
+    pub fn writes_json_text_only(&self) -> bool {
+        use crate::codec::encoding::EncodingCodec;
+        let json =
+            |codec: EncodingCodec| matches!(codec, EncodingCodec::Json | EncodingCodec::Ndjson);
+        let fixed = |template: &str| {
+            crate::template::Template::parse(template).is_ok_and(|t| t.is_static())
+        };
+        self.buffer().disk().is_none()
+            && match self {
+                Self::Blackhole(_) => true,
+                Self::Console(c) => json(c.encoding.codec),
+                Self::File(c) => json(c.encoding.codec) && fixed(&c.path),
+                Self::Http(c) => json(c.encoding.codec),
+                Self::AwsS3(c) => {
+                    matches!(
+                        c.encoding.codec,
+                        aws_s3::encode::ObjectCodec::Ndjson | aws_s3::encode::ObjectCodec::Json
+                    ) && fixed(&c.key_prefix)
+                }
+                _ => false,
+            }
+    }
+
     /// Whether the sink commits its sources' positions with its data (exactly-once).
     pub fn exactly_once(&self) -> bool {
         match self {

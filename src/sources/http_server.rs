@@ -248,12 +248,13 @@ async fn serve(
         shutdown,
         acknowledgements,
         metrics,
+        values,
         ..
     } = cx;
     let shared = Arc::new(Shared {
         id: id.clone(),
         out: Mutex::new(out),
-        decoder: Decoder::new(&config.decoding),
+        decoder: Decoder::new(&config.decoding, values),
         on_error: config.decoding.on_error.unwrap_or(OnDecodeError::Reject),
         framing: config.framing,
         max_body_bytes: config.max_body_bytes,

@@ -537,7 +537,7 @@ async fn consume(
     consumer
         .subscribe(&topics)
         .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
-    let decoder = Decoder::new(&config.decoding);
+    let decoder = Decoder::new(&config.decoding, cx.values);
     let on_error = config.decoding.on_error.unwrap_or(OnDecodeError::Drop);
     let mut acks: OrderedAcks<Positions> = OrderedAcks::new(cx.acknowledgements);
     let mut stream = consumer.stream().ready_chunks(BATCH);

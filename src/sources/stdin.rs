@@ -48,7 +48,7 @@ pub async fn read_lines(
     mut input: impl AsyncRead + Unpin,
     mut cx: SourceContext,
 ) -> Result<(), ComponentError> {
-    let decoder = Decoder::new(&config.decoding);
+    let decoder = Decoder::new(&config.decoding, cx.values);
     let on_error = config.decoding.on_error.unwrap_or(OnDecodeError::Drop);
     let mut framer = LineFramer::new(config.max_line_bytes, config.oversize_lines);
     let mut buf = BytesMut::with_capacity(64 * 1024);

@@ -4,6 +4,7 @@
 use super::channel::{self, BufferReceiver, BufferSender, ChannelLimits, WhenFull};
 use super::fanout::{ConsumerList, Fanout, Target};
 use super::{run_transform, RunFuture, Shutdown};
+use crate::codec::decoding::Values;
 use crate::config::graph::DEAD_LETTER;
 use crate::config::{Config, ConfigError, Graph, OutputId};
 use crate::observe::ComponentMetrics;
@@ -80,6 +81,23 @@ pub fn check_all(config: &Config) -> Vec<crate::config::Diagnostic> {
     diagnostics
 }
 
+/// Whether the events of `source` need values at once: unless every consumer is a sink that
+/// only writes their JSON text. A consumer added by a later reload finds the values built on
+/// demand: the same events, the work done later.
+fn values_needed(config: &Config, graph: &Graph, source: &OutputId) -> Values {
+    let text_only = graph.consumers_of(source).all(|consumer| {
+        config
+            .sinks
+            .get(consumer)
+            .is_some_and(|sink| sink.config.writes_json_text_only())
+    });
+    if text_only {
+        Values::OnDemand
+    } else {
+        Values::Built
+    }
+}
+
 /// Builds the components named in `ids`, taking input channels for their transforms and sinks
 /// and consumer lists for their outputs into `wiring`. Reports all build errors at once.
 pub(super) fn build(
@@ -138,6 +156,7 @@ pub(super) fn build(
                 .get(id)
                 .and_then(|sink| config.sinks.get(sink))
                 .and_then(|sink| sink.config.position_store(&exactly_once[id])),
+            values: values_needed(config, graph, &output(id, None)),
         };
         match entry.config.build(cx) {
             Ok(run) => built.push(Component {
@@ -241,5 +260,61 @@ pub(super) fn build(
         Ok(built)
     } else {
         Err(ConfigError { diagnostics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `values_needed` decides for source `in` of a config whose sinks section is `sinks`
+    /// (and transforms section `transforms`).
+    fn values_of(transforms: &str, sinks: &str) -> Values {
+        let text = format!(
+            "sources:\n  in:\n    type: stdin\n    decoding:\n      codec: json\n{transforms}sinks:\n{sinks}"
+        );
+        let config = Config::load_str("test.yaml", &text).expect("the config loads");
+        let (graph, diagnostics) = crate::config::graph::build_partial(&config);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        values_needed(
+            &config,
+            &graph,
+            &OutputId {
+                component: "in".into(),
+                port: None,
+            },
+        )
+    }
+
+    #[test]
+    fn events_are_built_on_demand_only_where_every_consumer_just_writes_their_json() {
+        let blackhole = "  a:\n    type: blackhole\n    inputs: [in]\n";
+        let file = |path: &str, extra: &str| {
+            format!("  b:\n    type: file\n    inputs: [in]\n    path: {path}\n{extra}")
+        };
+        assert_eq!(values_of("", blackhole), Values::OnDemand);
+        let plain = file("/tmp/out.ndjson", "");
+        assert_eq!(
+            values_of("", &format!("{blackhole}{plain}")),
+            Values::OnDemand
+        );
+        // A path naming a field reads it; so does a text codec; so does a disk buffer
+        // (which records values), and any transform.
+        let by_field = file("\"/tmp/{{ service }}.ndjson\"", "");
+        assert_eq!(values_of("", &by_field), Values::Built);
+        let text = file("/tmp/out.log", "    encoding:\n      codec: text\n");
+        assert_eq!(values_of("", &text), Values::Built);
+        let disk = file(
+            "/tmp/out.ndjson",
+            "    buffer:\n      type: disk\n      max_size: 268435488\n",
+        );
+        assert_eq!(values_of("", &disk), Values::Built);
+        let filter =
+            "transforms:\n  f:\n    type: filter\n    inputs: [in]\n    condition: .a == 1\n";
+        let after_filter = "  c:\n    type: blackhole\n    inputs: [f]\n";
+        assert_eq!(
+            values_of(filter, &format!("{after_filter}{blackhole}")),
+            Values::Built
+        );
     }
 }

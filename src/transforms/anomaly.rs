@@ -397,7 +397,7 @@ impl Transform for Anomaly {
             let verdict = model.observe(&self.config, value, !update);
             self.models.insert(key, model);
             event
-                .value
+                .value_mut()
                 .insert(&self.target, Self::verdict_value(verdict));
             if verdict.is_some_and(|v| v.is_anomaly) {
                 anomalies += 1;

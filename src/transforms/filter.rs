@@ -44,7 +44,7 @@ impl Transform for Filter {
         let mut failure = None;
         for mut event in events {
             // Conditions must not change the event: run on a scratch copy only if needed.
-            match self.runner.check(&self.program, &mut event.value) {
+            match self.runner.check(&self.program, event.value_mut()) {
                 Ok(true) => outputs[0].push(event),
                 Ok(false) => {}
                 Err(error) => {

@@ -145,7 +145,7 @@ impl Reduce {
 
     fn check(&mut self, program: Option<&Program>, event: &mut Event) -> bool {
         let Some(program) = program else { return false };
-        match self.runner.check(program, &mut event.value) {
+        match self.runner.check(program, event.value_mut()) {
             Ok(b) => b,
             Err(error) => {
                 self.metrics.error("condition_failed");
@@ -187,15 +187,15 @@ impl Reduce {
             match strategy {
                 Strategy::Discard => {
                     if group.merged.at(path).is_none() {
-                        group.merged.value.insert(path, value.clone());
+                        group.merged.value_mut().insert(path, value.clone());
                     }
                 }
                 Strategy::Retain => {
-                    group.merged.value.insert(path, value.clone());
+                    group.merged.value_mut().insert(path, value.clone());
                 }
                 Strategy::Sum | Strategy::Max | Strategy::Min => {
                     let combined = combine(group.merged.at(path), value, *strategy);
-                    group.merged.value.insert(path, combined);
+                    group.merged.value_mut().insert(path, combined);
                 }
                 Strategy::Array | Strategy::Concat | Strategy::ConcatNewline => {
                     if let Some(values) = collected {
@@ -230,7 +230,7 @@ impl Reduce {
                     Value::Bytes(joined.freeze())
                 }
             };
-            group.merged.value.insert(path, value);
+            group.merged.value_mut().insert(path, value);
         }
         out.events.push(group.merged);
         out.finalizers.merge(group.finalizers);

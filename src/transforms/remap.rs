@@ -98,7 +98,7 @@ impl Transform for Remap {
         kept.reserve(events.len());
         for mut event in events {
             let original = self.keep_original.then(|| event.clone());
-            match self.runner.run(&self.program, &mut event.value) {
+            match self.runner.run(&self.program, event.value_mut()) {
                 Ok(_) => kept.push(event),
                 Err(terminate) => {
                     let (drop, reason) = match &terminate {
@@ -153,7 +153,7 @@ mod tests {
         let event = &out[0][0];
         assert_eq!(event.get("name"), None);
         assert_eq!(event.get("keep"), Some(&Value::Integer(1)));
-        let json = serde_json::to_string(&event.value).unwrap();
+        let json = serde_json::to_string(event.value()).unwrap();
         assert_eq!(json, r#"{"a":{"b":["X"]},"keep":1}"#);
     }
 

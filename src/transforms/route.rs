@@ -73,7 +73,7 @@ impl Transform for Route {
         for mut event in events {
             let mut matched: Vec<usize> = Vec::new();
             for (index, program) in self.programs.iter().enumerate() {
-                match self.runner.check(program, &mut event.value) {
+                match self.runner.check(program, event.value_mut()) {
                     Ok(true) => matched.push(index),
                     Ok(false) => {}
                     Err(error) => {

@@ -25,7 +25,7 @@ pub fn hash_fields(event: &crate::event::Event, fields: &[vrl::path::OwnedValueP
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     if fields.is_empty() {
-        event.value.hash(&mut hasher);
+        event.value().hash(&mut hasher);
     }
     for path in fields {
         event.at(path).hash(&mut hasher);

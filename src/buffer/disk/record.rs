@@ -32,7 +32,7 @@ pub fn encode_record(batch: &EventBatch, out: &mut Vec<u8>) -> usize {
     put_varint(out, batch.byte_size as u64);
     put_varint(out, batch.events.len() as u64);
     for event in &batch.events {
-        put_value(out, &event.value);
+        put_value(out, event.value());
     }
     let payload_len = out.len() - start - HEADER;
     let crc = crc32c::crc32c(&out[start + HEADER..]);

@@ -145,7 +145,7 @@ impl ObjectEncoder {
                 let skipped = if encoder.codec == EncodingCodec::Json {
                     let start = buf.len();
                     buf.push(if buf.is_empty() { b'[' } else { b',' });
-                    let failed = serde_json::to_writer(&mut *buf, &event.value).is_err();
+                    let failed = event.write_json(buf).is_err();
                     if failed {
                         buf.truncate(start);
                     }

@@ -267,7 +267,7 @@ impl Rows {
     /// as null).
     pub fn add(&mut self, event: &Event) -> usize {
         let mut missed = 0;
-        match (&event.value, self.inferred) {
+        match (event.value(), self.inferred) {
             (Value::Object(map), true) => {
                 // Columns and the event's fields are both sorted: one ordered walk.
                 let mut at = 0;

@@ -289,7 +289,7 @@ impl Writer {
     pub fn new_fields(&self, batch: &EventBatch) -> Vec<(String, ColumnType)> {
         let mut found: indexmap::IndexMap<String, ColumnType> = indexmap::IndexMap::new();
         for event in &batch.events {
-            let Value::Object(fields) = &event.value else {
+            let Value::Object(fields) = event.value() else {
                 continue;
             };
             for (name, value) in fields {

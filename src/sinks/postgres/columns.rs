@@ -106,7 +106,7 @@ impl Column {
     /// The cell for this column of `event`, or why the field does not fit the column.
     pub fn cell(&self, event: &Event) -> Result<Cell, String> {
         let value = match &self.field {
-            None => Some(&event.value),
+            None => Some(event.value()),
             Some(path) => event.at(path),
         };
         match value {

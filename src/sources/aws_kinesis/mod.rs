@@ -290,7 +290,7 @@ async fn run(
     start: Start,
     mut cx: SourceContext,
 ) -> Result<(), ComponentError> {
-    let decoder = Decoder::new(&config.decoding);
+    let decoder = Decoder::new(&config.decoding, cx.values);
     let on_error = config.decoding.on_error.unwrap_or(OnDecodeError::Drop);
     let mut acks: OrderedAcks<Acked> = OrderedAcks::new(cx.acknowledgements);
     let (pages_tx, mut pages) = mpsc::channel::<Page>(4);

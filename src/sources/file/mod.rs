@@ -274,7 +274,7 @@ impl Reader {
     fn new(config: FileSourceConfig, cx: &SourceContext) -> Self {
         Reader {
             lines: LineDecoder {
-                decoder: Decoder::new(&config.decoding),
+                decoder: Decoder::new(&config.decoding, cx.values),
                 on_error: config.decoding.on_error.unwrap_or(OnDecodeError::Drop),
                 file_key: config.file_key.clone(),
             },

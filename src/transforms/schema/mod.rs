@@ -172,7 +172,7 @@ impl SchemaTransform {
     /// as one; true if anything changed.
     fn coerce(&self, event: &mut Event) -> bool {
         let mut fixes = Vec::new();
-        for error in self.validator.iter_errors(&event.value) {
+        for error in self.validator.iter_errors(event.value()) {
             let ValidationErrorKind::Type { kind } = error.kind() else {
                 continue;
             };
@@ -211,7 +211,7 @@ impl SchemaTransform {
             }
         }
         for (pointer, value) in &fixes {
-            if let Some(slot) = pointer_mut(&mut event.value, pointer) {
+            if let Some(slot) = pointer_mut(event.value_mut(), pointer) {
                 *slot = value.clone();
             }
         }
@@ -239,18 +239,18 @@ impl Transform for SchemaTransform {
     fn transform(&mut self, events: Vec<Event>, outputs: &mut [Vec<Event>]) {
         let (mut valid, mut invalid) = (0u64, 0u64);
         for mut event in events {
-            if self.validator.is_valid(&event.value) {
+            if self.validator.is_valid(event.value()) {
                 valid += 1;
                 outputs[0].push(event);
                 continue;
             }
-            if self.coerce && self.coerce(&mut event) && self.validator.is_valid(&event.value) {
+            if self.coerce && self.coerce(&mut event) && self.validator.is_valid(event.value()) {
                 valid += 1;
                 outputs[0].push(event);
                 continue;
             }
             invalid += 1;
-            let violations = self.violations(&event.value);
+            let violations = self.violations(event.value());
             let tags: Vec<Value> = violations
                 .into_iter()
                 .map(|v| {
@@ -262,9 +262,9 @@ impl Transform for SchemaTransform {
                     Value::Object(tag)
                 })
                 .collect();
-            if !matches!(event.value, Value::Object(_)) {
+            if !matches!(event.value(), Value::Object(_)) {
                 // A scalar or array event keeps its value under `message`.
-                let value = std::mem::replace(&mut event.value, Value::Object(ObjectMap::new()));
+                let value = std::mem::replace(event.value_mut(), Value::Object(ObjectMap::new()));
                 event.insert("message", value);
             }
             event.insert(INVALID_FIELD, Value::Array(tags));

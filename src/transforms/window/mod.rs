@@ -325,7 +325,7 @@ impl Window {
         event.insert("window_start", Value::Timestamp(to_time(window.start)));
         event.insert("window_end", Value::Timestamp(to_time(window.end)));
         for (path, value) in self.group_by.iter().zip(key) {
-            event.value.insert(path, value.clone());
+            event.value_mut().insert(path, value.clone());
         }
         for (aggregation, acc) in self.aggregations.iter().zip(&state.accs) {
             event.insert(&aggregation.name, aggregation.result(acc));

@@ -59,7 +59,7 @@ fn split(out: Vec<Emitted>) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) 
     let json = |e: &Emitted| {
         e.events
             .iter()
-            .map(|e| serde_json::to_value(&e.value).unwrap())
+            .map(|e| serde_json::to_value(e.value()).unwrap())
             .collect()
     };
     (json(&out[0]), json(&out[1]))
