@@ -58,11 +58,23 @@ fn json_value(data: &[u8]) {
     let vrl = serde_json::from_slice::<crate::event::Value>(data).map_err(|e| e.to_string());
     let ours = json::parse(data).map_err(|e| e.to_string());
     assert_eq!(ours, vrl, "{shown:?}");
-    for build in [true, false] {
-        let value = match json::read(data, build) {
-            Ok(json::Document::Value(value)) => Ok(value),
-            Ok(json::Document::Text(text)) => {
-                assert!(!build, "a document to build was kept as text");
+    for (value, text) in [(true, false), (true, true), (false, true)] {
+        let reading = json::Reading { value, text };
+        let read = match json::read(data, reading) {
+            Ok(json::Document {
+                value: Some(built),
+                text: None,
+            }) => Ok(built),
+            Ok(json::Document {
+                value: built,
+                text: Some(text),
+            }) => {
+                assert!(reading.text, "text kept unasked");
+                assert_eq!(
+                    built.is_some(),
+                    reading.value,
+                    "built unasked, or not built"
+                );
                 assert!(text.starts_with('{') && text.ends_with('}'), "{text:?}");
                 assert!(
                     !text.contains(['\n', '\r']),
@@ -70,11 +82,19 @@ fn json_value(data: &[u8]) {
                 );
                 let again = serde_json::from_str::<crate::event::Value>(&text);
                 assert_eq!(again.map_err(|e| e.to_string()), vrl, "kept text {text:?}");
-                Ok(json::build(&text))
+                let later = json::build(&text);
+                if let Some(built) = built {
+                    assert_eq!(built, later, "built now and built later differ");
+                }
+                Ok(later)
             }
+            Ok(json::Document {
+                value: None,
+                text: None,
+            }) => panic!("a document with neither value nor text"),
             Err(error) => Err(error.to_string()),
         };
-        assert_eq!(value, vrl, "read (build {build}) of {shown:?}");
+        assert_eq!(read, vrl, "read ({reading:?}) of {shown:?}");
     }
 }
 

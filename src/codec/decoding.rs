@@ -53,27 +53,46 @@ pub struct DecodeError(#[from] serde_json::Error);
 #[derive(Debug, Clone, Copy)]
 pub struct Decoder {
     codec: DecodingCodec,
-    /// Whether `json` builds each event's value now; without, one-line objects are checked
-    /// and kept as text, built only if something asks (see [`Values`]).
-    build: bool,
+    /// What `json` makes of each document: its value, its text, or both (see [`Values`]).
+    reading: json::Reading,
 }
 
-/// Whether a source's decoded events need their values: [`Values::Built`] when a transform
-/// or a sink reads them, [`Values::OnDemand`] when everything downstream writes the events'
-/// JSON text (see `SourceContext::values`). Either way the events are the same; only when
-/// the work is done differs.
+/// What a source's consumers need of its decoded events, and so what the `json` codec makes
+/// of a one-line object (see `SourceContext::values`). The events are the same either way
+/// (equal values); what differs is which work is done, and when.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Values {
+    /// Values: a transform, or a sink that does not write JSON, reads them.
     #[default]
     Built,
+    /// Values and text: every consumer writes the events as JSON (written as they came,
+    /// without serialising), some also read fields.
+    BuiltWithText,
+    /// Text alone, checked: every consumer only writes the events as JSON; a value is built
+    /// if something asks after all.
     OnDemand,
+}
+
+impl Values {
+    /// What two consumers together need: the more of the two.
+    pub fn and(self, other: Values) -> Values {
+        use Values::*;
+        match (self, other) {
+            (Built, _) | (_, Built) => Built,
+            (BuiltWithText, _) | (_, BuiltWithText) => BuiltWithText,
+            (OnDemand, OnDemand) => OnDemand,
+        }
+    }
 }
 
 impl Decoder {
     pub fn new(config: &DecodingConfig, values: Values) -> Self {
         Decoder {
             codec: config.codec,
-            build: values == Values::Built,
+            reading: json::Reading {
+                value: values != Values::OnDemand,
+                text: values != Values::Built,
+            },
         }
     }
 
@@ -81,12 +100,17 @@ impl Decoder {
     pub fn decode(&self, frame: Bytes, out: &mut Vec<Event>) -> Result<(), DecodeError> {
         match self.codec {
             DecodingCodec::Bytes => out.push(Event::from_message(frame)),
-            DecodingCodec::Json => match json::read(&frame, self.build)? {
-                json::Document::Value(Value::Array(items)) => {
-                    out.extend(items.into_iter().map(wrap))
-                }
-                json::Document::Value(value) => out.push(wrap(value)),
-                json::Document::Text(text) => out.push(Event::from_json_text(text)),
+            DecodingCodec::Json => match json::read(&frame, self.reading)? {
+                json::Document {
+                    value: Some(Value::Array(items)),
+                    ..
+                } => out.extend(items.into_iter().map(wrap)),
+                json::Document {
+                    value: Some(value),
+                    text: None,
+                } => out.push(wrap(value)),
+                // An object kept as text (built or not).
+                document => out.push(Event::from_document(document)),
             },
         }
         Ok(())

@@ -49,39 +49,60 @@ pub fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
     }
 }
 
-/// A document as a source decodes it.
+/// A document as a source decodes it: its value, its text, or both.
 #[derive(Debug)]
-pub enum Document {
-    /// Its value.
-    Value(Value),
-    /// An object on one line that this reader reads (so [`build`] makes its value without
-    /// fail), checked and kept as its text, trimmed.
-    Text(ByteString),
+pub struct Document {
+    /// The value; `None` only where the text was kept and building was not asked for.
+    pub value: Option<Value>,
+    /// For an object on one line that this reader reads (so [`build`] makes its value
+    /// without fail), when asked for: its text, trimmed.
+    pub text: Option<ByteString>,
 }
 
-/// Reads one JSON document from a source's frame. With `build`, its value is made; without,
-/// a one-line object is only checked (nothing allocated but the copy of its text) and kept
-/// as text, for [`build`] to make its value later if anything asks. Any other document is
-/// built either way.
-pub fn read(frame: &[u8], build: bool) -> Result<Document, serde_json::Error> {
-    let Some(text) = copy(frame) else {
-        return serde_json::from_slice(frame).map(Document::Value);
+/// What [`read`] makes of a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// Build the value now (else a one-line object is only checked, for [`build`] to make
+    /// its value later if anything asks).
+    pub value: bool,
+    /// Keep a one-line object's text.
+    pub text: bool,
+}
+
+/// Reads one JSON document from a source's frame: its value, a one-line object's text, or
+/// both, as `reading` asks. A document that is not a one-line object the reader reads is
+/// always built and never kept as text.
+pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Error> {
+    let value_only = |value| Document {
+        value: Some(value),
+        text: None,
     };
-    if !build {
+    let Some(text) = copy(frame) else {
+        return serde_json::from_slice(frame).map(value_only);
+    };
+    if reading.text {
         let trimmed = text.trim_ascii();
         // A raw line break can only be whitespace between tokens (inside strings JSON escapes
         // it); a text with one could not be written out as one line.
         if trimmed.starts_with('{') && memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_none() {
             let trimmed = text.slice_ref(trimmed);
             let mut reader = Reader::new(&trimmed);
-            if reader.skip_value().is_some() && reader.at == trimmed.len() {
-                return Ok(Document::Text(trimmed));
+            let value = if reading.value {
+                reader.document().map(Some)
+            } else {
+                (reader.skip_value().is_some() && reader.at == trimmed.len()).then_some(None)
+            };
+            if let Some(value) = value {
+                return Ok(Document {
+                    value,
+                    text: Some(trimmed),
+                });
             }
         }
     }
     match Reader::new(&text).document() {
-        Some(value) => Ok(Document::Value(value)),
-        None => serde_json::from_str(&text).map(Document::Value),
+        Some(value) => Ok(value_only(value)),
+        None => serde_json::from_str(&text).map(value_only),
     }
 }
 

@@ -73,14 +73,20 @@ impl Event {
         Event::from(Value::Object(map))
     }
 
-    /// An object kept as its text, which [`json::read`] has checked (not built).
-    pub fn from_json_text(json: ByteString) -> Self {
-        Event {
-            repr: Repr::Text(Box::new(Text {
-                json,
-                added: Vec::new(),
-                value: OnceLock::new(),
-            })),
+    /// An event decoded from JSON: [`json::read`]'s document (a value, its text, or both).
+    pub fn from_document(document: json::Document) -> Self {
+        match document {
+            json::Document {
+                value: Some(value),
+                text: None,
+            } => Event::from(value),
+            json::Document { value, text } => Event {
+                repr: Repr::Text(Box::new(Text {
+                    json: text.expect("a document has its value, its text or both"),
+                    added: Vec::new(),
+                    value: value.map(OnceLock::from).unwrap_or_default(),
+                })),
+            },
         }
     }
 
@@ -139,17 +145,21 @@ impl Event {
         Ok(())
     }
 
-    /// Sets a top-level field (no-op on non-object events). An event kept as text that
-    /// nothing has built stays so, the field added after its text.
+    /// Sets a top-level field (no-op on non-object events). An event kept as text stays so,
+    /// the field added after its text (and set in its value, if that is built).
     pub fn insert(&mut self, key: &str, value: impl Into<Value>) {
-        if let Repr::Text(text) = &mut self.repr {
-            if text.value.get().is_none() {
-                text.added.push((KeyString::from(key), value.into()));
-                return;
+        let value = value.into();
+        match &mut self.repr {
+            Repr::Text(text) => {
+                if let Some(Value::Object(map)) = text.value.get_mut() {
+                    map.insert(KeyString::from(key), value.clone());
+                }
+                text.added.push((KeyString::from(key), value));
             }
-        }
-        if let Value::Object(map) = self.value_mut() {
-            map.insert(KeyString::from(key), value.into());
+            Repr::Value(Value::Object(map)) => {
+                map.insert(KeyString::from(key), value);
+            }
+            Repr::Value(_) => {}
         }
     }
 
@@ -231,12 +241,16 @@ impl EventBatch {
 mod tests {
     use super::*;
 
+    const TEXT_ONLY: json::Reading = json::Reading {
+        value: false,
+        text: true,
+    };
+
     /// An event kept as the text of `json` (checked, not built).
     fn kept(json: &str) -> Event {
-        match json::read(json.as_bytes(), false).unwrap() {
-            json::Document::Text(text) => Event::from_json_text(text),
-            json::Document::Value(_) => panic!("{json} was built, not kept as text"),
-        }
+        let document = json::read(json.as_bytes(), TEXT_ONLY).unwrap();
+        assert!(document.text.is_some(), "{json} was not kept as text");
+        Event::from_document(document)
     }
 
     fn written(event: &Event) -> String {
@@ -279,9 +293,16 @@ mod tests {
         assert_eq!(event.value(), &expected);
         assert_eq!(parsed(&written(&event)), expected);
         assert_eq!(written(&event), with_fields, "reading it kept the text");
-        // A change made after it was built, or through `value_mut`, makes it its value.
+        // A field added once it is built goes to both.
         event.insert("late", true);
         set(&mut expected, "late", true);
+        assert_eq!(event.value(), &expected);
+        assert_eq!(
+            written(&event),
+            with_fields.replace("7}", "7,\"late\":true}")
+        );
+        // Any other change, through `value_mut`, makes it its value for good.
+        event.value_mut();
         assert!(matches!(event.repr, Repr::Value(_)));
         assert_eq!(written(&event), serde_json::to_string(&expected).unwrap());
         let mut event = kept(text);
@@ -316,18 +337,17 @@ mod tests {
             r#"{"big":123456789012345678901}"#,
             r#"{"a":1"#,
         ] {
+            let document = json::read(text.as_bytes(), TEXT_ONLY);
             assert!(
-                !matches!(
-                    json::read(text.as_bytes(), false),
-                    Ok(json::Document::Text(_))
-                ),
+                document.is_err() || document.unwrap().text.is_none(),
                 "{text:?}"
             );
         }
-        assert!(matches!(
-            json::read(b"{\"a\":1}", true),
-            Ok(json::Document::Value(_))
-        ));
+        let reading = |value, text| json::Reading { value, text };
+        let document = json::read(b"{\"a\":1}", reading(true, false)).unwrap();
+        assert!(document.value.is_some() && document.text.is_none());
+        let document = json::read(b"{\"a\":1}", reading(true, true)).unwrap();
+        assert!(document.value.is_some() && document.text.is_some());
     }
 
     #[test]

@@ -28,7 +28,10 @@ pub fn offer(component: &str, events: &[Event]) {
             if tx.capacity() == 0 {
                 break; // the reader is behind: skip the rest of this batch
             }
-            let line = serde_json::to_string(event.value()).unwrap_or_default();
+            // As a JSON sink writes it (an event kept as text: its text, unbuilt).
+            let mut line = Vec::new();
+            let _ = event.write_json(&mut line);
+            let line = String::from_utf8(line).unwrap_or_default();
             if tx.try_send(line).is_err() {
                 break;
             }

@@ -181,6 +181,8 @@ impl BufferConfig {
     }
 }
 
+use crate::codec::decoding::Values;
+
 /// Every sink type, selected by `type:`.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
@@ -269,31 +271,48 @@ impl SinkConfig {
         }
     }
 
-    /// Whether the sink needs of an event nothing but its JSON text: it writes events as JSON
-    /// and reads no field (no field or time in a path or key, no disk buffer, which records
-    /// values). A source whose events only go to such sinks decodes JSON objects on demand
-    /// (see `codec::decoding::Values`).
-    pub fn writes_json_text_only(&self) -> bool {
+    /// What the sink needs of the events it takes: only their JSON text ([`Values::OnDemand`]:
+    /// it writes events as JSON and reads no field: no field or time in a path, topic or key),
+    /// their text and values (it writes JSON and reads fields), or values (anything else; so
+    /// does a disk buffer, which records values). Decides, over a source's consumers, what
+    /// its `json` decoding makes (see `codec::decoding::Values`).
+    pub fn needs(&self) -> Values {
         use crate::codec::encoding::EncodingCodec;
+        use aws_s3::encode::ObjectCodec;
         let json =
             |codec: EncodingCodec| matches!(codec, EncodingCodec::Json | EncodingCodec::Ndjson);
         let fixed = |template: &str| {
             crate::template::Template::parse(template).is_ok_and(|t| t.is_static())
         };
-        self.buffer().disk().is_none()
-            && match self {
-                Self::Blackhole(_) => true,
-                Self::Console(c) => json(c.encoding.codec),
-                Self::File(c) => json(c.encoding.codec) && fixed(&c.path),
-                Self::Http(c) => json(c.encoding.codec),
-                Self::AwsS3(c) => {
-                    matches!(
-                        c.encoding.codec,
-                        aws_s3::encode::ObjectCodec::Ndjson | aws_s3::encode::ObjectCodec::Json
-                    ) && fixed(&c.key_prefix)
-                }
-                _ => false,
+        // JSON written, and fields read or not.
+        let writes_json = |reads_fields: bool| {
+            if reads_fields {
+                Values::BuiltWithText
+            } else {
+                Values::OnDemand
             }
+        };
+        if self.buffer().disk().is_some() {
+            return Values::Built;
+        }
+        match self {
+            Self::Blackhole(_) => Values::OnDemand,
+            Self::Console(c) if json(c.encoding.codec) => Values::OnDemand,
+            Self::Http(c) if json(c.encoding.codec) => Values::OnDemand,
+            Self::File(c) if json(c.encoding.codec) => writes_json(!fixed(&c.path)),
+            Self::AwsS3(c)
+                if matches!(c.encoding.codec, ObjectCodec::Ndjson | ObjectCodec::Json) =>
+            {
+                writes_json(!fixed(&c.key_prefix))
+            }
+            Self::Kafka(c) if json(c.encoding.codec) => {
+                writes_json(!fixed(&c.topic) || c.key_field.is_some() || c.headers_key.is_some())
+            }
+            Self::AwsKinesisStreams(c) | Self::AwsKinesisFirehose(c) if json(c.encoding.codec) => {
+                writes_json(c.partition_key_field.is_some())
+            }
+            _ => Values::Built,
+        }
     }
 
     /// Whether the sink commits its sources' positions with its data (exactly-once).

@@ -81,21 +81,17 @@ pub fn check_all(config: &Config) -> Vec<crate::config::Diagnostic> {
     diagnostics
 }
 
-/// Whether the events of `source` need values at once: unless every consumer is a sink that
-/// only writes their JSON text. A consumer added by a later reload finds the values built on
-/// demand: the same events, the work done later.
+/// What the consumers of `source` need of its decoded events: values if any is a transform,
+/// else what the most demanding sink needs (see `SinkConfig::needs`). A consumer added by a
+/// later reload may find values built on demand: the same events, the work done later.
 fn values_needed(config: &Config, graph: &Graph, source: &OutputId) -> Values {
-    let text_only = graph.consumers_of(source).all(|consumer| {
-        config
-            .sinks
-            .get(consumer)
-            .is_some_and(|sink| sink.config.writes_json_text_only())
-    });
-    if text_only {
-        Values::OnDemand
-    } else {
-        Values::Built
-    }
+    graph
+        .consumers_of(source)
+        .map(|consumer| match config.sinks.get(consumer) {
+            Some(sink) => sink.config.needs(),
+            None => Values::Built,
+        })
+        .fold(Values::OnDemand, Values::and)
 }
 
 /// Builds the components named in `ids`, taking input channels for their transforms and sinks
@@ -287,21 +283,36 @@ mod tests {
     }
 
     #[test]
-    fn events_are_built_on_demand_only_where_every_consumer_just_writes_their_json() {
+    fn what_a_sources_events_are_decoded_into_follows_what_its_consumers_need() {
         let blackhole = "  a:\n    type: blackhole\n    inputs: [in]\n";
         let file = |path: &str, extra: &str| {
-            format!("  b:\n    type: file\n    inputs: [in]\n    path: {path}\n{extra}")
+            let name = format!("f{}", path.len() + extra.len());
+            format!("  {name}:\n    type: file\n    inputs: [in]\n    path: {path}\n{extra}")
         };
+        // Only writing JSON: text alone.
         assert_eq!(values_of("", blackhole), Values::OnDemand);
         let plain = file("/tmp/out.ndjson", "");
         assert_eq!(
             values_of("", &format!("{blackhole}{plain}")),
             Values::OnDemand
         );
-        // A path naming a field reads it; so does a text codec; so does a disk buffer
-        // (which records values), and any transform.
+        let kafka = |extra: &str| {
+            format!("  k:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: 127.0.0.1:9\n    topic: logs\n{extra}")
+        };
+        assert_eq!(values_of("", &kafka("")), Values::OnDemand);
+        // Writing JSON and reading a field (a path or a key naming one): both.
         let by_field = file("\"/tmp/{{ service }}.ndjson\"", "");
-        assert_eq!(values_of("", &by_field), Values::Built);
+        assert_eq!(values_of("", &by_field), Values::BuiltWithText);
+        assert_eq!(
+            values_of("", &format!("{blackhole}{by_field}")),
+            Values::BuiltWithText
+        );
+        assert_eq!(
+            values_of("", &kafka("    key_field: host\n")),
+            Values::BuiltWithText
+        );
+        // Not writing JSON (a text codec), a disk buffer (which records values), and any
+        // transform: values.
         let text = file("/tmp/out.log", "    encoding:\n      codec: text\n");
         assert_eq!(values_of("", &text), Values::Built);
         let disk = file(
@@ -309,6 +320,7 @@ mod tests {
             "    buffer:\n      type: disk\n      max_size: 268435488\n",
         );
         assert_eq!(values_of("", &disk), Values::Built);
+        assert_eq!(values_of("", &format!("{by_field}{disk}")), Values::Built);
         let filter =
             "transforms:\n  f:\n    type: filter\n    inputs: [in]\n    condition: .a == 1\n";
         let after_filter = "  c:\n    type: blackhole\n    inputs: [f]\n";

@@ -447,7 +447,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// starts from the same fully buffered state (2,000 events in 10-event records, the endpoint
 /// down until then). The agent must always start, count what is damaged, deliver every event
 /// of the undamaged segments, repeat nothing unless it had to re-read its input (a damaged
-/// checkpoint), and stop cleanly. `SLUICE_CORRUPTION_CASES` sets the count (default 12).
+/// checkpoint), and stop cleanly. `SLUICE_CORRUPTION_CASES` sets the count (default 12),
+/// `SLUICE_DAMAGE_SEED` the seed (printed by each run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
     let cases: u64 = std::env::var("SLUICE_CORRUPTION_CASES")
@@ -464,11 +465,17 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
     let data = pipeline.dir.path().join("data");
     let pristine = pipeline.dir.path().join("pristine");
     copy_dir(&data, &pristine);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    // `SLUICE_DAMAGE_SEED` replays a printed seed.
+    let seed = std::env::var("SLUICE_DAMAGE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
     for case in 0..cases {
@@ -484,6 +491,10 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
                 0 | 1 => {
                     let index = rng.below(segments.len() as u64) as usize;
                     let mut bytes = std::fs::read(&segments[index]).unwrap();
+                    if bytes.is_empty() {
+                        // Cut to nothing by an earlier damage of this case.
+                        continue;
+                    }
                     let at = rng.below(bytes.len() as u64) as usize;
                     bytes[at] ^= 1 << rng.below(8);
                     std::fs::write(&segments[index], bytes).unwrap();
@@ -506,6 +517,10 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
                 3 => {
                     let path = data.join("logs/checkpoints.json");
                     let mut bytes = std::fs::read(&path).unwrap();
+                    if bytes.is_empty() {
+                        // Cut to nothing by an earlier damage of this case.
+                        continue;
+                    }
                     let at = rng.below(bytes.len() as u64) as usize;
                     if rng.below(2) == 0 {
                         bytes[at] ^= 1 << rng.below(8);
