@@ -183,7 +183,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// [`Self::object`] without building it.
+    /// [`Self::object`] without building it. The walk mirrors `object`'s line for line; one
+    /// walk taking a closure for both, tried, cost 5% more instructions per checked event and
+    /// 0.7% per built one (callgrind).
     fn skip_object(&mut self) -> Option<()> {
         self.enter()?;
         if self.peek()? == b'}' {

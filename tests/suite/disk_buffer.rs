@@ -466,16 +466,7 @@ async fn random_damage_to_segments_and_checkpoints_never_stops_the_agent() {
     let pristine = pipeline.dir.path().join("pristine");
     copy_dir(&data, &pristine);
     // `SLUICE_DAMAGE_SEED` replays a printed seed.
-    let seed = std::env::var("SLUICE_DAMAGE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = common::seed_from("SLUICE_DAMAGE_SEED") | 1;
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
     for case in 0..cases {

@@ -27,15 +27,7 @@ fn budget() -> Duration {
 }
 
 fn seed() -> u64 {
-    std::env::var("SLUICE_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
+    common::seed_from("SLUICE_FUZZ_SEED")
 }
 
 fn regressions(target: &str) -> Vec<Vec<u8>> {
