@@ -27,8 +27,8 @@ pub struct SourceContext {
     /// The position store of the exactly-once sink this source feeds, if one does: the
     /// source claims its partitions there and starts from the positions it returns.
     pub position_store: Option<std::sync::Arc<dyn crate::exactly_once::PositionStore>>,
-    /// Whether its decoded events need their values at once or only their JSON text (every
-    /// consumer a sink that writes that: see `SinkConfig::writes_json_text_only`).
+    /// What its consumers need of its decoded events: values, their JSON text, or both
+    /// (`SinkConfig::needs`, folded over the consumers at build).
     pub values: crate::codec::decoding::Values,
 }
 

@@ -459,7 +459,11 @@ async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_noth
         return;
     };
     let endpoint = moto.yaml("    ");
-    let mut members = start_fleet(&moto, &endpoint, "views", 3, LEASE_SECS);
+    // A longer lease than the other tests': a victim must hand over within it, and under a
+    // loaded CI (2 cores, the whole suite, moto serving one request at a time) 2 s was once
+    // too short: the thief stopped waiting, so "handed the lease over" never came.
+    let lease_secs = 3.0 * LEASE_SECS;
+    let mut members = start_fleet(&moto, &endpoint, "views", 3, lease_secs);
     let producer = Producer::start(kinesis.clone(), "views", 0);
     eventually("leases spread 2/2/2", || async {
         settled_shares(&dynamodb, "views-leases").await == [2, 2, 2]
@@ -470,7 +474,7 @@ async fn a_fourth_agent_steals_its_share_with_a_handoff_losing_and_doubling_noth
         .map(|m| log_count(m, "stole the shard's lease"))
         .sum();
     members.push(start_member(
-        &moto, &endpoint, "views", "agent-3", LEASE_SECS,
+        &moto, &endpoint, "views", "agent-3", lease_secs,
     ));
     eventually("leases spread 2/2/1/1", || async {
         let owners = owners(&dynamodb, "views-leases").await;
