@@ -551,10 +551,8 @@ mod tests {
     //! catalog wrapper that loses the reply of a commit that landed.
     use super::*;
     use crate::event::{Event, EventBatch};
-    use async_trait::async_trait;
     use iceberg::table::Table;
-    use iceberg::{Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
-    use std::collections::HashMap;
+    use iceberg::{TableCommit, TableIdent};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Forwards everything; the first `update_table` is applied, then answered with an error,
@@ -565,8 +563,7 @@ mod tests {
         updates: AtomicUsize,
     }
 
-    #[async_trait]
-    impl Catalog for LosesFirstReply {
+    super::table::catalog_wrapper!(LosesFirstReply {
         async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
             let table = self.catalog.update_table(commit).await?;
             if self.updates.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -580,68 +577,7 @@ mod tests {
         async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
             self.catalog.load_table(table).await
         }
-        async fn list_namespaces(
-            &self,
-            parent: Option<&NamespaceIdent>,
-        ) -> iceberg::Result<Vec<NamespaceIdent>> {
-            self.catalog.list_namespaces(parent).await
-        }
-        async fn create_namespace(
-            &self,
-            namespace: &NamespaceIdent,
-            properties: HashMap<String, String>,
-        ) -> iceberg::Result<Namespace> {
-            self.catalog.create_namespace(namespace, properties).await
-        }
-        async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
-            self.catalog.get_namespace(namespace).await
-        }
-        async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
-            self.catalog.namespace_exists(namespace).await
-        }
-        async fn update_namespace(
-            &self,
-            namespace: &NamespaceIdent,
-            properties: HashMap<String, String>,
-        ) -> iceberg::Result<()> {
-            self.catalog.update_namespace(namespace, properties).await
-        }
-        async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
-            self.catalog.drop_namespace(namespace).await
-        }
-        async fn list_tables(
-            &self,
-            namespace: &NamespaceIdent,
-        ) -> iceberg::Result<Vec<TableIdent>> {
-            self.catalog.list_tables(namespace).await
-        }
-        async fn create_table(
-            &self,
-            namespace: &NamespaceIdent,
-            creation: TableCreation,
-        ) -> iceberg::Result<Table> {
-            self.catalog.create_table(namespace, creation).await
-        }
-        async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-            self.catalog.drop_table(table).await
-        }
-        async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-            self.catalog.purge_table(table).await
-        }
-        async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
-            self.catalog.table_exists(table).await
-        }
-        async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
-            self.catalog.rename_table(src, dest).await
-        }
-        async fn register_table(
-            &self,
-            table: &TableIdent,
-            location: String,
-        ) -> iceberg::Result<Table> {
-            self.catalog.register_table(table, location).await
-        }
-    }
+    });
 
     /// A commit that landed but whose reply was lost is recognised on the retry by its id in
     /// the table: one snapshot of data, every row once, the rows counted as sent. (Before, the

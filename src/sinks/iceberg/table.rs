@@ -16,14 +16,11 @@
 use super::catalog::open_catalog;
 use super::{CatalogKind, IcebergSinkConfig};
 use crate::exactly_once::{Ledger, Partition, PositionStore};
-use async_trait::async_trait;
 use futures::future::BoxFuture;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
-use iceberg::{
-    Catalog, Error, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
-};
+use iceberg::{Catalog, Error, ErrorKind, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -351,67 +348,98 @@ impl std::fmt::Debug for Pinned<'_> {
     }
 }
 
-#[async_trait]
-impl Catalog for Pinned<'_> {
-    async fn list_namespaces(
-        &self,
-        parent: Option<&NamespaceIdent>,
-    ) -> iceberg::Result<Vec<NamespaceIdent>> {
-        self.catalog.list_namespaces(parent).await
-    }
-    async fn create_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> iceberg::Result<Namespace> {
-        self.catalog.create_namespace(namespace, properties).await
-    }
-    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
-        self.catalog.get_namespace(namespace).await
-    }
-    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
-        self.catalog.namespace_exists(namespace).await
-    }
-    async fn update_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> iceberg::Result<()> {
-        self.catalog.update_namespace(namespace, properties).await
-    }
-    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
-        self.catalog.drop_namespace(namespace).await
-    }
-    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
-        self.catalog.list_tables(namespace).await
-    }
-    async fn create_table(
-        &self,
-        namespace: &NamespaceIdent,
-        creation: TableCreation,
-    ) -> iceberg::Result<Table> {
-        self.catalog.create_table(namespace, creation).await
-    }
+/// Implements `Catalog` for `$wrapper` (a type with a `catalog` field): the methods given,
+/// and every other one passed through to `self.catalog` unchanged. `async_trait` sees the
+/// whole impl, so the passed-through methods are written here once for every wrapper.
+macro_rules! catalog_wrapper {
+    ($wrapper:ty { $($own:item)* }) => {
+        #[async_trait::async_trait]
+        impl iceberg::Catalog for $wrapper {
+            $($own)*
+            async fn list_namespaces(
+                &self,
+                parent: Option<&iceberg::NamespaceIdent>,
+            ) -> iceberg::Result<Vec<iceberg::NamespaceIdent>> {
+                self.catalog.list_namespaces(parent).await
+            }
+            async fn create_namespace(
+                &self,
+                namespace: &iceberg::NamespaceIdent,
+                properties: std::collections::HashMap<String, String>,
+            ) -> iceberg::Result<iceberg::Namespace> {
+                self.catalog.create_namespace(namespace, properties).await
+            }
+            async fn get_namespace(
+                &self,
+                namespace: &iceberg::NamespaceIdent,
+            ) -> iceberg::Result<iceberg::Namespace> {
+                self.catalog.get_namespace(namespace).await
+            }
+            async fn namespace_exists(
+                &self,
+                namespace: &iceberg::NamespaceIdent,
+            ) -> iceberg::Result<bool> {
+                self.catalog.namespace_exists(namespace).await
+            }
+            async fn update_namespace(
+                &self,
+                namespace: &iceberg::NamespaceIdent,
+                properties: std::collections::HashMap<String, String>,
+            ) -> iceberg::Result<()> {
+                self.catalog.update_namespace(namespace, properties).await
+            }
+            async fn drop_namespace(&self, namespace: &iceberg::NamespaceIdent) -> iceberg::Result<()> {
+                self.catalog.drop_namespace(namespace).await
+            }
+            async fn list_tables(
+                &self,
+                namespace: &iceberg::NamespaceIdent,
+            ) -> iceberg::Result<Vec<iceberg::TableIdent>> {
+                self.catalog.list_tables(namespace).await
+            }
+            async fn create_table(
+                &self,
+                namespace: &iceberg::NamespaceIdent,
+                creation: iceberg::TableCreation,
+            ) -> iceberg::Result<iceberg::table::Table> {
+                self.catalog.create_table(namespace, creation).await
+            }
+            async fn drop_table(&self, table: &iceberg::TableIdent) -> iceberg::Result<()> {
+                self.catalog.drop_table(table).await
+            }
+            async fn purge_table(&self, table: &iceberg::TableIdent) -> iceberg::Result<()> {
+                self.catalog.purge_table(table).await
+            }
+            async fn table_exists(&self, table: &iceberg::TableIdent) -> iceberg::Result<bool> {
+                self.catalog.table_exists(table).await
+            }
+            async fn rename_table(
+                &self,
+                src: &iceberg::TableIdent,
+                dest: &iceberg::TableIdent,
+            ) -> iceberg::Result<()> {
+                self.catalog.rename_table(src, dest).await
+            }
+            async fn register_table(
+                &self,
+                table: &iceberg::TableIdent,
+                location: String,
+            ) -> iceberg::Result<iceberg::table::Table> {
+                self.catalog.register_table(table, location).await
+            }
+        }
+    };
+}
+// For the sink's tests, whose catalogs wrap the real one too.
+#[cfg(test)]
+pub(crate) use catalog_wrapper;
+
+catalog_wrapper!(Pinned<'_> {
     async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
         if table == self.table.identifier() {
             return Ok(self.table.clone());
         }
         self.catalog.load_table(table).await
-    }
-    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        self.catalog.drop_table(table).await
-    }
-    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        self.catalog.purge_table(table).await
-    }
-    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
-        self.catalog.table_exists(table).await
-    }
-    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
-        self.catalog.rename_table(src, dest).await
-    }
-    async fn register_table(&self, table: &TableIdent, location: String) -> iceberg::Result<Table> {
-        self.catalog.register_table(table, location).await
     }
     async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
         self.catalog.update_table(commit).await.map_err(|e| {
@@ -422,7 +450,7 @@ impl Catalog for Pinned<'_> {
             }
         })
     }
-}
+});
 
 /// The snapshot-summary key under which a sink records the id of each commit of data files,
 /// kept the same across the retries of one commit.
