@@ -51,13 +51,24 @@ fn split(data: &[u8]) -> (u8, &[u8]) {
 
 /// One JSON document into an event value: exactly VRL's deserializer's value or error, whether
 /// parsed (`parse_json`), read by a source, or checked and kept as text to be built later;
-/// kept text is one line and reads back as the same value.
+/// kept text is one line and reads back as the same value. The value written back out
+/// (`json_writer`) is byte for byte what serde_json writes.
 fn json_value(data: &[u8]) {
     use crate::event::json;
     let shown = String::from_utf8_lossy(data);
     let vrl = serde_json::from_slice::<crate::event::Value>(data).map_err(|e| e.to_string());
     let ours = json::parse(data).map_err(|e| e.to_string());
     assert_eq!(ours, vrl, "{shown:?}");
+    if let Ok(value) = &ours {
+        let mut written = Vec::new();
+        crate::event::json_writer::write_value(value, &mut written);
+        let expected = serde_json::to_vec(value).expect("a value serializes");
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&expected),
+            "written value of {shown:?}"
+        );
+    }
     for (value, text) in [(true, false), (true, true), (false, true)] {
         let reading = json::Reading { value, text };
         let read = match json::read(data, reading) {

@@ -32,8 +32,6 @@ pub struct EncodingConfig {
 pub enum EncodeError {
     #[error("event has no `message` field for the text codec")]
     NoMessage,
-    #[error("cannot serialize event: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 /// The runtime encoder.
@@ -54,7 +52,8 @@ impl Encoder {
         let start = buf.len();
         let result = match self.codec {
             EncodingCodec::Json | EncodingCodec::Ndjson => {
-                event.write_json(buf).map_err(EncodeError::from)
+                event.write_json(buf);
+                Ok(())
             }
             EncodingCodec::Text => match event.get(MESSAGE_KEY) {
                 Some(Value::Bytes(bytes)) => {
@@ -81,24 +80,16 @@ impl Encoder {
     }
 
     /// Encodes a whole request body: a JSON array for `json`, lines otherwise. Events that fail
-    /// to encode are skipped and returned as the error count.
+    /// to encode (`text` without a `message`) are skipped and returned as the error count.
     pub fn encode_body(&self, events: &[Event], buf: &mut Vec<u8>) -> usize {
         let mut failed = 0;
         if self.codec == EncodingCodec::Json {
             buf.push(b'[');
-            let mut first = true;
-            for event in events {
-                let start = buf.len();
-                if !first {
+            for (index, event) in events.iter().enumerate() {
+                if index > 0 {
                     buf.push(b',');
                 }
-                match event.write_json(buf) {
-                    Ok(()) => first = false,
-                    Err(_) => {
-                        buf.truncate(start);
-                        failed += 1;
-                    }
-                }
+                event.write_json(buf);
             }
             buf.push(b']');
         } else {

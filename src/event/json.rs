@@ -438,7 +438,7 @@ fn ascii_digits(bytes: &[u8], at: usize) -> Option<usize> {
 /// bytes at a time. A chunk may reach past the string's end into the rest of the document:
 /// only the first hit counts, so what lies beyond the closing quote does not matter, and a
 /// short key is one chunk, not a byte-by-byte loop.
-fn special_byte(bytes: &[u8], mut at: usize) -> Option<usize> {
+pub(super) fn special_byte(bytes: &[u8], mut at: usize) -> Option<usize> {
     while let Some(chunk) = bytes.get(at..at + 16) {
         let hits = special_mask(chunk.try_into().expect("sixteen bytes"));
         if hits != 0 {
@@ -455,7 +455,7 @@ fn special_byte(bytes: &[u8], mut at: usize) -> Option<usize> {
 /// Bit `i` set where `chunk[i]` is `"`, `\` or below 0x20: three SSE2 compares and one
 /// `movemask` (SSE2 is part of x86-64).
 #[cfg(target_arch = "x86_64")]
-fn special_mask(chunk: &[u8; 16]) -> u32 {
+pub(super) fn special_mask(chunk: &[u8; 16]) -> u32 {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is always there on x86-64; the load is unaligned and reads 16 bytes of
     // `chunk`.
@@ -470,7 +470,7 @@ fn special_mask(chunk: &[u8; 16]) -> u32 {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn special_mask(chunk: &[u8; 16]) -> u32 {
+pub(super) fn special_mask(chunk: &[u8; 16]) -> u32 {
     portable_special_mask(chunk)
 }
 

@@ -6,6 +6,7 @@
 
 pub mod finalizer;
 pub mod json;
+pub mod json_writer;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -136,10 +137,11 @@ impl Event {
     }
 
     /// Writes the event as one line of JSON (no newline): the text it came as and the fields
-    /// added since if it was kept as text, else its value through serde_json.
-    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    /// added since if it was kept as text, else its value (as serde_json writes it; see
+    /// [`json_writer`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         let text = match &self.repr {
-            Repr::Value(value) => return serde_json::to_writer(out, value),
+            Repr::Value(value) => return json_writer::write_value(value, out),
             Repr::Text(text) => text,
         };
         // The text is an object: `{`, its fields, `}`.
@@ -150,12 +152,11 @@ impl Event {
             if !std::mem::take(&mut empty) {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, key.as_str())?;
+            json_writer::write_str(key, out);
             out.push(b':');
-            serde_json::to_writer(&mut *out, value)?;
+            json_writer::write_value(value, out);
         }
         out.push(b'}');
-        Ok(())
     }
 
     /// Sets a top-level field (no-op on non-object events). An event kept as text stays so,
@@ -265,7 +266,7 @@ mod tests {
 
     fn written(event: &Event) -> String {
         let mut out = Vec::new();
-        event.write_json(&mut out).unwrap();
+        event.write_json(&mut out);
         String::from_utf8(out).unwrap()
     }
 

@@ -30,7 +30,7 @@ pub fn offer(component: &str, events: &[Event]) {
             }
             // As a JSON sink writes it (an event kept as text: its text, unbuilt).
             let mut line = Vec::new();
-            let _ = event.write_json(&mut line);
+            event.write_json(&mut line);
             let line = String::from_utf8(line).unwrap_or_default();
             if tx.try_send(line).is_err() {
                 break;

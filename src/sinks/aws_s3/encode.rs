@@ -47,7 +47,7 @@ pub enum Pending {
 
 /// What adding one event did.
 pub struct Added {
-    /// It could not be encoded at all (no `message` for `text`, not serializable).
+    /// It could not be encoded at all (no `message` for `text`).
     pub skipped: bool,
     /// Parquet values written as null because they did not fit their column.
     pub mismatches: usize,
@@ -143,13 +143,9 @@ impl ObjectEncoder {
             },
             (ObjectEncoder::Lines(encoder, _), Pending::Lines { buf, events }) => {
                 let skipped = if encoder.codec == EncodingCodec::Json {
-                    let start = buf.len();
                     buf.push(if buf.is_empty() { b'[' } else { b',' });
-                    let failed = event.write_json(buf).is_err();
-                    if failed {
-                        buf.truncate(start);
-                    }
-                    failed
+                    event.write_json(buf);
+                    false
                 } else {
                     encoder.encode_line(event, buf).is_err()
                 };
