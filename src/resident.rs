@@ -46,6 +46,14 @@ pub fn set_free_memory_collector(collect: fn()) {
     let _ = COLLECTOR.set(collect);
 }
 
+/// Returns the calling thread's free heap pages to the system now, if a collector is
+/// installed.
+pub fn collect_free_memory() {
+    if let Some(collect) = COLLECTOR.get() {
+        collect();
+    }
+}
+
 /// Worker wake-ups so far, across the runtime: how busy it is.
 static WAKEUPS: AtomicU64 = AtomicU64::new(0);
 /// How many times the runtime was found quiet and its workers nudged to collect.

@@ -276,6 +276,14 @@ impl ObjectNames {
     }
 }
 
+/// After encoding an object of at least this much raw data, the encoding thread hands its
+/// free heap pages back to the system. An object's columns or lines are megabytes the
+/// allocator would otherwise keep for a second (mimalloc's purge delay) while every prefix's
+/// next object grows: the Parquet load bench (6 prefixes, ~8 MiB objects) peaked at 178-222
+/// MiB, and at 116-127 MiB handing them back, for ~0.07 CPU s more per million events (page
+/// faults as the next objects grow). Smaller objects hold too little to be worth it.
+const GIVE_BACK_AFTER_BYTES: usize = 1 << 20;
+
 struct S3Sink {
     store: ObjectStore,
     prefix: Template,
@@ -318,7 +326,7 @@ impl PartitionedFlush for S3Sink {
         prefix: String,
         pending: Pending,
         _events: usize,
-        _byte_size: usize,
+        byte_size: usize,
         finalizers: Finalizers,
     ) {
         let count = ObjectEncoder::count(&pending);
@@ -327,7 +335,15 @@ impl PartitionedFlush for S3Sink {
         }
         let encoder = self.encoder.clone();
         // Compression and Parquet writing are CPU work: off the async workers.
-        let body = match tokio::task::spawn_blocking(move || encoder.finish(pending)).await {
+        let body = match tokio::task::spawn_blocking(move || {
+            let body = encoder.finish(pending);
+            if byte_size >= GIVE_BACK_AFTER_BYTES {
+                crate::resident::collect_free_memory();
+            }
+            body
+        })
+        .await
+        {
             Ok(Ok(body)) => body,
             Ok(Err(reason)) => {
                 self.metrics.error("encode_failed");
