@@ -51,7 +51,8 @@ fn split(data: &[u8]) -> (u8, &[u8]) {
 
 /// One JSON document into an event value: exactly VRL's deserializer's value or error, whether
 /// parsed (`parse_json`), read by a source, or checked and kept as text to be built later;
-/// kept text is one line and reads back as the same value. The value written back out
+/// kept text is one line and reads back as the same value, and its fields read one by one (where
+/// noted) make that value too. The value written back out
 /// (`json_writer`) is byte for byte what serde_json writes.
 fn json_value(data: &[u8]) {
     use crate::event::json;
@@ -69,17 +70,55 @@ fn json_value(data: &[u8]) {
             "written value of {shown:?}"
         );
     }
-    for (value, text) in [(true, false), (true, true), (false, true)] {
-        let reading = json::Reading { value, text };
+    let readings = [
+        (true, false, false),
+        (true, true, false),
+        (false, true, false),
+        (false, true, true),
+    ];
+    for (value, text, fields) in readings {
+        let reading = json::Reading {
+            value,
+            text,
+            fields,
+        };
         let read = match json::read(data, reading) {
             Ok(json::Document {
                 value: Some(built),
                 text: None,
-            }) => Ok(built),
+                fields,
+            }) => {
+                assert!(fields.is_none(), "fields noted without the text");
+                Ok(built)
+            }
             Ok(json::Document {
                 value: built,
                 text: Some(text),
+                fields,
             }) => {
+                match &fields {
+                    // Each field read on its own makes the same object (the last key wins).
+                    Some(fields) => {
+                        let mut object = crate::event::ObjectMap::new();
+                        for field in fields {
+                            object.insert(field.key(&text).into(), field.value(&text));
+                        }
+                        let built = json::build(&text);
+                        assert_eq!(
+                            crate::event::Value::Object(object),
+                            built,
+                            "fields of {text:?}"
+                        );
+                    }
+                    None if reading.fields => {
+                        assert!(
+                            text.contains('\\'),
+                            "fields not noted though no key has escapes: {text:?}"
+                        )
+                    }
+                    None => {}
+                }
+                assert!(reading.fields || fields.is_none(), "fields noted unasked");
                 assert!(reading.text, "text kept unasked");
                 assert_eq!(
                     built.is_some(),
@@ -102,6 +141,7 @@ fn json_value(data: &[u8]) {
             Ok(json::Document {
                 value: None,
                 text: None,
+                ..
             }) => panic!("a document with neither value nor text"),
             Err(error) => Err(error.to_string()),
         };

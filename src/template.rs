@@ -94,7 +94,7 @@ impl Template {
                 }
                 Part::Field(name, path) => {
                     let start = out.len();
-                    let _ = match event.at(path) {
+                    let _ = match event.field_at(path).as_deref() {
                         Some(v @ (Value::Bytes(_) | Value::String(_))) => {
                             out.push_str(&v.to_str_lossy().unwrap_or_default());
                             Ok(())
@@ -125,7 +125,7 @@ fn confine(out: &mut String, start: usize) {
 }
 
 fn event_time(event: &Event) -> DateTime<Utc> {
-    match event.get("timestamp") {
+    match event.field("timestamp").as_deref() {
         Some(Value::Timestamp(t)) => *t,
         Some(v @ (Value::Bytes(_) | Value::String(_))) => v
             .to_str_lossy()

@@ -68,6 +68,10 @@ pub enum Values {
     /// Values and text: every consumer writes the events as JSON (written as they came,
     /// without serialising), some also read fields.
     BuiltWithText,
+    /// Text and where its top-level fields are, checked: every consumer writes the events as
+    /// JSON or reads top-level fields straight from the text (`Event::field`: a templated
+    /// path or prefix, Parquet columns); a value is built if something asks after all.
+    Fields,
     /// Text alone, checked: every consumer only writes the events as JSON; a value is built
     /// if something asks after all.
     OnDemand,
@@ -80,6 +84,7 @@ impl Values {
         match (self, other) {
             (Built, _) | (_, Built) => Built,
             (BuiltWithText, _) | (_, BuiltWithText) => BuiltWithText,
+            (Fields, _) | (_, Fields) => Fields,
             (OnDemand, OnDemand) => OnDemand,
         }
     }
@@ -90,8 +95,9 @@ impl Decoder {
         Decoder {
             codec: config.codec,
             reading: json::Reading {
-                value: values != Values::OnDemand,
+                value: matches!(values, Values::Built | Values::BuiltWithText),
                 text: values != Values::Built,
+                fields: values == Values::Fields,
             },
         }
     }
@@ -108,6 +114,7 @@ impl Decoder {
                 json::Document {
                     value: Some(value),
                     text: None,
+                    ..
                 } => out.push(wrap(value)),
                 // An object kept as text (built or not).
                 document => out.push(Event::from_document(document)),

@@ -65,6 +65,33 @@ pub struct Document {
     /// For an object on one line that this reader reads (so [`build`] makes its value
     /// without fail), when asked for: its text, trimmed.
     pub text: Option<ByteString>,
+    /// Where the kept text's top-level fields are, when asked for and no key has escapes.
+    pub fields: Option<Vec<FieldAt>>,
+}
+
+/// Where one top-level field of a kept text is: its key (between the quotes; a key with
+/// escapes is never indexed) and the first byte of its value, which [`value_at`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldAt {
+    key: u32,
+    key_len: u32,
+    value: u32,
+}
+
+impl FieldAt {
+    /// The key, in the text it was found in.
+    pub fn key<'a>(&self, text: &'a str) -> &'a str {
+        &text[self.key as usize..(self.key + self.key_len) as usize]
+    }
+
+    /// The value, read from the text it was found in.
+    pub fn value(&self, text: &ByteString) -> Value {
+        let mut reader = Reader::new(text);
+        reader.at = self.value as usize;
+        reader
+            .value()
+            .expect("the reader builds what it checked (the json_value fuzz target holds it)")
+    }
 }
 
 /// What [`read`] makes of a document.
@@ -75,6 +102,9 @@ pub struct Reading {
     pub value: bool,
     /// Keep a one-line object's text.
     pub text: bool,
+    /// With the text and no value: note where its top-level fields are ([`Document::fields`]),
+    /// for consumers that read fields straight from the text.
+    pub fields: bool,
 }
 
 /// Reads one JSON document from a source's frame: its value, a one-line object's text, or
@@ -84,6 +114,7 @@ pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Erro
     let value_only = |value| Document {
         value: Some(value),
         text: None,
+        fields: None,
     };
     let Some(text) = copy(frame) else {
         return serde_json::from_slice(frame).map(value_only);
@@ -95,8 +126,17 @@ pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Erro
         if trimmed.starts_with('{') && memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_none() {
             let trimmed = text.slice_ref(trimmed);
             let mut reader = Reader::new(&trimmed);
+            let mut fields = None;
             let value = if reading.value {
                 reader.document().map(Some)
+            } else if reading.fields {
+                reader
+                    .index_object()
+                    .filter(|_| reader.at == trimmed.len())
+                    .map(|index| {
+                        fields = index;
+                        None
+                    })
             } else {
                 (reader.skip_value().is_some() && reader.at == trimmed.len()).then_some(None)
             };
@@ -104,6 +144,7 @@ pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Erro
                 return Ok(Document {
                     value,
                     text: Some(trimmed),
+                    fields,
                 });
             }
         }
@@ -208,6 +249,52 @@ impl<'a> Reader<'a> {
         }
         self.depth -= 1;
         Some(())
+    }
+
+    /// [`Self::skip_object`] for the document's own object, noting where each field's key and
+    /// value are: `Some(None)` if a key has escapes (read, but not indexed).
+    fn index_object(&mut self) -> Option<Option<Vec<FieldAt>>> {
+        let mut fields = Vec::with_capacity(16);
+        let mut plain_keys = true;
+        self.enter()?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let key = self.at + 1;
+                let key_len = match self.string_token()? {
+                    Cow::Borrowed(plain) => plain.len(),
+                    Cow::Owned(_) => {
+                        plain_keys = false;
+                        0
+                    }
+                };
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.at += 1;
+                self.peek()?;
+                let value = self.at;
+                self.skip_value()?;
+                let at = |offset: usize| u32::try_from(offset).ok();
+                match (at(key), at(key_len), at(value)) {
+                    (Some(key), Some(key_len), Some(value)) => fields.push(FieldAt {
+                        key,
+                        key_len,
+                        value,
+                    }),
+                    _ => plain_keys = false,
+                }
+                if self.closes(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(plain_keys.then_some(fields))
     }
 
     /// [`Self::array`] without building it.

@@ -11,6 +11,7 @@ pub mod json_writer;
 use bytes::Bytes;
 use bytestring::ByteString;
 pub use finalizer::{BatchNotifier, BatchStatus, Finalizers, SourcePosition};
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use vrl::path::{OwnedSegment, OwnedValuePath};
 pub use vrl::value::{KeyString, ObjectMap, Value};
@@ -50,6 +51,9 @@ struct Text {
     added: Vec<(KeyString, Value)>,
     /// The value, once something has asked for it.
     value: OnceLock<Value>,
+    /// Where the text's top-level fields are, if the source noted them: what
+    /// [`Event::field`] and [`Event::fields`] read without building the value.
+    fields: Option<Vec<json::FieldAt>>,
 }
 
 impl Text {
@@ -91,12 +95,18 @@ impl Event {
             json::Document {
                 value: Some(value),
                 text: None,
+                ..
             } => Event::from(value),
-            json::Document { value, text } => Event {
+            json::Document {
+                value,
+                text,
+                fields,
+            } => Event {
                 repr: Repr::Text(Box::new(Text {
                     json: text.expect("a document has its value, its text or both"),
                     added: Vec::new(),
                     value: value.map(OnceLock::from).unwrap_or_default(),
+                    fields,
                 })),
             },
         }
@@ -192,6 +202,79 @@ impl Event {
             _ => None,
         }
     }
+
+    /// The event's top-level fields as its text holds them, where its source noted them and
+    /// nothing has built its value: read one by one, without building the object (no keys
+    /// allocated, no map). `None` for any other event: read its value.
+    #[inline]
+    pub fn fields(&self) -> Option<Fields<'_>> {
+        match &self.repr {
+            Repr::Text(text) if text.value.get().is_none() => Some(Fields {
+                text,
+                indexed: text.fields.as_deref()?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A top-level field, read from the text where the source noted its fields (see
+    /// [`Event::fields`]), else looked up in the value.
+    pub fn field(&self, key: &str) -> Option<Cow<'_, Value>> {
+        match self.fields() {
+            Some(fields) => fields.get(key),
+            None => self.get(key).map(Cow::Borrowed),
+        }
+    }
+
+    /// The value at `path` ([`Event::at`]), a top-level field read as [`Event::field`] reads
+    /// it: what templates and configured columns read.
+    pub fn field_at(&self, path: &OwnedValuePath) -> Option<Cow<'_, Value>> {
+        match path.segments.as_slice() {
+            [OwnedSegment::Field(key)] => self.field(key),
+            _ => self.at(path).map(Cow::Borrowed),
+        }
+    }
+}
+
+/// The top-level fields of an event kept as text: those of the text in its order, then those
+/// added since. A key may repeat (the last one counts, as in the value).
+pub struct Fields<'a> {
+    text: &'a Text,
+    indexed: &'a [json::FieldAt],
+}
+
+impl<'a> Fields<'a> {
+    pub fn len(&self) -> usize {
+        self.indexed.len() + self.text.added.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key of field `index`.
+    pub fn key(&self, index: usize) -> &'a str {
+        match self.indexed.get(index) {
+            Some(at) => at.key(&self.text.json),
+            None => &self.text.added[index - self.indexed.len()].0,
+        }
+    }
+
+    /// The value of field `index`, read from the text (strings are slices of it).
+    pub fn value(&self, index: usize) -> Cow<'a, Value> {
+        match self.indexed.get(index) {
+            Some(at) => Cow::Owned(at.value(&self.text.json)),
+            None => Cow::Borrowed(&self.text.added[index - self.indexed.len()].1),
+        }
+    }
+
+    /// The value of the last field named `key`.
+    pub fn get(&self, key: &str) -> Option<Cow<'a, Value>> {
+        (0..self.len())
+            .rev()
+            .find(|&index| self.key(index) == key)
+            .map(|index| self.value(index))
+    }
 }
 
 impl From<Value> for Event {
@@ -255,6 +338,13 @@ mod tests {
     const TEXT_ONLY: json::Reading = json::Reading {
         value: false,
         text: true,
+        fields: false,
+    };
+
+    const TEXT_AND_FIELDS: json::Reading = json::Reading {
+        value: false,
+        text: true,
+        fields: true,
     };
 
     /// An event kept as the text of `json` (checked, not built).
@@ -354,11 +444,70 @@ mod tests {
                 "{text:?}"
             );
         }
-        let reading = |value, text| json::Reading { value, text };
+        let reading = |value, text| json::Reading {
+            value,
+            text,
+            fields: false,
+        };
         let document = json::read(b"{\"a\":1}", reading(true, false)).unwrap();
         assert!(document.value.is_some() && document.text.is_none());
         let document = json::read(b"{\"a\":1}", reading(true, true)).unwrap();
         assert!(document.value.is_some() && document.text.is_some());
+    }
+
+    #[test]
+    fn top_level_fields_are_read_from_the_text_without_building_the_value() {
+        let text = r#"{"a":1,"s":"x\"y","o":{"n":[1,2]},"a":2.5,"t":"2026-01-01T00:00:00Z"}"#;
+        let document = json::read(text.as_bytes(), TEXT_AND_FIELDS).unwrap();
+        assert!(document.fields.is_some() && document.value.is_none());
+        let mut event = Event::from_document(document);
+        event.insert("file", "/var/log/x");
+        event.insert("s", "again");
+        let fields = event.fields().expect("fields noted, nothing built");
+        let keys: Vec<&str> = (0..fields.len()).map(|i| fields.key(i)).collect();
+        assert_eq!(keys, ["a", "s", "o", "a", "t", "file", "s"]);
+        // The last of a repeated key counts, an added field over the text's.
+        assert_eq!(
+            event.field("a").as_deref(),
+            Some(&Value::Float(
+                vrl::compiler::prelude::NotNan::new(2.5).unwrap()
+            ))
+        );
+        assert_eq!(event.field("s").as_deref(), Some(&Value::from("again")));
+        assert_eq!(
+            event.field("file").as_deref(),
+            Some(&Value::from("/var/log/x"))
+        );
+        assert_eq!(event.field("missing"), None);
+        let nested = vrl::path::parse_value_path(".o.n[1]").unwrap();
+        let top = vrl::path::parse_value_path(".t").unwrap();
+        assert_eq!(
+            event.field_at(&top).as_deref(),
+            Some(&Value::from("2026-01-01T00:00:00Z"))
+        );
+        // Every field, read one by one, is the value's.
+        let Value::Object(map) = event.value().clone() else {
+            panic!("an object")
+        };
+        for (key, value) in &map {
+            assert_eq!(event.field(key).as_deref(), Some(value), "{key}");
+        }
+        // Once built, fields come from the value (and a nested path always did).
+        assert!(event.fields().is_none());
+        assert_eq!(event.field_at(&nested).as_deref(), Some(&Value::Integer(2)));
+        assert_eq!(
+            event.field("a").as_deref(),
+            Some(&Value::Float(
+                vrl::compiler::prelude::NotNan::new(2.5).unwrap()
+            ))
+        );
+        // A key with escapes: read, kept as text, fields not noted.
+        let document = json::read(br#"{"k\u0041":1}"#, TEXT_AND_FIELDS).unwrap();
+        assert!(document.text.is_some() && document.fields.is_none());
+        assert_eq!(
+            Event::from_document(document).field("kA").as_deref(),
+            Some(&Value::Integer(1))
+        );
     }
 
     #[test]

@@ -300,15 +300,21 @@ mod tests {
             format!("  k:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: 127.0.0.1:9\n    topic: logs\n{extra}")
         };
         assert_eq!(values_of("", &kafka("")), Values::OnDemand);
-        // Writing JSON and reading a field (a path or a key naming one): both.
+        // Writing JSON and reading a field through a template (a path, a topic): the text and
+        // where its fields are; Parquet columns read fields from the text too.
         let by_field = file("\"/tmp/{{ service }}.ndjson\"", "");
-        assert_eq!(values_of("", &by_field), Values::BuiltWithText);
+        assert_eq!(values_of("", &by_field), Values::Fields);
         assert_eq!(
             values_of("", &format!("{blackhole}{by_field}")),
-            Values::BuiltWithText
+            Values::Fields
         );
+        let parquet = "  p:\n    type: aws_s3\n    inputs: [in]\n    bucket: b\n    local_directory: /tmp/lake\n    encoding:\n      codec: parquet\n";
+        assert_eq!(values_of("", parquet), Values::Fields);
+        // Reading a field otherwise (a kafka key): values and text.
+        let keyed = kafka("    key_field: host\n");
+        assert_eq!(values_of("", &keyed), Values::BuiltWithText);
         assert_eq!(
-            values_of("", &kafka("    key_field: host\n")),
+            values_of("", &format!("{by_field}{keyed}")),
             Values::BuiltWithText
         );
         // Not writing JSON (a text codec), a disk buffer (which records values), and any

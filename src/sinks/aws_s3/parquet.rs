@@ -145,10 +145,13 @@ impl ParquetEncoder {
                 .map(|c| ColumnState {
                     column: c.clone(),
                     builder: Builder::new(c.kind, 1024),
+                    row_written: 0,
                 })
                 .collect(),
             inferred: self.fixed.is_none(),
             rows: 0,
+            last_columns: Vec::new(),
+            columns_now: Vec::new(),
         }
     }
 
@@ -201,11 +204,19 @@ pub struct Rows {
     /// Columns are found as fields appear (kept sorted by name), not configured.
     inferred: bool,
     rows: usize,
+    /// The column of each field of the last event read from its text, in the text's order:
+    /// the first guess for the next event's fields (events of one source mostly share their
+    /// keys' order).
+    last_columns: Vec<usize>,
+    /// The same for the event being added.
+    columns_now: Vec<usize>,
 }
 
 struct ColumnState {
     column: Column,
     builder: Builder,
+    /// The last row (counted from 1) whose value came from an event's text.
+    row_written: usize,
 }
 
 impl ColumnState {
@@ -221,6 +232,7 @@ impl ColumnState {
                 kind,
             },
             builder,
+            row_written: 0,
         }
     }
 
@@ -266,6 +278,11 @@ impl Rows {
     /// Copies one event in; returns how many of its values did not fit their column (written
     /// as null).
     pub fn add(&mut self, event: &Event) -> usize {
+        if let Some(fields) = event.fields().filter(|_| self.inferred) {
+            if let Some(missed) = self.add_fields(&fields) {
+                return missed;
+            }
+        }
         let mut missed = 0;
         match (event.value(), self.inferred) {
             (Value::Object(map), true) => {
@@ -307,12 +324,57 @@ impl Rows {
             }
             (_, false) => {
                 for state in &mut self.columns {
-                    missed += usize::from(!state.builder.append(event.at(&state.column.path)));
+                    let value = event.field_at(&state.column.path);
+                    missed += usize::from(!state.builder.append(value.as_deref()));
                 }
             }
         }
         self.rows += 1;
         missed
+    }
+}
+
+impl Rows {
+    /// [`Rows::add`] for an event kept as text whose fields its source noted: each field's
+    /// value is read from the text into its column, without building the event's object.
+    /// `None`, having changed nothing, when a field has no column yet or a key repeats: the
+    /// event's value decides those.
+    fn add_fields(&mut self, fields: &crate::event::Fields<'_>) -> Option<usize> {
+        let row = self.rows + 1;
+        self.columns_now.clear();
+        for index in 0..fields.len() {
+            let key = fields.key(index);
+            let guess = self.last_columns.get(index).copied();
+            let column = match guess
+                .filter(|&c| self.columns.get(c).is_some_and(|s| s.column.name == key))
+            {
+                Some(column) => column,
+                None => self
+                    .columns
+                    .binary_search_by(|state| state.column.name.as_str().cmp(key))
+                    .ok()?,
+            };
+            if self.columns[column].row_written == row {
+                return None;
+            }
+            self.columns[column].row_written = row;
+            self.columns_now.push(column);
+        }
+        std::mem::swap(&mut self.last_columns, &mut self.columns_now);
+        let mut missed = 0;
+        for (index, &column) in self.last_columns.iter().enumerate() {
+            let value = fields.value(index);
+            let state = &mut self.columns[column];
+            state.widen_for(&value);
+            missed += usize::from(!state.builder.append(Some(&value)));
+        }
+        for state in &mut self.columns {
+            if state.row_written != row {
+                state.builder.append_null();
+            }
+        }
+        self.rows = row;
+        Some(missed)
     }
 }
 
@@ -600,6 +662,58 @@ mod tests {
     fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
         assert_eq!(batches.len(), 1, "one batch in these small tests");
         batches[0].clone()
+    }
+
+    /// An event as a source keeps it for a Parquet sink: its text and where its fields are.
+    fn kept(json: &str) -> Event {
+        let reading = crate::event::json::Reading {
+            value: false,
+            text: true,
+            fields: true,
+        };
+        let document = crate::event::json::read(json.as_bytes(), reading).unwrap();
+        assert!(document.fields.is_some(), "{json}: fields noted");
+        Event::from_document(document)
+    }
+
+    #[test]
+    fn fields_read_from_the_text_make_the_same_file_as_values() {
+        let lines = [
+            r#"{"b":1,"a":"x","n":null}"#,
+            r#"{"a":"y","b":2}"#,
+            // A new field: the first time the value decides, then the text.
+            r#"{"a":"z","b":3,"c":true}"#,
+            r#"{"c":false,"b":4,"a":"w"}"#,
+            // A repeated key: the last counts.
+            r#"{"a":"first","b":5,"a":"last"}"#,
+            // Widening: an integer column takes a float, then becomes strings.
+            r#"{"b":6.5,"o":{"k":[1,"v"]}}"#,
+            r#"{"b":"seven","a":"q\"uote","t":"2026-01-01T00:00:00Z"}"#,
+            r#"{}"#,
+        ];
+        let encoder = ParquetEncoder::new(&ParquetConfig::default()).unwrap();
+        let mut from_text = encoder.start();
+        let mut from_values = encoder.start();
+        // Read from the text, not built: all but the lines with a field new to the object or a
+        // repeated key.
+        let from_the_text = [false, true, false, true, false, false, false, true];
+        for (line, expected) in lines.into_iter().zip(from_the_text) {
+            let mut text = kept(line);
+            let mut value = event(line);
+            text.insert("file", "/var/log/app.log");
+            value.insert("file", "/var/log/app.log");
+            assert_eq!(from_text.add(&text), from_values.add(&value), "{line}");
+            assert_eq!(text.fields().is_some(), expected, "{line}");
+        }
+        let text_file = read(encoder.finish(from_text).unwrap());
+        let value_file = read(encoder.finish(from_values).unwrap());
+        assert_eq!(text_file, value_file);
+        assert_eq!(text_file.num_rows(), lines.len());
+        let b = text_file.column_by_name("b").unwrap();
+        assert_eq!(b.data_type(), &DataType::Utf8);
+        let a = text_file.column_by_name("a").unwrap();
+        use arrow_array::cast::AsArray;
+        assert_eq!(a.as_string::<i32>().value(4), "last");
     }
 
     #[test]
