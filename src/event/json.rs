@@ -70,13 +70,20 @@ pub struct Document {
 }
 
 /// Where one top-level field of a kept text is: its key (between the quotes; a key with
-/// escapes is never indexed) and the first byte of its value, which [`value_at`] reads.
+/// escapes is never indexed) and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldAt {
     key: u32,
     key_len: u32,
+    /// The value's first byte.
     value: u32,
+    /// For a string without escapes (most values of log events), its length between the
+    /// quotes: read as a slice of the text without scanning it again. Else [`NOT_PLAIN`].
+    plain_len: u32,
 }
+
+/// [`FieldAt::plain_len`] of a value that is not a string without escapes.
+const NOT_PLAIN: u32 = u32::MAX;
 
 impl FieldAt {
     /// The key, in the text it was found in.
@@ -86,6 +93,10 @@ impl FieldAt {
 
     /// The value, read from the text it was found in.
     pub fn value(&self, text: &ByteString) -> Value {
+        if self.plain_len != NOT_PLAIN {
+            let start = self.value as usize + 1;
+            return Value::String(text.slice_ref(&text[start..start + self.plain_len as usize]));
+        }
         let mut reader = Reader::new(text);
         reader.at = self.value as usize;
         reader
@@ -276,16 +287,29 @@ impl<'a> Reader<'a> {
                     return None;
                 }
                 self.at += 1;
-                self.peek()?;
+                let first = self.peek()?;
                 let value = self.at;
-                self.skip_value()?;
+                // `skip_value`, keeping the length of a string without escapes.
+                let plain_len = match first {
+                    b'"' => match self.string_token()? {
+                        Cow::Borrowed(plain) => plain.len(),
+                        Cow::Owned(_) => NOT_PLAIN as usize,
+                    },
+                    _ => {
+                        self.skip_value()?;
+                        NOT_PLAIN as usize
+                    }
+                };
                 let at = |offset: usize| u32::try_from(offset).ok();
-                match (at(key), at(key_len), at(value)) {
-                    (Some(key), Some(key_len), Some(value)) => fields.push(FieldAt {
-                        key,
-                        key_len,
-                        value,
-                    }),
+                match (at(key), at(key_len), at(value), at(plain_len)) {
+                    (Some(key), Some(key_len), Some(value), Some(plain_len)) => {
+                        fields.push(FieldAt {
+                            key,
+                            key_len,
+                            value,
+                            plain_len,
+                        })
+                    }
                     _ => plain_keys = false,
                 }
                 if self.closes(b'}')? {
