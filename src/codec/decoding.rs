@@ -65,9 +65,6 @@ pub enum Values {
     /// Values: a transform, or a sink that does not write JSON, reads them.
     #[default]
     Built,
-    /// Values and text: every consumer writes the events as JSON (written as they came,
-    /// without serialising), some also read fields.
-    BuiltWithText,
     /// Text and where its top-level fields are, checked: every consumer writes the events as
     /// JSON or reads top-level fields straight from the text (`Event::field`: a templated
     /// path or prefix, Parquet columns); a value is built if something asks after all.
@@ -83,7 +80,6 @@ impl Values {
         use Values::*;
         match (self, other) {
             (Built, _) | (_, Built) => Built,
-            (BuiltWithText, _) | (_, BuiltWithText) => BuiltWithText,
             (Fields, _) | (_, Fields) => Fields,
             (OnDemand, OnDemand) => OnDemand,
         }
@@ -95,7 +91,7 @@ impl Decoder {
         Decoder {
             codec: config.codec,
             reading: json::Reading {
-                value: matches!(values, Values::Built | Values::BuiltWithText),
+                value: values == Values::Built,
                 text: values != Values::Built,
                 fields: values == Values::Fields,
             },

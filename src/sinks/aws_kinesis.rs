@@ -260,8 +260,8 @@ fn random_key() -> String {
 
 impl KinesisSink {
     fn key(&self, event: &Event) -> String {
-        let value = self.partition_key.as_ref().and_then(|p| event.at(p));
-        match value {
+        let value = self.partition_key.as_ref().and_then(|p| event.field_at(p));
+        match value.as_deref() {
             None | Some(Value::Null) => random_key(),
             // Kinesis keys are 1-256 Unicode characters.
             Some(value) => {

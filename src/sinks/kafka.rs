@@ -317,9 +317,14 @@ impl KafkaSink {
                 ));
                 continue;
             }
-            let key = self.key.as_ref().and_then(|p| event.at(p)).map(value_bytes);
+            let key = self
+                .key
+                .as_ref()
+                .and_then(|p| event.field_at(p))
+                .map(|v| value_bytes(&v));
             let mut headers = OwnedHeaders::new();
-            if let Some(Value::Object(map)) = self.headers.as_ref().and_then(|p| event.at(p)) {
+            let header_fields = self.headers.as_ref().and_then(|p| event.field_at(p));
+            if let Some(Value::Object(map)) = header_fields.as_deref() {
                 for (name, value) in map {
                     headers = headers.insert(Header {
                         key: name.as_str(),

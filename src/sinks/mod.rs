@@ -284,12 +284,14 @@ impl SinkConfig {
         let fixed = |template: &str| {
             crate::template::Template::parse(template).is_ok_and(|t| t.is_static())
         };
-        // JSON written, and fields read through a template (`Event::field`, from the text) or
-        // otherwise (from the value).
-        let writes_json = |templated: bool, reads_values: bool| match (templated, reads_values) {
-            (_, true) => Values::BuiltWithText,
-            (true, false) => Values::Fields,
-            (false, false) => Values::OnDemand,
+        // JSON written, and top-level fields read (templates, keys, partition keys: through
+        // `Event::field`, from the text) or not.
+        let writes_json = |reads_fields: bool| {
+            if reads_fields {
+                Values::Fields
+            } else {
+                Values::OnDemand
+            }
         };
         if self.buffer().disk().is_some() {
             return Values::Built;
@@ -298,20 +300,19 @@ impl SinkConfig {
             Self::Blackhole(_) => Values::OnDemand,
             Self::Console(c) if json(c.encoding.codec) => Values::OnDemand,
             Self::Http(c) if json(c.encoding.codec) => Values::OnDemand,
-            Self::File(c) if json(c.encoding.codec) => writes_json(!fixed(&c.path), false),
+            Self::File(c) if json(c.encoding.codec) => writes_json(!fixed(&c.path)),
             Self::AwsS3(c)
                 if matches!(c.encoding.codec, ObjectCodec::Ndjson | ObjectCodec::Json) =>
             {
-                writes_json(!fixed(&c.key_prefix), false)
+                writes_json(!fixed(&c.key_prefix))
             }
             // Parquet columns read top-level fields from the text (`parquet::Rows::add`).
             Self::AwsS3(c) if c.encoding.codec == ObjectCodec::Parquet => Values::Fields,
-            Self::Kafka(c) if json(c.encoding.codec) => writes_json(
-                !fixed(&c.topic),
-                c.key_field.is_some() || c.headers_key.is_some(),
-            ),
+            Self::Kafka(c) if json(c.encoding.codec) => {
+                writes_json(!fixed(&c.topic) || c.key_field.is_some() || c.headers_key.is_some())
+            }
             Self::AwsKinesisStreams(c) | Self::AwsKinesisFirehose(c) if json(c.encoding.codec) => {
-                writes_json(false, c.partition_key_field.is_some())
+                writes_json(c.partition_key_field.is_some())
             }
             _ => Values::Built,
         }

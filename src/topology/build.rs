@@ -300,7 +300,7 @@ mod tests {
             format!("  k:\n    type: kafka\n    inputs: [in]\n    bootstrap_servers: 127.0.0.1:9\n    topic: logs\n{extra}")
         };
         assert_eq!(values_of("", &kafka("")), Values::OnDemand);
-        // Writing JSON and reading a field through a template (a path, a topic): the text and
+        // Writing JSON and reading a top-level field (a templated path, a key): the text and
         // where its fields are; Parquet columns read fields from the text too.
         let by_field = file("\"/tmp/{{ service }}.ndjson\"", "");
         assert_eq!(values_of("", &by_field), Values::Fields);
@@ -310,12 +310,11 @@ mod tests {
         );
         let parquet = "  p:\n    type: aws_s3\n    inputs: [in]\n    bucket: b\n    local_directory: /tmp/lake\n    encoding:\n      codec: parquet\n";
         assert_eq!(values_of("", parquet), Values::Fields);
-        // Reading a field otherwise (a kafka key): values and text.
         let keyed = kafka("    key_field: host\n");
-        assert_eq!(values_of("", &keyed), Values::BuiltWithText);
+        assert_eq!(values_of("", &keyed), Values::Fields);
         assert_eq!(
-            values_of("", &format!("{by_field}{keyed}")),
-            Values::BuiltWithText
+            values_of("", &format!("{blackhole}{keyed}")),
+            Values::Fields
         );
         // Not writing JSON (a text codec), a disk buffer (which records values), and any
         // transform: values.
