@@ -306,8 +306,10 @@ impl SinkConfig {
             {
                 writes_json(!fixed(&c.key_prefix))
             }
-            // Parquet columns read top-level fields from the text (`parquet::Rows::add`).
+            // Columns read top-level fields from the text (`parquet::Rows::add`,
+            // `postgres::Column::cell`).
             Self::AwsS3(c) if c.encoding.codec == ObjectCodec::Parquet => Values::Fields,
+            Self::Postgres(_) => Values::Fields,
             Self::Kafka(c) if json(c.encoding.codec) => {
                 writes_json(!fixed(&c.topic) || c.key_field.is_some() || c.headers_key.is_some())
             }

@@ -310,6 +310,8 @@ mod tests {
         );
         let parquet = "  p:\n    type: aws_s3\n    inputs: [in]\n    bucket: b\n    local_directory: /tmp/lake\n    encoding:\n      codec: parquet\n";
         assert_eq!(values_of("", parquet), Values::Fields);
+        let postgres = "  pg:\n    type: postgres\n    inputs: [in]\n    endpoint: postgres://x@127.0.0.1:9/db\n    table: t\n    columns: {status: status}\n";
+        assert_eq!(values_of("", postgres), Values::Fields);
         let keyed = kafka("    key_field: host\n");
         assert_eq!(values_of("", &keyed), Values::Fields);
         assert_eq!(

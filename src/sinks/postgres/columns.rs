@@ -106,10 +106,10 @@ impl Column {
     /// The cell for this column of `event`, or why the field does not fit the column.
     pub fn cell(&self, event: &Event) -> Result<Cell, String> {
         let value = match &self.field {
-            None => Some(event.value()),
-            Some(path) => event.at(path),
+            None => Some(std::borrow::Cow::Borrowed(event.value())),
+            Some(path) => event.field_at(path),
         };
-        match value {
+        match value.as_deref() {
             None | Some(Value::Null) if self.required => Err(format!(
                 "column `{}` is NOT NULL and the event has no value for it",
                 self.name
