@@ -8,7 +8,8 @@
 //! controls), sixteen or eight bytes at a time with the last step overlapping the one before
 //! (so a short string is one or two steps, not a byte loop), and then copied in one piece:
 //! ~3,200 instructions per event. Earlier writers that scanned chunk by chunk and finished
-//! byte by byte were no cheaper than serde_json (README, "the JSON writer, fields read from the text").
+//! byte by byte were no cheaper than serde_json (README, Performance: "the JSON writer,
+//! fields read from the text").
 //!
 //! Numbers are spelled by the crates serde_json itself uses (itoa, zmij), so integers and
 //! floats come out identical; the tests and the `json_value` fuzz target hold every value kind
