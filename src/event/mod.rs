@@ -25,8 +25,11 @@ pub const MESSAGE_KEY: &str = "message";
 /// A source whose events only go to sinks that write them as JSON keeps each decoded object
 /// as its checked text (see `codec::decoding::Values`): its value is built only if something
 /// asks ([`Event::value`]), and a JSON sink writes the text as it came ([`Event::write_json`]),
-/// top-level fields the source added after it. Any other change (`value_mut`) turns the event
-/// into its value for good, so what is written is always the event as it is.
+/// top-level fields the source added after it. Where consumers read top-level fields
+/// (templates, keys, columns), the source also notes where each sits in the text, and
+/// [`Event::field`] / [`Event::fields`] read them from there without building the value. Any
+/// other change (`value_mut`) turns the event into its value for good, so what is written is
+/// always the event as it is.
 #[derive(Clone)]
 pub struct Event {
     repr: Repr,
