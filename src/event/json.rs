@@ -263,7 +263,9 @@ impl<'a> Reader<'a> {
     }
 
     /// [`Self::skip_object`] for the document's own object, noting where each field's key and
-    /// value are: `Some(None)` if a key has escapes (read, but not indexed).
+    /// value are: `Some(None)` if a key has escapes (read, but not indexed). It mirrors
+    /// `skip_object`'s walk line for line, as that one mirrors `object`'s (see there why the
+    /// walks are not one).
     fn index_object(&mut self) -> Option<Option<Vec<FieldAt>>> {
         let mut fields = Vec::with_capacity(16);
         let mut plain_keys = true;
