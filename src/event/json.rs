@@ -91,6 +91,17 @@ impl FieldAt {
         &text[self.key as usize..(self.key + self.key_len) as usize]
     }
 
+    /// Whether the key is `key` (its length compared first: most keys differ in it).
+    pub fn key_is(&self, text: &str, key: &str) -> bool {
+        self.key_len as usize == key.len() && self.key(text) == key
+    }
+
+    /// The value if it is a string without escapes: a slice of the text it was found in.
+    pub fn plain_str<'a>(&self, text: &'a str) -> Option<&'a str> {
+        let start = self.value as usize + 1;
+        (self.plain_len != NOT_PLAIN).then(|| &text[start..start + self.plain_len as usize])
+    }
+
     /// The value, read from the text it was found in.
     pub fn value(&self, text: &ByteString) -> Value {
         if self.plain_len != NOT_PLAIN {

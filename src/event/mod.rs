@@ -263,6 +263,12 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The value of field `index` if the text holds it as a string without escapes: the
+    /// string, borrowed from the text (no value made).
+    pub fn plain_str(&self, index: usize) -> Option<&'a str> {
+        self.indexed.get(index)?.plain_str(&self.text.json)
+    }
+
     /// The value of field `index`, read from the text (strings are slices of it).
     pub fn value(&self, index: usize) -> Cow<'a, Value> {
         match self.indexed.get(index) {
@@ -271,12 +277,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The value of the last field named `key`.
+    /// The value of the last field named `key`: an added field, else the text's.
     pub fn get(&self, key: &str) -> Option<Cow<'a, Value>> {
-        (0..self.len())
+        if let Some((_, value)) = self.text.added.iter().rev().find(|(k, _)| k == key) {
+            return Some(Cow::Borrowed(value));
+        }
+        let text: &str = &self.text.json;
+        self.indexed
+            .iter()
             .rev()
-            .find(|&index| self.key(index) == key)
-            .map(|index| self.value(index))
+            .find(|at| at.key_is(text, key))
+            .map(|at| Cow::Owned(at.value(&self.text.json)))
     }
 }
 

@@ -363,8 +363,16 @@ impl Rows {
         std::mem::swap(&mut self.last_columns, &mut self.columns_now);
         let mut missed = 0;
         for (index, &column) in self.last_columns.iter().enumerate() {
-            let value = fields.value(index);
             let state = &mut self.columns[column];
+            // Most values of log events: a plain string into a string column, copied straight
+            // from the text.
+            if let (Builder::String(builder), Some(text)) =
+                (&mut state.builder, fields.plain_str(index))
+            {
+                builder.append_value(text);
+                continue;
+            }
+            let value = fields.value(index);
             state.widen_for(&value);
             missed += usize::from(!state.builder.append(Some(&value)));
         }
