@@ -150,7 +150,8 @@ fn json_value(data: &[u8]) {
 }
 
 /// Newline framing (cut into chunks at arbitrary points, as reads arrive) and JSON decoding
-/// under each `on_error` policy: `pass_raw` keeps every frame, `drop` never invents events.
+/// under each `on_error` policy: `pass_raw` keeps every frame, `drop` never invents events;
+/// where fields are noted, reading them from the text gives the event's value.
 fn lines_json(data: &[u8]) {
     let (settings, data) = split(data);
     let max_line = if settings & 1 == 0 { 16 } else { 4096 };
@@ -164,10 +165,10 @@ fn lines_json(data: &[u8]) {
     } else {
         OnDecodeError::PassRaw
     };
-    let values = if settings & 0x80 == 0 {
-        Values::Built
-    } else {
-        Values::OnDemand
+    let values = match (settings & 0x80 != 0, settings & 0x40 != 0) {
+        (false, _) => Values::Built,
+        (true, false) => Values::OnDemand,
+        (true, true) => Values::Fields,
     };
     let decoder = Decoder::new(
         &DecodingConfig {
@@ -194,6 +195,19 @@ fn lines_json(data: &[u8]) {
             let failed = decoder.decode(line.clone(), &mut Vec::new()).is_err();
             let before = events.len();
             decode_frame(&decoder, on_error, line, &mut events, &metrics);
+            for event in &events[before..] {
+                // Fields read from the text, one by one, are the value's.
+                let Some(fields) = event.fields() else {
+                    continue;
+                };
+                let mut read = crate::event::ObjectMap::new();
+                for index in 0..fields.len() {
+                    let key = fields.key(index);
+                    let value = fields.get(key).expect("a key the text holds").into_owned();
+                    read.insert(key.into(), value);
+                }
+                assert_eq!(&crate::event::Value::Object(read), event.value());
+            }
             if failed {
                 // A frame that does not decode is kept whole (pass_raw) or dropped (drop).
                 let kept = usize::from(on_error == OnDecodeError::PassRaw);
