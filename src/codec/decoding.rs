@@ -53,7 +53,7 @@ pub struct DecodeError(#[from] serde_json::Error);
 #[derive(Debug, Clone, Copy)]
 pub struct Decoder {
     codec: DecodingCodec,
-    /// What `json` makes of each document: its value, its text, or both (see [`Values`]).
+    /// What `json` makes of each document: its value, or its text (see [`Values`]).
     reading: json::Reading,
 }
 
@@ -66,8 +66,8 @@ pub enum Values {
     #[default]
     Built,
     /// Text and where its top-level fields are, checked: every consumer writes the events as
-    /// JSON or reads top-level fields straight from the text (`Event::field`: a templated
-    /// path or prefix, Parquet columns); a value is built if something asks after all.
+    /// JSON or reads top-level fields straight from the text (`Event::field`: templates, keys,
+    /// Parquet and postgres columns); a value is built if something asks after all.
     Fields,
     /// Text alone, checked: every consumer only writes the events as JSON; a value is built
     /// if something asks after all.
@@ -90,10 +90,10 @@ impl Decoder {
     pub fn new(config: &DecodingConfig, values: Values) -> Self {
         Decoder {
             codec: config.codec,
-            reading: json::Reading {
-                value: values == Values::Built,
-                text: values != Values::Built,
-                fields: values == Values::Fields,
+            reading: match values {
+                Values::Built => json::Reading::Value,
+                Values::Fields => json::Reading::TextAndFields,
+                Values::OnDemand => json::Reading::Text,
             },
         }
     }
@@ -103,16 +103,11 @@ impl Decoder {
         match self.codec {
             DecodingCodec::Bytes => out.push(Event::from_message(frame)),
             DecodingCodec::Json => match json::read(&frame, self.reading)? {
-                json::Document {
-                    value: Some(Value::Array(items)),
-                    ..
-                } => out.extend(items.into_iter().map(wrap)),
-                json::Document {
-                    value: Some(value),
-                    text: None,
-                    ..
-                } => out.push(wrap(value)),
-                // An object kept as text (built or not).
+                json::Document::Value(Value::Array(items)) => {
+                    out.extend(items.into_iter().map(wrap))
+                }
+                json::Document::Value(value) => out.push(wrap(value)),
+                // An object kept as text.
                 document => out.push(Event::from_document(document)),
             },
         }

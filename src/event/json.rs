@@ -8,7 +8,7 @@
 //! deserializer allocates every string, which was ~40% of the cycles of a `parse_json` remap
 //! (perf).
 //!
-//! A source may also keep a one-line object as its text ([`Document::text`]), checked by the
+//! A source may also keep a one-line object as its text ([`Document::Text`]), checked by the
 //! same reader stepping over it without building anything (`skip_value`: the same token
 //! readers, so it accepts exactly what building accepts); [`build`] makes the value later if
 //! anything asks. Checking costs a third of building and dropping a value: in the load bench,
@@ -57,16 +57,18 @@ pub fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
     }
 }
 
-/// A document as a source decodes it: its value, its text, or both.
+/// A document as a source decodes it.
 #[derive(Debug)]
-pub struct Document {
-    /// The value; `None` only where the text was kept and building was not asked for.
-    pub value: Option<Value>,
-    /// For an object on one line that this reader reads (so [`build`] makes its value
-    /// without fail), when asked for: its text, trimmed.
-    pub text: Option<ByteString>,
-    /// Where the kept text's top-level fields are, when asked for and no key has escapes.
-    pub fields: Option<Vec<FieldAt>>,
+pub enum Document {
+    /// Its value.
+    Value(Value),
+    /// An object on one line that this reader reads (so [`build`] makes its value without
+    /// fail), kept as its text, trimmed.
+    Text {
+        text: ByteString,
+        /// Where its top-level fields are, when asked for and no key has escapes.
+        fields: Option<Vec<FieldAt>>,
+    },
 }
 
 /// Where one top-level field of a kept text is: its key (between the quotes; a key with
@@ -118,62 +120,46 @@ impl FieldAt {
 
 /// What [`read`] makes of a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reading {
-    /// Build the value now (else a one-line object is only checked, for [`build`] to make
-    /// its value later if anything asks).
-    pub value: bool,
-    /// Keep a one-line object's text.
-    pub text: bool,
-    /// With the text and no value: note where its top-level fields are ([`Document::fields`]),
-    /// for consumers that read fields straight from the text.
-    pub fields: bool,
+pub enum Reading {
+    /// Build its value.
+    Value,
+    /// Keep a one-line object as its text, checked, for [`build`] to make its value later if
+    /// anything asks.
+    Text,
+    /// [`Reading::Text`], noting where its top-level fields are too, for consumers that read
+    /// fields straight from the text.
+    TextAndFields,
 }
 
-/// Reads one JSON document from a source's frame: its value, a one-line object's text, or
-/// both, as `reading` asks. A document that is not a one-line object the reader reads is
-/// always built and never kept as text.
+/// Reads one JSON document from a source's frame: its value, or a one-line object's text, as
+/// `reading` asks. A document that is not a one-line object the reader reads is always built.
 pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Error> {
-    let value_only = |value| Document {
-        value: Some(value),
-        text: None,
-        fields: None,
-    };
     let Some(text) = copy(frame) else {
-        return serde_json::from_slice(frame).map(value_only);
+        return serde_json::from_slice(frame).map(Document::Value);
     };
-    if reading.text {
+    if reading != Reading::Value {
         let trimmed = text.trim_ascii();
         // A raw line break can only be whitespace between tokens (inside strings JSON escapes
         // it); a text with one could not be written out as one line.
         if trimmed.starts_with('{') && memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_none() {
             let trimmed = text.slice_ref(trimmed);
             let mut reader = Reader::new(&trimmed);
-            let mut fields = None;
-            let value = if reading.value {
-                reader.document().map(Some)
-            } else if reading.fields {
-                reader
-                    .index_object()
-                    .filter(|_| reader.at == trimmed.len())
-                    .map(|index| {
-                        fields = index;
-                        None
-                    })
+            let fields = if reading == Reading::TextAndFields {
+                reader.index_object()
             } else {
-                (reader.skip_value().is_some() && reader.at == trimmed.len()).then_some(None)
+                reader.skip_value().map(|()| None)
             };
-            if let Some(value) = value {
-                return Ok(Document {
-                    value,
-                    text: Some(trimmed),
+            if let Some(fields) = fields.filter(|_| reader.at == trimmed.len()) {
+                return Ok(Document::Text {
+                    text: trimmed,
                     fields,
                 });
             }
         }
     }
     match Reader::new(&text).document() {
-        Some(value) => Ok(value_only(value)),
-        None => serde_json::from_str(&text).map(value_only),
+        Some(value) => Ok(Document::Value(value)),
+        None => serde_json::from_str(&text).map(Document::Value),
     }
 }
 

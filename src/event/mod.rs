@@ -92,23 +92,15 @@ impl Event {
         Event::from(Value::Object(map))
     }
 
-    /// An event decoded from JSON: [`json::read`]'s document (a value, its text, or both).
+    /// An event decoded from JSON: [`json::read`]'s document (a value, or a text).
     pub fn from_document(document: json::Document) -> Self {
         match document {
-            json::Document {
-                value: Some(value),
-                text: None,
-                ..
-            } => Event::from(value),
-            json::Document {
-                value,
-                text,
-                fields,
-            } => Event {
+            json::Document::Value(value) => Event::from(value),
+            json::Document::Text { text, fields } => Event {
                 repr: Repr::Text(Box::new(Text {
-                    json: text.expect("a document has its value, its text or both"),
+                    json: text,
                     added: Vec::new(),
-                    value: value.map(OnceLock::from).unwrap_or_default(),
+                    value: OnceLock::new(),
                     fields,
                 })),
             },
@@ -349,22 +341,17 @@ impl EventBatch {
 mod tests {
     use super::*;
 
-    const TEXT_ONLY: json::Reading = json::Reading {
-        value: false,
-        text: true,
-        fields: false,
-    };
+    const TEXT_ONLY: json::Reading = json::Reading::Text;
+    const TEXT_AND_FIELDS: json::Reading = json::Reading::TextAndFields;
 
-    const TEXT_AND_FIELDS: json::Reading = json::Reading {
-        value: false,
-        text: true,
-        fields: true,
-    };
+    fn is_text(document: &json::Document) -> bool {
+        matches!(document, json::Document::Text { .. })
+    }
 
     /// An event kept as the text of `json` (checked, not built).
     fn kept(json: &str) -> Event {
         let document = json::read(json.as_bytes(), TEXT_ONLY).unwrap();
-        assert!(document.text.is_some(), "{json} was not kept as text");
+        assert!(is_text(&document), "{json} was not kept as text");
         Event::from_document(document)
     }
 
@@ -454,26 +441,25 @@ mod tests {
         ] {
             let document = json::read(text.as_bytes(), TEXT_ONLY);
             assert!(
-                document.is_err() || document.unwrap().text.is_none(),
+                document.is_err() || !is_text(&document.unwrap()),
                 "{text:?}"
             );
         }
-        let reading = |value, text| json::Reading {
-            value,
-            text,
-            fields: false,
-        };
-        let document = json::read(b"{\"a\":1}", reading(true, false)).unwrap();
-        assert!(document.value.is_some() && document.text.is_none());
-        let document = json::read(b"{\"a\":1}", reading(true, true)).unwrap();
-        assert!(document.value.is_some() && document.text.is_some());
+        let document = json::read(b"{\"a\":1}", json::Reading::Value).unwrap();
+        assert!(!is_text(&document));
     }
 
     #[test]
     fn top_level_fields_are_read_from_the_text_without_building_the_value() {
         let text = r#"{"a":1,"s":"x\"y","o":{"n":[1,2]},"a":2.5,"t":"2026-01-01T00:00:00Z"}"#;
         let document = json::read(text.as_bytes(), TEXT_AND_FIELDS).unwrap();
-        assert!(document.fields.is_some() && document.value.is_none());
+        assert!(matches!(
+            document,
+            json::Document::Text {
+                fields: Some(_),
+                ..
+            }
+        ));
         let mut event = Event::from_document(document);
         event.insert("file", "/var/log/x");
         event.insert("s", "again");
@@ -517,7 +503,10 @@ mod tests {
         );
         // A key with escapes: read, kept as text, fields not noted.
         let document = json::read(br#"{"k\u0041":1}"#, TEXT_AND_FIELDS).unwrap();
-        assert!(document.text.is_some() && document.fields.is_none());
+        assert!(matches!(
+            document,
+            json::Document::Text { fields: None, .. }
+        ));
         assert_eq!(
             Event::from_document(document).field("kA").as_deref(),
             Some(&Value::Integer(1))

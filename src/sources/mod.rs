@@ -27,8 +27,9 @@ pub struct SourceContext {
     /// The position store of the exactly-once sink this source feeds, if one does: the
     /// source claims its partitions there and starts from the positions it returns.
     pub position_store: Option<std::sync::Arc<dyn crate::exactly_once::PositionStore>>,
-    /// What its consumers need of its decoded events: values, their JSON text, or both
-    /// (`SinkConfig::needs`, folded over the consumers at build).
+    /// What its consumers need of its decoded events: values, or their JSON text (with where
+    /// its top-level fields are, for consumers that read them) (`SinkConfig::needs`, folded
+    /// over the consumers at build).
     pub values: crate::codec::decoding::Values,
 }
 
