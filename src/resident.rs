@@ -60,6 +60,8 @@ static WAKEUPS: AtomicU64 = AtomicU64::new(0);
 static NUDGES: AtomicU64 = AtomicU64::new(0);
 /// A watch for quiet is running.
 static WATCHING: AtomicBool = AtomicBool::new(false);
+/// [`WAKEUPS`] when the last nudge was sent.
+static WAKEUPS_AT_NUDGE: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// The [`NUDGES`] count this worker last saw.
@@ -91,11 +93,25 @@ pub fn on_worker_park() {
         return;
     }
     match tokio::runtime::Handle::try_current() {
+        // After a nudge, the next watch waits for work: the nudge's own wake-ups (each worker
+        // parks more than once as its nudge task yields) and an idle agent's timers must not
+        // start one, or an idle runtime is nudged again every second or so.
+        Ok(runtime) if nudges > 0 && !busy_since_nudge(&runtime) => {
+            WATCHING.store(false, Ordering::Release)
+        }
         Ok(runtime) => {
             runtime.spawn(nudge_workers_when_quiet());
         }
         Err(_) => WATCHING.store(false, Ordering::Release),
     }
+}
+
+/// Whether the workers woke more since the last nudge than a quiet runtime does in
+/// [`QUIET_FOR`] (twice over, for the nudge's own wake-ups).
+fn busy_since_nudge(runtime: &tokio::runtime::Handle) -> bool {
+    let workers = runtime.metrics().num_workers() as u64;
+    let since = WAKEUPS.load(Ordering::Relaxed) - WAKEUPS_AT_NUDGE.load(Ordering::Relaxed);
+    since > 2 * QUIET_WAKEUPS_PER_WORKER * workers
 }
 
 /// Waits until a whole [`QUIET_FOR`] passes with the workers (nearly) asleep, then wakes each
@@ -111,6 +127,7 @@ async fn nudge_workers_when_quiet() {
             break;
         }
     }
+    WAKEUPS_AT_NUDGE.store(WAKEUPS.load(Ordering::Relaxed), Ordering::Relaxed);
     NUDGES.fetch_add(1, Ordering::AcqRel);
     WATCHING.store(false, Ordering::Release);
     for _ in 0..workers {
