@@ -96,4 +96,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
+# A failing test's message, not a backtrace: CI keeps a long log's head and tail only, and a
+# backtrace pushed the message of a failure out of view (the messages name file and line).
+# SLUICE_TEST_BACKTRACE=1 brings backtraces back.
+export RUST_BACKTRACE="${SLUICE_TEST_BACKTRACE:-0}"
 cargo test --all-targets --locked

@@ -71,6 +71,18 @@ pub async fn wait_until_async(timeout: Duration, what: &str, mut condition: impl
     }
 }
 
+/// The api port an agent's log says it listens on (`None` until it does). With
+/// `address: 127.0.0.1:0` in the config the kernel picks the port as the agent binds, so no
+/// other process can take it between a test choosing it and the agent binding it (as it can
+/// with [`free_port`], once per restart).
+pub fn api_port_in_log(stderr: &str) -> Option<u16> {
+    stderr.lines().find_map(|line| {
+        let (_, after) = line.split_once("api listening")?;
+        let (_, address) = after.split_once("address=")?;
+        address.trim().rsplit(':').next()?.parse().ok()
+    })
+}
+
 /// A running agent. Killed on drop if still running.
 pub struct Agent {
     pub child: Child,
@@ -168,6 +180,32 @@ impl Agent {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Polls `condition` every 20 ms until it holds; panics with `what` and the agent's log if
+    /// `timeout` passes or the agent exits first (a dead agent is reported at once, with why).
+    pub fn wait_while_running(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut condition: impl FnMut(&Agent) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !condition(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "sluice exited ({status}) while waiting for: {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits (bounded) for exit.
