@@ -84,6 +84,30 @@ pub struct FieldAt {
     plain_len: u32,
 }
 
+/// Whether two keys are equal. Keys are short: up to 16 bytes they are compared as two
+/// overlapping words each, inline, where `==` calls `memcmp` (~50 instructions a key; a
+/// tenth of what writing the bench's log lines into Parquet columns cost, callgrind).
+#[inline(always)]
+pub fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let u64_at = |bytes: &[u8], at: usize| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+    };
+    let u32_at = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+    };
+    match len {
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => u32_at(a, 0) == u32_at(b, 0) && u32_at(a, len - 4) == u32_at(b, len - 4),
+        8..=16 => u64_at(a, 0) == u64_at(b, 0) && u64_at(a, len - 8) == u64_at(b, len - 8),
+        _ => a == b,
+    }
+}
+
 /// [`FieldAt::plain_len`] of a value that is not a string without escapes.
 const NOT_PLAIN: u32 = u32::MAX;
 
@@ -94,8 +118,9 @@ impl FieldAt {
     }
 
     /// Whether the key is `key` (its length compared first: most keys differ in it).
+    #[inline]
     pub fn key_is(&self, text: &str, key: &str) -> bool {
-        self.key_len as usize == key.len() && self.key(text) == key
+        self.key_len as usize == key.len() && same_key(self.key(text), key)
     }
 
     /// The value if it is a string without escapes: a slice of the text it was found in.
@@ -222,13 +247,13 @@ impl<'a> Reader<'a> {
     /// readers) but building nothing: `Some` exactly where `value` would build one.
     fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.string_token().map(drop),
+            b'"' => self.skip_string().map(drop),
             b'{' => self.skip_object(),
             b'[' => self.skip_array(),
             b't' => self.word(b"true", ()),
             b'f' => self.word(b"false", ()),
             b'n' => self.word(b"null", ()),
-            _ => self.number().map(drop),
+            _ => self.skip_number(),
         }
     }
 
@@ -244,7 +269,7 @@ impl<'a> Reader<'a> {
                 if self.peek()? != b'"' {
                     return None;
                 }
-                self.string_token()?;
+                self.skip_string()?;
                 if self.peek()? != b':' {
                     return None;
                 }
@@ -275,9 +300,9 @@ impl<'a> Reader<'a> {
                     return None;
                 }
                 let key = self.at + 1;
-                let key_len = match self.string_token()? {
-                    Cow::Borrowed(plain) => plain.len(),
-                    Cow::Owned(_) => {
+                let key_len = match self.skip_string()? {
+                    true => self.at - 1 - key,
+                    false => {
                         plain_keys = false;
                         0
                     }
@@ -290,9 +315,9 @@ impl<'a> Reader<'a> {
                 let value = self.at;
                 // `skip_value`, keeping the length of a string without escapes.
                 let plain_len = match first {
-                    b'"' => match self.string_token()? {
-                        Cow::Borrowed(plain) => plain.len(),
-                        Cow::Owned(_) => NOT_PLAIN as usize,
+                    b'"' => match self.skip_string()? {
+                        true => self.at - 2 - value,
+                        false => NOT_PLAIN as usize,
                     },
                     _ => {
                         self.skip_value()?;
@@ -432,6 +457,18 @@ impl<'a> Reader<'a> {
         self.escaped_string(start, end).map(Cow::Owned)
     }
 
+    /// [`Self::string_token`] without making the string: whether it has no escapes (it then
+    /// ends just before the new `at`).
+    fn skip_string(&mut self) -> Option<bool> {
+        let start = self.at + 1;
+        let end = special_byte(self.bytes, start)?;
+        if self.bytes[end] == b'"' {
+            self.at = end + 1;
+            return Some(true);
+        }
+        self.escaped_string(start, end).map(|_| false)
+    }
+
     /// The rest of a string with escapes, from the first `\` at `at`, decoded into a copy.
     fn escaped_string(&mut self, start: usize, mut at: usize) -> Option<String> {
         let mut decoded = String::with_capacity(at - start + 16);
@@ -481,6 +518,39 @@ impl<'a> Reader<'a> {
     // cost ~160 instructions per decoded event of the bench (callgrind).
     #[inline(always)]
     fn number(&mut self) -> Option<Value> {
+        let number = self.number_token()?;
+        if number.float {
+            let value: f64 = self.text[number.start..self.at].parse().ok()?;
+            return NotNan::new(value)
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(Value::Float);
+        }
+        number.integer().map(Value::Integer)
+    }
+
+    /// [`Self::number`] without making the number, deciding the same. A float's text is
+    /// converted only when it could be out of range (an exponent, or 300 digits and more):
+    /// any other JSON float is finite, and converting it was a tenth of checking a log line
+    /// with one float in it (callgrind).
+    #[inline(always)]
+    fn skip_number(&mut self) -> Option<()> {
+        let number = self.number_token()?;
+        if !number.float {
+            return number.integer().map(drop);
+        }
+        if !number.exponent && self.at - number.start < 300 {
+            return Some(());
+        }
+        // Read again, converting this time.
+        self.at = number.start;
+        self.number().map(drop)
+    }
+
+    /// Steps over a number's text, checking its syntax: `None` if it is not a JSON number or
+    /// starts with a zero it may not have.
+    #[inline(always)]
+    fn number_token(&mut self) -> Option<NumberToken> {
         let bytes = self.bytes;
         let start = self.at;
         let mut at = start + usize::from(bytes[start] == b'-');
@@ -501,28 +571,23 @@ impl<'a> Reader<'a> {
             at = ascii_digits(bytes, at + 1)?;
             float = true;
         }
-        if matches!(bytes.get(at), Some(b'e' | b'E')) {
+        let exponent = matches!(bytes.get(at), Some(b'e' | b'E'));
+        if exponent {
             at += 1;
             if matches!(bytes.get(at), Some(b'+' | b'-')) {
                 at += 1;
             }
             at = ascii_digits(bytes, at)?;
-            float = true;
         }
         self.at = at;
-        if float {
-            let value: f64 = self.text[start..at].parse().ok()?;
-            return NotNan::new(value)
-                .ok()
-                .filter(|v| v.is_finite())
-                .map(Value::Float);
-        }
-        match (count, digits > start) {
-            (19.., _) => None,
-            (_, true) if integer == 0 => None,
-            (_, true) => Some(Value::Integer(-integer)),
-            (_, false) => Some(Value::Integer(integer)),
-        }
+        Some(NumberToken {
+            start,
+            negative: digits > start,
+            digits: count,
+            magnitude: integer,
+            float: float || exponent,
+            exponent,
+        })
     }
 
     /// `word` (`true`, `false`, `null`) at `at`.
@@ -532,6 +597,32 @@ impl<'a> Reader<'a> {
             self.at = end;
             value
         })
+    }
+}
+
+/// A number's text as [`Reader::number_token`] stepped over it.
+struct NumberToken {
+    /// Its first byte.
+    start: usize,
+    negative: bool,
+    /// How many digits its integer part has.
+    digits: usize,
+    /// Its integer part, wrapped past `i64` (only read when it has at most 18 digits).
+    magnitude: i64,
+    /// Whether it has a fraction or an exponent.
+    float: bool,
+    exponent: bool,
+}
+
+impl NumberToken {
+    /// The integer, if it is one VRL's deserializer makes the same (up to 18 digits, not `-0`).
+    fn integer(&self) -> Option<i64> {
+        match (self.digits, self.negative) {
+            (19.., _) => None,
+            (_, true) if self.magnitude == 0 => None,
+            (_, true) => Some(-self.magnitude),
+            (_, false) => Some(self.magnitude),
+        }
     }
 }
 
@@ -638,49 +729,120 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_equal_exactly_when_their_bytes_are() {
+        let keys: Vec<String> = (0..=20)
+            .flat_map(|len| {
+                let base: String = (0..len).map(|i| char::from(b'a' + i as u8)).collect();
+                // The same length, differing at each position in turn.
+                let variants: Vec<String> = (0..len)
+                    .map(|at| {
+                        let mut bytes = base.clone().into_bytes();
+                        bytes[at] = b'Z';
+                        String::from_utf8(bytes).unwrap()
+                    })
+                    .collect();
+                std::iter::once(base).chain(variants)
+            })
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    /// Documents at every edge the reader has.
+    const EDGES: &[&str] = &[
+        r#"{"a":"x","b":1,"c":-2.5,"d":true,"e":null,"f":[1,"y",{"g":[]}],"h":{}}"#,
+        r#"{"esc":"a\"b\\c\n\u00e9\ud83d\ude00","plain":"héllo"}"#,
+        r#"{"dup":1,"dup":2}"#,
+        r#"{"b":1,"a":2,"latency_ms_p99":3,"latency_ms_p50":4,"latency":5,"":6,"a":7}"#,
+        r#"{"ab\u0000c":1,"ab":2,"ab\u0000":3,"\u00e9t\u00e9":4,"zz":{"y":1,"x":[{"w":2,"v":3}]}}"#,
+        r#"{"big":18446744073709551615,"neg":-9223372036854775808,"exp":1e300}"#,
+        r#"  [1, 2, "three"]  "#,
+        r#""just a string""#,
+        "42",
+        "null",
+        r#"{"a":"#,
+        r#"{"a":1} trailing"#,
+        r#"{"a":1e400}"#,
+        "",
+        // Numbers at every edge VRL's deserializer has.
+        r#"[0,-0,-0.0,0.0,1E5,1e-5,-1.5e+3,9223372036854775807,9223372036854775808]"#,
+        r#"[-9223372036854775808,-9223372036854775809,18446744073709551616,1e-400]"#,
+        r#"[1.7976931348623157e308,5e-324,0.1,0.30000000000000004,123456789012345678901234]"#,
+        r#"[01]"#,
+        r#"[1.]"#,
+        r#"[-]"#,
+        r#"[.5]"#,
+        r#"[NaN]"#,
+        r#"[Infinity]"#,
+        // Strings: escapes, surrogates, raw control characters.
+        r#"["\ud83d"]"#,
+        r#"["\ude00"]"#,
+        r#"["\ud83dx"]"#,
+        r#"["\x"]"#,
+        "[\"tab\there\"]",
+        "[\"nul\u{0}\"]",
+        r#"{"a":1,}"#,
+        r#"[1,]"#,
+        r#"{"a" 1}"#,
+        r#"{1:1}"#,
+        "{\"a\":1}\n\t ",
+        "tru",
+        "nul",
+        r#"{"k":[true,false,null,{}]}"#,
+    ];
+
+    /// Floats around the length from which a float without an exponent is converted when
+    /// checked (300 characters; from 310 digits on it is out of range).
+    fn long_floats() -> Vec<String> {
+        [298, 299, 300, 301, 308, 309, 310, 400]
+            .iter()
+            .flat_map(|&digits| {
+                let integer = "9".repeat(digits);
+                [format!("[{integer}.5]"), format!("{{\"v\":-{integer}.25}}")]
+            })
+            .collect()
+    }
+
+    #[test]
     fn same_values_and_errors_as_vrl() {
-        for text in [
-            r#"{"a":"x","b":1,"c":-2.5,"d":true,"e":null,"f":[1,"y",{"g":[]}],"h":{}}"#,
-            r#"{"esc":"a\"b\\c\n\u00e9\ud83d\ude00","plain":"héllo"}"#,
-            r#"{"dup":1,"dup":2}"#,
-            r#"{"b":1,"a":2,"latency_ms_p99":3,"latency_ms_p50":4,"latency":5,"":6,"a":7}"#,
-            r#"{"ab\u0000c":1,"ab":2,"ab\u0000":3,"\u00e9t\u00e9":4,"zz":{"y":1,"x":[{"w":2,"v":3}]}}"#,
-            r#"{"big":18446744073709551615,"neg":-9223372036854775808,"exp":1e300}"#,
-            r#"  [1, 2, "three"]  "#,
-            r#""just a string""#,
-            "42",
-            "null",
-            r#"{"a":"#,
-            r#"{"a":1} trailing"#,
-            r#"{"a":1e400}"#,
-            "",
-            // Numbers at every edge VRL's deserializer has.
-            r#"[0,-0,-0.0,0.0,1E5,1e-5,-1.5e+3,9223372036854775807,9223372036854775808]"#,
-            r#"[-9223372036854775808,-9223372036854775809,18446744073709551616,1e-400]"#,
-            r#"[1.7976931348623157e308,5e-324,0.1,0.30000000000000004,123456789012345678901234]"#,
-            r#"[01]"#,
-            r#"[1.]"#,
-            r#"[-]"#,
-            r#"[.5]"#,
-            r#"[NaN]"#,
-            r#"[Infinity]"#,
-            // Strings: escapes, surrogates, raw control characters.
-            r#"["\ud83d"]"#,
-            r#"["\ude00"]"#,
-            r#"["\ud83dx"]"#,
-            r#"["\x"]"#,
-            "[\"tab\there\"]",
-            "[\"nul\u{0}\"]",
-            r#"{"a":1,}"#,
-            r#"[1,]"#,
-            r#"{"a" 1}"#,
-            r#"{1:1}"#,
-            "{\"a\":1}\n\t ",
-            "tru",
-            "nul",
-            r#"{"k":[true,false,null,{}]}"#,
-        ] {
+        let long = long_floats();
+        for text in EDGES.iter().copied().chain(long.iter().map(String::as_str)) {
             assert_eq!(shared(text), vrl(text), "{text}");
+        }
+    }
+
+    /// A document kept as text (checked, not built) is kept exactly where building it would
+    /// succeed, and builds to the same value.
+    #[test]
+    fn checking_accepts_exactly_what_building_accepts() {
+        let long = long_floats();
+        for text in EDGES.iter().copied().chain(long.iter().map(String::as_str)) {
+            // As the only field of a one-line object, which is what may be kept as text.
+            let object = format!("{{\"v\":{text}}}");
+            let built = read(object.as_bytes(), Reading::Value)
+                .map(|document| match document {
+                    Document::Value(value) => value,
+                    Document::Text { .. } => panic!("text kept unasked"),
+                })
+                .map_err(|e| e.to_string());
+            for reading in [Reading::Text, Reading::TextAndFields] {
+                let kept = read(object.as_bytes(), reading).map_err(|e| e.to_string());
+                match (kept, &built) {
+                    (Ok(Document::Text { text, .. }), Ok(value)) => {
+                        assert_eq!(&super::build(&text), value, "{object}")
+                    }
+                    (Ok(Document::Text { .. }), Err(error)) => {
+                        panic!("{object}: kept as text, but building it fails: {error}")
+                    }
+                    (Ok(Document::Value(value)), built) => {
+                        assert_eq!(Ok(&value), built.as_ref(), "{object}")
+                    }
+                    (Err(error), built) => assert_eq!(Err(&error), built.as_ref(), "{object}"),
+                }
+            }
         }
     }
 

@@ -82,8 +82,8 @@ struct Unpartitioned<'a, S>(&'a mut S);
 impl<S: Flush + Send> PartitionedFlush for Unpartitioned<'_, S> {
     type Pending = Vec<Event>;
 
-    fn partition(&self, _event: &Event) -> Result<String, String> {
-        Ok(String::new())
+    fn partition(&self, _event: &Event, _key: &mut String) -> Result<(), String> {
+        Ok(())
     }
 
     fn start(&self) -> Vec<Event> {
@@ -115,8 +115,9 @@ impl<S: Flush + Send> PartitionedFlush for Unpartitioned<'_, S> {
 /// need not be kept whole until the flush.
 pub trait PartitionedFlush {
     type Pending: Send;
-    /// The partition of an event, or why it has none (the event is then rejected).
-    fn partition(&self, event: &Event) -> Result<String, String>;
+    /// Writes the partition of an event into `key` (empty), or says why it has none (the
+    /// event is then rejected). One buffer serves every event: no allocation per event.
+    fn partition(&self, event: &Event, key: &mut String) -> Result<(), String>;
     /// An empty batch.
     fn start(&self) -> Self::Pending;
     /// Takes one event into a batch.
@@ -166,6 +167,7 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
         std::collections::HashMap::default();
     let mut batch_number = 0u64;
     let timeout = Duration::from_secs_f64(config.timeout_secs);
+    let mut key = String::new();
     loop {
         let next_deadline = open.values().map(|o| o.deadline).min();
         let wait = async {
@@ -184,15 +186,13 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
                     let mut unroutable = Vec::new();
                     let mut reason = String::new();
                     for event in events {
-                        let key = match sink.partition(&event) {
-                            Ok(key) => key,
-                            Err(why) => {
-                                reason = why;
-                                unroutable.push(event);
-                                continue;
-                            }
-                        };
-                        if !open.contains_key(&key) {
+                        key.clear();
+                        if let Err(why) = sink.partition(&event, &mut key) {
+                            reason = why;
+                            unroutable.push(event);
+                            continue;
+                        }
+                        if !open.contains_key(key.as_str()) {
                             if open.len() >= MAX_OPEN_PARTITIONS {
                                 if let Some(oldest) = open.iter().min_by_key(|(_, o)| o.deadline).map(|(k, _)| k.clone()) {
                                     let o = open.remove(&oldest).unwrap();
@@ -209,7 +209,7 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
                                 batch_seen: 0,
                             });
                         }
-                        let partition = open.get_mut(&key).expect("opened above");
+                        let partition = open.get_mut(key.as_str()).expect("opened above");
                         // Once per incoming batch and partition, not per event.
                         if partition.batch_seen != batch_number {
                             partition.batch_seen = batch_number;
@@ -219,7 +219,7 @@ pub async fn drive_partitioned<S: PartitionedFlush>(
                         partition.events += 1;
                         partition.bytes += per_event;
                         if partition.events >= config.max_events || partition.bytes >= config.max_bytes {
-                            let o = open.remove(&key).unwrap();
+                            let (key, o) = open.remove_entry(key.as_str()).unwrap();
                             sink.flush(key, o.pending, o.events, o.bytes, o.finalizers).await;
                         }
                     }

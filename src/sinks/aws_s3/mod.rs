@@ -299,9 +299,9 @@ struct S3Sink {
 impl PartitionedFlush for S3Sink {
     type Pending = Pending;
 
-    fn partition(&self, event: &Event) -> Result<String, String> {
+    fn partition(&self, event: &Event, key: &mut String) -> Result<(), String> {
         self.prefix
-            .render(event)
+            .render_into(event, key)
             .map_err(|e| format!("key_prefix: {e}"))
     }
 

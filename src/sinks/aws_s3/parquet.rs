@@ -345,9 +345,11 @@ impl Rows {
         for index in 0..fields.len() {
             let key = fields.key(index);
             let guess = self.last_columns.get(index).copied();
-            let column = match guess
-                .filter(|&c| self.columns.get(c).is_some_and(|s| s.column.name == key))
-            {
+            let column = match guess.filter(|&c| {
+                self.columns
+                    .get(c)
+                    .is_some_and(|s| crate::event::json::same_key(&s.column.name, key))
+            }) {
                 Some(column) => column,
                 None => self
                     .columns
