@@ -88,8 +88,7 @@ pub struct FieldAt {
 /// overlapping words each, inline, where `==` calls `memcmp` (~50 instructions a key; a
 /// tenth of what writing the bench's log lines into Parquet columns cost, callgrind).
 #[inline(always)]
-pub fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+pub fn same_key(a: &[u8], b: &[u8]) -> bool {
     let len = a.len();
     if len != b.len() {
         return false;
@@ -120,7 +119,11 @@ impl FieldAt {
     /// Whether the key is `key` (its length compared first: most keys differ in it).
     #[inline]
     pub fn key_is(&self, text: &str, key: &str) -> bool {
-        self.key_len as usize == key.len() && same_key(self.key(text), key)
+        let start = self.key as usize;
+        // Bytes, not a `str` slice: the key's ends need no check for character boundaries.
+        self.key_len as usize == key.len()
+            && (text.as_bytes().get(start..start + key.len()))
+                .is_some_and(|own| same_key(own, key.as_bytes()))
     }
 
     /// The value if it is a string without escapes: a slice of the text it was found in.
@@ -459,6 +462,9 @@ impl<'a> Reader<'a> {
 
     /// [`Self::string_token`] without making the string: whether it has no escapes (it then
     /// ends just before the new `at`).
+    // Inlined: called for every key and string value checked, ~10% fewer instructions per
+    // checked log line than as a call (callgrind).
+    #[inline(always)]
     fn skip_string(&mut self) -> Option<bool> {
         let start = self.at + 1;
         let end = special_byte(self.bytes, start)?;
@@ -520,6 +526,18 @@ impl<'a> Reader<'a> {
     fn number(&mut self) -> Option<Value> {
         let number = self.number_token()?;
         if number.float {
+            if !number.exponent && number.digits + number.fraction_digits <= 15 {
+                // Clinger's fast path: digits and power of ten both exact in an `f64`, so one
+                // division rounds once, correctly, as converting the text does (a tenth of
+                // decoding a log line with one float in it, callgrind).
+                let magnitude = number.mantissa as f64 / POWERS_OF_TEN[number.fraction_digits];
+                let value = if number.negative {
+                    -magnitude
+                } else {
+                    magnitude
+                };
+                return NotNan::new(value).ok().map(Value::Float);
+            }
             let value: f64 = self.text[number.start..self.at].parse().ok()?;
             return NotNan::new(value)
                 .ok()
@@ -567,8 +585,20 @@ impl<'a> Reader<'a> {
             return None;
         }
         let mut float = false;
+        let mut fraction_digits = 0;
         if bytes.get(at) == Some(&b'.') {
-            at = ascii_digits(bytes, at + 1)?;
+            at += 1;
+            let fraction = at;
+            while let Some(digit) = bytes.get(at).filter(|b| b.is_ascii_digit()) {
+                integer = integer
+                    .wrapping_mul(10)
+                    .wrapping_add(i64::from(digit - b'0'));
+                at += 1;
+            }
+            fraction_digits = at - fraction;
+            if fraction_digits == 0 {
+                return None;
+            }
             float = true;
         }
         let exponent = matches!(bytes.get(at), Some(b'e' | b'E'));
@@ -584,7 +614,8 @@ impl<'a> Reader<'a> {
             start,
             negative: digits > start,
             digits: count,
-            magnitude: integer,
+            fraction_digits,
+            mantissa: integer,
             float: float || exponent,
             exponent,
         })
@@ -600,6 +631,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The powers of ten an `f64` holds exactly, for [`Reader::number`]'s fast path.
+const POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
 /// A number's text as [`Reader::number_token`] stepped over it.
 struct NumberToken {
     /// Its first byte.
@@ -607,8 +643,11 @@ struct NumberToken {
     negative: bool,
     /// How many digits its integer part has.
     digits: usize,
-    /// Its integer part, wrapped past `i64` (only read when it has at most 18 digits).
-    magnitude: i64,
+    /// How many digits its fraction has.
+    fraction_digits: usize,
+    /// Its digits, integer part then fraction, as one integer, wrapped past `i64` (only read
+    /// when there are at most 18).
+    mantissa: i64,
     /// Whether it has a fraction or an exponent.
     float: bool,
     exponent: bool,
@@ -619,9 +658,9 @@ impl NumberToken {
     fn integer(&self) -> Option<i64> {
         match (self.digits, self.negative) {
             (19.., _) => None,
-            (_, true) if self.magnitude == 0 => None,
-            (_, true) => Some(-self.magnitude),
-            (_, false) => Some(self.magnitude),
+            (_, true) if self.mantissa == 0 => None,
+            (_, true) => Some(-self.mantissa),
+            (_, false) => Some(self.mantissa),
         }
     }
 }
@@ -746,7 +785,7 @@ mod tests {
             .collect();
         for a in &keys {
             for b in &keys {
-                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
+                assert_eq!(same_key(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
             }
         }
     }
@@ -886,9 +925,20 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for round in 0..2000 {
+        for round in 0..5000 {
             let bits = next();
-            let text = match round % 4 {
+            let text = match round % 5 {
+                // Short decimals, as logs have them, around the fast path's 15 digits.
+                4 => {
+                    let fraction_digits = 1 + (bits % 9) as usize;
+                    let integer_digits = 1 + (bits >> 8) % 9;
+                    let sign = if bits >> 20 & 1 == 1 { "-" } else { "" };
+                    format!(
+                        "[{sign}{}.{:0fraction_digits$}]",
+                        (bits >> 24) % 10u64.pow(integer_digits as u32),
+                        next() % 10u64.pow(fraction_digits as u32),
+                    )
+                }
                 0 => format!("[{}]", f64::from_bits(bits)),
                 1 => format!("[{:e}]", f64::from_bits(bits)),
                 2 => format!("[{}]", bits as i64 >> (bits % 64)),

@@ -255,6 +255,15 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Whether the key of field `index` is `key`, compared without making the key a `str`.
+    #[inline]
+    pub fn key_is(&self, index: usize, key: &str) -> bool {
+        match self.indexed.get(index) {
+            Some(at) => at.key_is(&self.text.json, key),
+            None => self.text.added[index - self.indexed.len()].0.as_str() == key,
+        }
+    }
+
     /// The value of field `index` if the text holds it as a string without escapes: the
     /// string, borrowed from the text (no value made).
     pub fn plain_str(&self, index: usize) -> Option<&'a str> {

@@ -343,18 +343,17 @@ impl Rows {
         let row = self.rows + 1;
         self.columns_now.clear();
         for index in 0..fields.len() {
-            let key = fields.key(index);
             let guess = self.last_columns.get(index).copied();
             let column = match guess.filter(|&c| {
-                self.columns
-                    .get(c)
-                    .is_some_and(|s| crate::event::json::same_key(&s.column.name, key))
+                (self.columns.get(c)).is_some_and(|s| fields.key_is(index, &s.column.name))
             }) {
                 Some(column) => column,
-                None => self
-                    .columns
-                    .binary_search_by(|state| state.column.name.as_str().cmp(key))
-                    .ok()?,
+                None => {
+                    let key = fields.key(index);
+                    (self.columns)
+                        .binary_search_by(|state| state.column.name.as_str().cmp(key))
+                        .ok()?
+                }
             };
             if self.columns[column].row_written == row {
                 return None;
