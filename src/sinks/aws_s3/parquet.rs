@@ -96,6 +96,11 @@ struct Column {
 pub struct ParquetEncoder {
     fixed: Option<Vec<Column>>,
     properties: WriterProperties,
+    /// The size of the file finished last (shared by the encoder's clones): the next file's
+    /// buffer starts there, where growing it by doubling copied it into new memory some ten
+    /// times per object. Page faults of the Parquet load bench 162.6 k -> 144.0 k per million
+    /// events, peak RSS unchanged (119-123 MiB); not written, the room costs no pages.
+    last_file_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ParquetEncoder {
@@ -132,7 +137,11 @@ impl ParquetEncoder {
             .set_max_row_group_row_count(Some(config.row_group_size))
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(ParquetEncoder { fixed, properties })
+        Ok(ParquetEncoder {
+            fixed,
+            properties,
+            last_file_bytes: Arc::default(),
+        })
     }
 
     /// An empty set of rows for one object.
@@ -178,14 +187,19 @@ impl ParquetEncoder {
             &arrow_array::RecordBatchOptions::new().with_row_count(Some(count)),
         )
         .map_err(|e| format!("cannot build the record batch: {e}"))?;
-        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_file_bytes.load(Relaxed);
+        let file = Vec::with_capacity(last + last / 8);
+        let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
             .map_err(|e| format!("cannot start the Parquet file: {e}"))?;
         writer
             .write(&batch)
             .map_err(|e| format!("cannot write Parquet rows: {e}"))?;
-        writer
+        let file = writer
             .into_inner()
-            .map_err(|e| format!("cannot finish the Parquet file: {e}"))
+            .map_err(|e| format!("cannot finish the Parquet file: {e}"))?;
+        self.last_file_bytes.store(file.len(), Relaxed);
+        Ok(file)
     }
 
     /// One Parquet file holding every event, and how many values did not fit their column.
