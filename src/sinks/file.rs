@@ -158,18 +158,23 @@ impl Flush for FileSink {
             .static_path
             .as_ref()
             .map(|path| slot(&mut by_path, path));
+        // One buffer for every event's rendered path.
+        let mut rendered = String::new();
         for (index, event) in events.iter().enumerate() {
             let at = match static_slot {
                 Some(at) => at,
-                None => match self.template.render(event) {
-                    Ok(path) => slot(&mut by_path, Path::new(&path)),
-                    Err(error) => {
-                        self.metrics.error("template_failed");
-                        tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path");
-                        failed.push((index, format!("path template: {error}")));
-                        continue;
+                None => {
+                    rendered.clear();
+                    match self.template.render_into(event, &mut rendered) {
+                        Ok(()) => slot(&mut by_path, Path::new(&rendered)),
+                        Err(error) => {
+                            self.metrics.error("template_failed");
+                            tracing::warn!(component_id = self.metrics.id(), %error, "cannot render path");
+                            failed.push((index, format!("path template: {error}")));
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let (_, (buf, members)) = by_path.get_index_mut(at).expect("a slot of this map");
             match self.encoder.encode_line(event, buf) {
