@@ -134,9 +134,8 @@ impl FieldAt {
 
     /// The value, read from the text it was found in.
     pub fn value(&self, text: &ByteString) -> Value {
-        if self.plain_len != NOT_PLAIN {
-            let start = self.value as usize + 1;
-            return Value::String(text.slice_ref(&text[start..start + self.plain_len as usize]));
+        if let Some(plain) = self.plain_str(text) {
+            return Value::String(text.slice_ref(plain));
         }
         let mut reader = Reader::new(text);
         reader.at = self.value as usize;

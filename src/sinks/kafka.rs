@@ -288,16 +288,16 @@ impl KafkaSink {
         let mut pending = Vec::with_capacity(events.len());
         let mut failed: Vec<(usize, String)> = Vec::new();
         let mut payload = Vec::new();
+        // One buffer for every event's topic, as for the payload.
+        let mut topic = String::new();
         let mut bytes = 0;
         for (index, event) in events.iter().enumerate() {
-            let topic = match self.topic.render(event) {
-                Ok(topic) => topic,
-                Err(error) => {
-                    self.metrics.error("template_failed");
-                    failed.push((index, format!("topic template: {error}")));
-                    continue;
-                }
-            };
+            topic.clear();
+            if let Err(error) = self.topic.render_into(event, &mut topic) {
+                self.metrics.error("template_failed");
+                failed.push((index, format!("topic template: {error}")));
+                continue;
+            }
             payload.clear();
             if let Err(error) = self.encoder.encode_line(event, &mut payload) {
                 self.metrics.error("encode_failed");
