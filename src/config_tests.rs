@@ -22,6 +22,7 @@
 //! Stateful transforms (windows, reduce) are finished at the end of the test, so what they
 //! hold is emitted and checked too.
 
+use crate::codec::decoding::Values;
 use crate::config::graph::OutputId;
 use crate::config::{parse_fields, Config, ConfigError, Diagnostic};
 use crate::event::{Event, EventBatch, Value};
@@ -195,7 +196,7 @@ fn run_one(
     // Fresh transforms for every test: no state leaks from one test to the next.
     let mut built: IndexMap<String, BuiltTransform> = IndexMap::new();
     for (id, entry) in &config.transforms {
-        let transform = entry.config.build(id).map_err(|e| {
+        let transform = entry.config.build(id, Values::Built).map_err(|e| {
             let field = e.field.map(|f| format!(".{f}")).unwrap_or_default();
             at("inputs", format!("transforms.{id}{field}: {}", e.message))
         })?;

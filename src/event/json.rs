@@ -165,29 +165,93 @@ pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Erro
         return serde_json::from_slice(frame).map(Document::Value);
     };
     if reading != Reading::Value {
-        let trimmed = text.trim_ascii();
-        // A raw line break can only be whitespace between tokens (inside strings JSON escapes
-        // it); a text with one could not be written out as one line.
-        if trimmed.starts_with('{') && memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_none() {
-            let trimmed = text.slice_ref(trimmed);
-            let mut reader = Reader::new(&trimmed);
-            let fields = if reading == Reading::TextAndFields {
-                reader.index_object()
-            } else {
-                reader.skip_value().map(|()| None)
-            };
-            if let Some(fields) = fields.filter(|_| reader.at == trimmed.len()) {
-                return Ok(Document::Text {
-                    text: trimmed,
-                    fields,
-                });
-            }
+        if let Some((text, fields)) = checked_object(&text, reading == Reading::TextAndFields) {
+            return Ok(Document::Text { text, fields });
         }
     }
     match Reader::new(&text).document() {
         Some(value) => Ok(Document::Value(value)),
         None => serde_json::from_str(&text).map(Document::Value),
     }
+}
+
+/// `text` trimmed (a slice of it) if it is a one-line object the reader reads, as [`read`]
+/// keeps one, with where its top-level fields are; `None` for any other document, and for an
+/// object with a key that has escapes (which is not indexed). What the remap transform's text
+/// plan reads a message with; [`without_fields`] makes the copy it keeps.
+pub fn object_fields(text: &ByteString) -> Option<(ByteString, Vec<FieldAt>)> {
+    let (text, fields) = checked_object(text, true)?;
+    Some((text, fields?))
+}
+
+/// `text` trimmed, if it is a one-line object the reader reads, and where its fields are if
+/// `index` (`Some(None)` for an object with a key that has escapes).
+fn checked_object(text: &ByteString, index: bool) -> Option<(ByteString, Option<Vec<FieldAt>>)> {
+    let trimmed = text.trim_ascii();
+    // A raw line break can only be whitespace between tokens (inside strings JSON escapes it);
+    // a text with one could not be written out as one line.
+    if !trimmed.starts_with('{') || memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_some() {
+        return None;
+    }
+    let trimmed = text.slice_ref(trimmed);
+    let mut reader = Reader::new(&trimmed);
+    let fields = match index {
+        true => reader.index_object(),
+        false => reader.skip_value().map(|()| None),
+    }?;
+    (reader.at == trimmed.len()).then_some((trimmed, fields))
+}
+
+/// A copy of the object `text` (as [`object_fields`] found it, with its `fields`) without
+/// the fields `keep` declines, by index, and where the rest now are. Each run of kept fields
+/// is copied as it was, key to value; runs are joined by a bare comma.
+pub fn without_fields(
+    text: &ByteString,
+    fields: &[FieldAt],
+    keep: impl Fn(usize) -> bool,
+) -> (ByteString, Vec<FieldAt>) {
+    let bytes = text.as_bytes();
+    // Where field `index`'s value ends: before the next field's key, or the closing brace,
+    // less the whitespace and the comma between.
+    let value_end = |index: usize| {
+        let next = fields
+            .get(index + 1)
+            .map_or(bytes.len() - 1, |next| next.key as usize - 1);
+        let between = bytes[..next].trim_ascii_end();
+        match between.last() {
+            Some(b',') => between[..between.len() - 1].trim_ascii_end().len(),
+            _ => between.len(),
+        }
+    };
+    let mut out = String::with_capacity(bytes.len());
+    let mut kept = Vec::with_capacity(fields.len());
+    out.push('{');
+    let mut index = 0;
+    while index < fields.len() {
+        if !keep(index) {
+            index += 1;
+            continue;
+        }
+        let first = index;
+        while index < fields.len() && keep(index) {
+            index += 1;
+        }
+        if !kept.is_empty() {
+            out.push(',');
+        }
+        // From the first key's opening quote.
+        let start = fields[first].key as usize - 1;
+        let moved_back = (start - out.len()) as u32;
+        out.push_str(&text[start..value_end(index - 1)]);
+        kept.extend(fields[first..index].iter().map(|field| FieldAt {
+            key: field.key - moved_back,
+            value: field.value - moved_back,
+            ..*field
+        }));
+    }
+    out.push('}');
+    let text = ByteString::from(out);
+    (text, kept)
 }
 
 /// The value of a document [`read`] kept as text: the reader checked it, so it reads it.
@@ -973,6 +1037,35 @@ mod tests {
                 .collect();
             let text = format!("{{{}}}", fields.join(","));
             assert_eq!(shared(&text), vrl(&text), "round {round}: {text}");
+        }
+    }
+
+    /// Cutting any set of fields leaves an object that reads as the rest, in order, with the
+    /// rest where the index says (what the remap transform's text plan keeps).
+    #[test]
+    fn cutting_fields_leaves_the_rest_where_the_index_finds_them() {
+        let objects = [
+            r#"{"a":1,"b":"x","c":[1,{"d":","}],"e":{"f":"}"},"g":null}"#,
+            r#"  {  "a" : 1 ,"b":"x"  ,  "c" : "y" ,"a":2 }  "#,
+            "{\"a\":\"é\",\t\"b\":\"a\\\"b\",\"c\":-1.5e3,\"d\":true}",
+            r#"{"only":1}"#,
+        ];
+        for object in objects {
+            let (text, fields) = object_fields(&ByteString::from(object)).expect("indexed");
+            for cut in 0u32..1 << fields.len() {
+                let keep = |index: usize| cut & 1 << index == 0;
+                let (rest, at) = without_fields(&text, &fields, keep);
+                let case = format!("{object} less {cut:b}: {rest}");
+                let (reread, indexed) = object_fields(&rest).expect(&case);
+                assert_eq!(reread, rest, "{case}");
+                assert_eq!(indexed, at, "{case}");
+                let kept: Vec<_> = (0..fields.len()).filter(|&index| keep(index)).collect();
+                assert_eq!(at.len(), kept.len(), "{case}");
+                for (field, &index) in at.iter().zip(&kept) {
+                    assert_eq!(field.key(&rest), fields[index].key(&text), "{case}");
+                    assert_eq!(field.value(&rest), fields[index].value(&text), "{case}");
+                }
+            }
         }
     }
 

@@ -81,9 +81,10 @@ pub fn check_all(config: &Config) -> Vec<crate::config::Diagnostic> {
     diagnostics
 }
 
-/// What the consumers of `source` need of its decoded events: values if any is a transform,
-/// else what the most demanding sink needs (see `SinkConfig::needs`). A consumer added by a
-/// later reload may find values built on demand: the same events, the work done later.
+/// What the consumers of `source` (a source's, or a transform's, output) need of its events:
+/// values if any is a transform, else what the most demanding sink needs (see
+/// `SinkConfig::needs`). A consumer added by a later reload may find values built on demand:
+/// the same events, the work done later.
 fn values_needed(config: &Config, graph: &Graph, source: &OutputId) -> Values {
     graph
         .consumers_of(source)
@@ -175,7 +176,7 @@ pub(super) fn build(
             .into_iter()
             .map(|port| wiring.fanout(graph, output(id, port), &metrics))
             .collect();
-        match entry.config.build(id) {
+        match (entry.config).build(id, values_needed(config, graph, &output(id, None))) {
             Ok(transform) => {
                 let input = receivers
                     .swap_remove(id)
@@ -280,6 +281,32 @@ mod tests {
                 port: None,
             },
         )
+    }
+
+    /// What the consumers of transform `t` need: a remap of the text plan's shape runs on
+    /// text only for these (see `transforms::remap_text`).
+    #[test]
+    fn what_a_transforms_consumers_need_is_decided_as_for_a_source() {
+        let of_t = |sinks: &str| {
+            let text = format!(
+                "sources:\n  in:\n    type: stdin\ntransforms:\n  t:\n    type: remap\n    inputs: [in]\n    source: '. = parse_json!(.message)'\n  u:\n    type: remap\n    inputs: [t]\n    source: '.x = 1'\nsinks:\n  last:\n    type: blackhole\n    inputs: [u]\n{sinks}"
+            );
+            let config = Config::load_str("test.yaml", &text).expect("the config loads");
+            let (graph, diagnostics) = crate::config::graph::build_partial(&config);
+            assert!(diagnostics.is_empty(), "{diagnostics:?}");
+            let output = |id: &str| OutputId {
+                component: id.into(),
+                port: None,
+            };
+            let t = values_needed(&config, &graph, &output("t"));
+            let u = values_needed(&config, &graph, &output("u"));
+            (t, u)
+        };
+        // `t` feeds the transform `u`: values; `u` feeds a blackhole: text.
+        assert_eq!(of_t(""), (Values::Built, Values::OnDemand));
+        let file_by_field =
+            "  f:\n    type: file\n    inputs: [u]\n    path: \"/tmp/{{ a }}.ndjson\"\n";
+        assert_eq!(of_t(file_by_field), (Values::Built, Values::Fields));
     }
 
     #[test]

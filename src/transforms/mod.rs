@@ -6,6 +6,7 @@ pub mod dedupe;
 pub mod filter;
 pub mod reduce;
 pub mod remap;
+pub mod remap_text;
 pub mod route;
 pub mod sample;
 pub mod schema;
@@ -15,6 +16,7 @@ pub mod vrl_parse_json;
 pub mod vrl_program;
 pub mod window;
 
+use crate::codec::decoding::Values;
 use crate::config::{parse_fields, unknown_type, FieldError};
 use crate::event::{Event, EventBatch, Finalizers};
 use crate::topology::BuildError;
@@ -133,7 +135,9 @@ impl TransformConfig {
         }
     }
 
-    pub fn build(&self, id: &str) -> Result<BuiltTransform, BuildError> {
+    /// The transform, for consumers that need `values` of its events (what the remap
+    /// transform's text plan asks; see `topology::build::values_needed`).
+    pub fn build(&self, id: &str, values: Values) -> Result<BuiltTransform, BuildError> {
         use BuiltTransform::{Stateful, Stateless};
         Ok(match self {
             Self::Anomaly(c) => Stateless(Box::new(c.build(id)?)),
@@ -143,7 +147,7 @@ impl TransformConfig {
             Self::Sample(c) => Stateless(Box::new(c.build(id)?)),
             Self::Schema(c) => Stateless(Box::new(c.build(id)?)),
             Self::Throttle(c) => Stateless(Box::new(c.build(id)?)),
-            Self::Remap(c) => Stateless(Box::new(c.build(id)?)),
+            Self::Remap(c) => Stateless(Box::new(c.build(id, values)?)),
             Self::Route(c) => Stateless(Box::new(c.build(id)?)),
             Self::Window(c) => Stateful(Box::new(c.build(id)?)),
         })

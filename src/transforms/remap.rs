@@ -1,8 +1,10 @@
 //! The `remap` transform: runs a VRL program on every event, in place.
 //! Vector users can paste their programs: this is the real VRL compiler and standard library.
 
+use super::remap_text::TextPlan;
 use super::vrl_program::{compile, Runner};
 use super::Transform;
+use crate::codec::decoding::Values;
 use crate::event::Event;
 use crate::observe::ComponentMetrics;
 use crate::topology::BuildError;
@@ -49,7 +51,10 @@ impl RemapConfig {
         outputs
     }
 
-    pub fn build(&self, id: &str) -> Result<Remap, BuildError> {
+    /// The transform, for consumers that need `values` of its events: where none needs a
+    /// value built, a program of the text plan's shape runs on the text (see
+    /// [`super::remap_text`]).
+    pub fn build(&self, id: &str, values: Values) -> Result<Remap, BuildError> {
         let (field, source) = match (&self.source, &self.file) {
             (Some(source), None) => ("source", source.clone()),
             (None, Some(file)) => (
@@ -72,8 +77,16 @@ impl RemapConfig {
         let may_terminate = info.fallible || info.abortable;
         let keep_original =
             may_terminate && (!self.drop_on_error || !self.drop_on_abort || self.reroute_dropped);
+        let text_plan = match values {
+            Values::Built => None,
+            Values::Fields | Values::OnDemand => TextPlan::of(&source),
+        };
+        if text_plan.is_some() {
+            tracing::debug!(component_id = %id, "remap runs its program on JSON text");
+        }
         Ok(Remap {
             program,
+            text_plan,
             runner: Runner::default(),
             keep_original,
             config: self.clone(),
@@ -84,6 +97,8 @@ impl RemapConfig {
 
 pub struct Remap {
     program: Program,
+    /// The program, run on JSON text, for the events it can take (see [`super::remap_text`]).
+    text_plan: Option<TextPlan>,
     runner: Runner,
     keep_original: bool,
     config: RemapConfig,
@@ -97,6 +112,10 @@ impl Transform for Remap {
         let mut dropped = rest.first_mut();
         kept.reserve(events.len());
         for mut event in events {
+            if let Some(made) = self.text_plan.as_ref().and_then(|plan| plan.apply(&event)) {
+                kept.push(made);
+                continue;
+            }
             let original = self.keep_original.then(|| event.clone());
             match self.runner.run(&self.program, event.value_mut()) {
                 Ok(_) => kept.push(event),
@@ -131,7 +150,7 @@ mod tests {
     fn remap(source: &str, extra: &str) -> Remap {
         let yaml = format!("inputs: [x]\nsource: '{source}'\n{extra}");
         let config: RemapConfig = serde_yaml::from_str(&yaml).unwrap();
-        config.build("test").unwrap()
+        config.build("test", Values::Built).unwrap()
     }
 
     fn run(remap: &mut Remap, events: Vec<Event>) -> Vec<Vec<Event>> {
@@ -182,11 +201,47 @@ mod tests {
         assert_eq!(out[1], vec![Event::from_message("bad".into())]);
     }
 
+    /// For consumers that write JSON, a program of the text plan's shape keeps the events it
+    /// can as text; every event is equal to what the program makes of it, and one the plan
+    /// cannot take (not JSON: an error) is handled as the program handles it.
+    #[test]
+    fn for_json_writers_the_text_plan_makes_the_same_events() {
+        let source = ". = parse_json!(.message); .pipeline = \"p\"; del(.trace_id)";
+        let build = |values: Values| {
+            let yaml = format!(
+                "inputs: [x]\nsource: '{source}'\ndrop_on_error: true\nreroute_dropped: true"
+            );
+            let config: RemapConfig = serde_yaml::from_str(&yaml).unwrap();
+            config.build("test", values).unwrap()
+        };
+        let events = || {
+            [
+                r#"{"a":1,"trace_id":"t"}"#,
+                "not json",
+                r#"{"a":-0}"#,
+                r#"{"b":"x"}"#,
+            ]
+            .map(|line| Event::from_message(line.into()))
+            .to_vec()
+        };
+        let by_program = run(&mut build(Values::Built), events());
+        let by_plan = run(&mut build(Values::OnDemand), events());
+        // Asked first: comparing values builds them.
+        let kept_as_text = |events: &[Event]| -> Vec<bool> {
+            events.iter().map(|e| e.fields().is_some()).collect()
+        };
+        assert_eq!(kept_as_text(&by_plan[0]), vec![true, false, true]);
+        assert_eq!(kept_as_text(&by_program[0]), vec![false; 3]);
+        assert_eq!(by_plan, by_program);
+        assert_eq!(by_plan[0].len(), 3);
+        assert_eq!(by_plan[1], vec![Event::from_message("not json".into())]);
+    }
+
     #[test]
     fn compile_errors_carry_vrl_diagnostics() {
         let config: RemapConfig =
             serde_yaml::from_str("inputs: [x]\nsource: '.a = parse_json(.b'").unwrap();
-        let error = config.build("bad").err().unwrap();
+        let error = config.build("bad", Values::Built).err().unwrap();
         assert_eq!(error.field, Some("source"));
         assert!(
             error.message.contains("error["),
