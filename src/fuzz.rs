@@ -26,6 +26,7 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("lines_json", lines_json),
     ("json_value", json_value),
+    ("remap_text", remap_text),
     ("decompress", decompress_body),
     ("config", config),
     ("buffer_record", buffer_record),
@@ -118,6 +119,71 @@ fn json_value(data: &[u8]) {
         };
         assert_eq!(read, vrl, "read ({reading:?}) of {shown:?}");
     }
+}
+
+/// The remap transform's text plan on any message: where it makes an event, the program
+/// (VRL) makes the same one from the same message, the event written as JSON reads back as
+/// that value, and its fields read from the text are that value's. The first byte picks the
+/// program; the rest is the message.
+fn remap_text(data: &[u8]) {
+    use crate::event::{Event, KeyString, ObjectMap, Value};
+    use crate::transforms::remap_text::TextPlan;
+    use crate::transforms::vrl_program::{compile, Runner};
+    use std::sync::OnceLock;
+    const PROGRAMS: &[&str] = &[
+        ". = parse_json!(.message)",
+        ". = parse_json!(.message); .pipeline = \"p\"; del(.trace_id)",
+        ". = parse_json!(.message); del(.a); .b = 1; .a = null; del(.c); .c = 2.5; .c = true",
+        ". = parse_json!(.message); del(.a); del(.b); del(.\"\"); .\"é\" = s'x'",
+    ];
+    static COMPILED: OnceLock<Vec<(TextPlan, vrl::compiler::Program)>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(|| {
+        (PROGRAMS.iter())
+            .map(|source| {
+                let plan = TextPlan::of(source).expect("of the plan's shape");
+                (plan, compile("fuzz", source).expect("compiles"))
+            })
+            .collect()
+    });
+    let (choice, message) = split(data);
+    let (plan, program) = &compiled[usize::from(choice) % compiled.len()];
+    let event = Event::from(Value::Object(ObjectMap::from([(
+        KeyString::from("message"),
+        Value::Bytes(Bytes::copy_from_slice(message)),
+    )])));
+    let Some(made) = plan.apply(&event) else {
+        return;
+    };
+    let shown = String::from_utf8_lossy(message);
+    let mut by_vrl = event.clone();
+    Runner::default()
+        .run(program, by_vrl.value_mut())
+        .unwrap_or_else(|error| panic!("the plan made an event, VRL failed: {error}: {shown:?}"));
+    let expected = by_vrl.into_value();
+    let Value::Object(map) = &expected else {
+        panic!("the plan made an object, VRL {expected:?}: {shown:?}")
+    };
+    let fields = made.fields().expect("kept as text, fields noted");
+    for index in 0..fields.len() {
+        let key = fields.key(index);
+        if (index + 1..fields.len()).all(|later| !fields.key_is(later, key)) {
+            assert_eq!(
+                map.get(key),
+                Some(&*fields.value(index)),
+                "{key} of {shown:?}"
+            );
+        }
+    }
+    let mut written = Vec::new();
+    made.write_json(&mut written);
+    let read: Value = serde_json::from_slice(&written).expect("written JSON reads");
+    assert_eq!(
+        read,
+        expected,
+        "written {:?}",
+        String::from_utf8_lossy(&written)
+    );
+    assert_eq!(made.value(), &expected, "{shown:?}");
 }
 
 /// Newline framing (cut into chunks at arbitrary points, as reads arrive) and JSON decoding

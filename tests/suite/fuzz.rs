@@ -229,6 +229,18 @@ fn json_value() {
 }
 
 #[test]
+fn remap_text() {
+    let mut seeds = text(&[
+        "\x01{\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"trace_id\":\"64f0\",\"status\":200,\"latency_ms\":420.51}",
+        "\x02 { \"a\" : [1, {\"b\": \",\"}] , \"c\":\"}\",\"a\":2 ,\"d\":-1.5e3} ",
+        "\x03{\"\":1,\"é\":\"x\\\"y\",\"b\":{\"a\":null},\"a\":true}",
+        "\x00{\"dup\":1,\"dup\":\"two\",\"n\":-0}",
+    ]);
+    seeds.push(b"\x01{\"bytes\":\"\xc3\xa9\xff\"}".to_vec());
+    run_library_target("remap_text", seeds);
+}
+
+#[test]
 fn decompress() {
     use flate2::write::GzEncoder;
     use std::io::Write;
