@@ -121,12 +121,13 @@ fn json_value(data: &[u8]) {
     }
 }
 
-/// The remap transform's text plan on any message: where it makes an event, the program
-/// (VRL) makes the same one from the same message, the event written as JSON reads back as
-/// that value, and its fields read from the text are that value's. The first byte picks the
-/// program; the rest is the message.
+/// The remap transform's text plan on any input: where it makes an event, the program (VRL)
+/// makes the same one from the same event, the event written as JSON reads back as that
+/// value, and its fields read from the text are that value's. The first byte picks the
+/// program (and, from 128 on, a field the source added); the rest is the message a
+/// `parse_json` program parses, or the JSON a source decoded for one that edits the event.
 fn remap_text(data: &[u8]) {
-    use crate::event::{Event, KeyString, ObjectMap, Value};
+    use crate::event::{json, Event, KeyString, ObjectMap, Value};
     use crate::transforms::remap_text::TextPlan;
     use crate::transforms::vrl_program::{compile, Runner};
     use std::sync::OnceLock;
@@ -135,6 +136,8 @@ fn remap_text(data: &[u8]) {
         ". = parse_json!(.message); .pipeline = \"p\"; del(.trace_id)",
         ". = parse_json!(.message); del(.a); .b = 1; .a = null; del(.c); .c = 2.5; .c = true",
         ". = parse_json!(.message); del(.a); del(.b); del(.\"\"); .\"é\" = s'x'",
+        ".pipeline = \"p\"; del(.trace_id)",
+        "del(.a); .b = 1; .a = null; del(.c); .c = 2.5; del(.file)",
     ];
     static COMPILED: OnceLock<Vec<(TextPlan, vrl::compiler::Program)>> = OnceLock::new();
     let compiled = COMPILED.get_or_init(|| {
@@ -147,15 +150,25 @@ fn remap_text(data: &[u8]) {
     });
     let (choice, message) = split(data);
     let (plan, program) = &compiled[usize::from(choice) % compiled.len()];
-    let event = Event::from(Value::Object(ObjectMap::from([(
-        KeyString::from("message"),
-        Value::Bytes(Bytes::copy_from_slice(message)),
-    )])));
-    let Some(made) = plan.apply(&event) else {
+    let event = match plan.edits_text() {
+        true => match json::read(message, json::Reading::TextAndFields) {
+            Ok(document) => Event::from_document(document),
+            Err(_) => return,
+        },
+        false => Event::from(Value::Object(ObjectMap::from([(
+            KeyString::from("message"),
+            Value::Bytes(Bytes::copy_from_slice(message)),
+        )]))),
+    };
+    let mut event = event;
+    if choice >= 128 {
+        event.insert("file", "/var/log/app.log");
+    }
+    let mut by_vrl = event.clone();
+    let Ok(made) = plan.apply(event) else {
         return;
     };
     let shown = String::from_utf8_lossy(message);
-    let mut by_vrl = event.clone();
     Runner::default()
         .run(program, by_vrl.value_mut())
         .unwrap_or_else(|error| panic!("the plan made an event, VRL failed: {error}: {shown:?}"));

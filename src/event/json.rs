@@ -202,6 +202,16 @@ fn checked_object(text: &ByteString, index: bool) -> Option<(ByteString, Option<
     (reader.at == trimmed.len()).then_some((trimmed, fields))
 }
 
+/// Which of `fields` (of `text`) have one of `keys`, one bit each by index; `None` for more
+/// than 64 fields.
+pub fn fields_named(text: &str, fields: &[FieldAt], keys: &[KeyString]) -> Option<u64> {
+    (fields.len() <= 64).then(|| {
+        (fields.iter().enumerate())
+            .filter(|(_, field)| keys.iter().any(|key| field.key_is(text, key)))
+            .fold(0, |named, (index, _)| named | 1 << index)
+    })
+}
+
 /// A copy of the object `text` (as [`object_fields`] found it, with its `fields`) without
 /// the fields `keep` declines, by index, and where the rest now are. Each run of kept fields
 /// is copied as it was, key to value; runs are joined by a bare comma.

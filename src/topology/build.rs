@@ -82,15 +82,45 @@ pub fn check_all(config: &Config) -> Vec<crate::config::Diagnostic> {
 }
 
 /// What the consumers of `source` (a source's, or a transform's, output) need of its events:
-/// values if any is a transform, else what the most demanding sink needs (see
-/// `SinkConfig::needs`). A consumer added by a later reload may find values built on demand:
-/// the same events, the work done later.
+/// values if any is a transform (but a remap that edits text: see there), else what the most
+/// demanding sink needs (see `SinkConfig::needs`). A consumer added by a later reload may find
+/// values built on demand: the same events, the work done later.
 fn values_needed(config: &Config, graph: &Graph, source: &OutputId) -> Values {
+    needed_after(config, graph, source, &mut Vec::new())
+}
+
+/// [`values_needed`], through the remaps that edit text in `within` (what is being decided
+/// already: a cycle, which the build reports as an error of its own, asks for values).
+fn needed_after<'a>(
+    config: &'a Config,
+    graph: &Graph,
+    source: &OutputId,
+    within: &mut Vec<&'a str>,
+) -> Values {
     graph
         .consumers_of(source)
         .map(|consumer| match config.sinks.get(consumer) {
             Some(sink) => sink.config.needs(),
-            None => Values::Built,
+            // A remap that edits text as it comes: text with fields noted, unless its own
+            // consumers need values.
+            None => match config.transforms.get_key_value(consumer) {
+                Some((id, transform))
+                    if transform.config.edits_text() && !within.contains(&id.as_str()) =>
+                {
+                    let output = OutputId {
+                        component: id.clone(),
+                        port: None,
+                    };
+                    within.push(id);
+                    let needed = needed_after(config, graph, &output, within);
+                    within.pop();
+                    match needed {
+                        Values::Built => Values::Built,
+                        Values::Fields | Values::OnDemand => Values::Fields,
+                    }
+                }
+                _ => Values::Built,
+            },
         })
         .fold(Values::OnDemand, Values::and)
 }
@@ -283,30 +313,83 @@ mod tests {
         )
     }
 
-    /// What the consumers of transform `t` need: a remap of the text plan's shape runs on
-    /// text only for these (see `transforms::remap_text`).
-    #[test]
-    fn what_a_transforms_consumers_need_is_decided_as_for_a_source() {
-        let of_t = |sinks: &str| {
-            let text = format!(
-                "sources:\n  in:\n    type: stdin\ntransforms:\n  t:\n    type: remap\n    inputs: [in]\n    source: '. = parse_json!(.message)'\n  u:\n    type: remap\n    inputs: [t]\n    source: '.x = 1'\nsinks:\n  last:\n    type: blackhole\n    inputs: [u]\n{sinks}"
-            );
-            let config = Config::load_str("test.yaml", &text).expect("the config loads");
-            let (graph, diagnostics) = crate::config::graph::build_partial(&config);
-            assert!(diagnostics.is_empty(), "{diagnostics:?}");
-            let output = |id: &str| OutputId {
-                component: id.into(),
-                port: None,
-            };
-            let t = values_needed(&config, &graph, &output("t"));
-            let u = values_needed(&config, &graph, &output("u"));
-            (t, u)
+    /// What the consumers of each component need, by id, for a config of `transforms` and
+    /// `sinks` after a `json`-decoding source `in`.
+    fn needs_of(transforms: &str, sinks: &str, ids: &[&str]) -> Vec<Values> {
+        let text = format!(
+            "sources:\n  in:\n    type: stdin\n    decoding:\n      codec: json\ntransforms:\n{transforms}sinks:\n{sinks}"
+        );
+        let config = Config::load_str("test.yaml", &text).expect("the config loads");
+        let (graph, diagnostics) = crate::config::graph::build_partial(&config);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let output = |id: &str| OutputId {
+            component: id.into(),
+            port: None,
         };
-        // `t` feeds the transform `u`: values; `u` feeds a blackhole: text.
-        assert_eq!(of_t(""), (Values::Built, Values::OnDemand));
-        let file_by_field =
-            "  f:\n    type: file\n    inputs: [u]\n    path: \"/tmp/{{ a }}.ndjson\"\n";
-        assert_eq!(of_t(file_by_field), (Values::Built, Values::Fields));
+        (ids.iter())
+            .map(|id| values_needed(&config, &graph, &output(id)))
+            .collect()
+    }
+
+    /// A transform's consumers are weighed as a source's; a remap that edits text as it comes
+    /// (see `transforms::remap_text`) asks its input for text with fields where its own
+    /// consumers need no values.
+    #[test]
+    fn a_remap_that_edits_text_passes_on_what_its_consumers_need() {
+        let remap = |id: &str, input: &str, source: &str| {
+            format!("  {id}:\n    type: remap\n    inputs: [{input}]\n    source: '{source}'\n")
+        };
+        let edits = |id: &str, input: &str| remap(id, input, ".x = 1; del(.y)");
+        let blackhole = |input: &str| format!("  b:\n    type: blackhole\n    inputs: [{input}]\n");
+        let by_field = |input: &str| {
+            format!("  f:\n    type: file\n    inputs: [{input}]\n    path: \"/tmp/{{{{ a }}}}.ndjson\"\n")
+        };
+        use Values::*;
+        assert_eq!(
+            needs_of(&edits("t", "in"), &blackhole("t"), &["in", "t"]),
+            [Fields, OnDemand]
+        );
+        let other = remap("u", "t", ".a = upcase!(.b)");
+        assert_eq!(
+            needs_of(
+                &format!("{}{other}", edits("t", "in")),
+                &blackhole("u"),
+                &["in", "t", "u"]
+            ),
+            [Built, Built, OnDemand]
+        );
+        let parse = remap("p", "in", ". = parse_json!(.message)");
+        assert_eq!(
+            needs_of(
+                &format!("{parse}{}", edits("t", "p")),
+                &by_field("t"),
+                &["in", "p", "t"]
+            ),
+            [Built, Fields, Fields]
+        );
+        let two = format!("{}{}", edits("t", "in"), edits("v", "t"));
+        assert_eq!(
+            needs_of(
+                &two,
+                &format!("{}{}", blackhole("v"), by_field("in")),
+                &["in", "t", "v"]
+            ),
+            [Fields, Fields, OnDemand]
+        );
+    }
+
+    /// A cycle of remaps that edit text (an error the build reports) ends the search: values.
+    #[test]
+    fn a_cycle_of_text_editing_remaps_asks_for_values() {
+        let text = "sources:\n  in:\n    type: stdin\ntransforms:\n  a:\n    type: remap\n    inputs: [in, b]\n    source: '.x = 1'\n  b:\n    type: remap\n    inputs: [a]\n    source: '.y = 1'\nsinks:\n  out:\n    type: console\n    inputs: [b]\n";
+        let config = Config::load_str("test.yaml", text).expect("the config loads");
+        let (graph, diagnostics) = crate::config::graph::build_partial(&config);
+        assert!(!diagnostics.is_empty(), "the cycle is an error");
+        let output = OutputId {
+            component: "in".into(),
+            port: None,
+        };
+        assert_eq!(values_needed(&config, &graph, &output), Values::Built);
     }
 
     #[test]

@@ -135,6 +135,12 @@ impl TransformConfig {
         }
     }
 
+    /// Whether the transform edits JSON text as it comes where its consumers need no values
+    /// (a remap of the text plan's shape without `parse_json`; see `remap_text`).
+    pub fn edits_text(&self) -> bool {
+        matches!(self, Self::Remap(c) if c.edits_text())
+    }
+
     /// The transform, for consumers that need `values` of its events (what the remap
     /// transform's text plan asks; see `topology::build::values_needed`).
     pub fn build(&self, id: &str, values: Values) -> Result<BuiltTransform, BuildError> {

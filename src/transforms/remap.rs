@@ -51,25 +51,38 @@ impl RemapConfig {
         outputs
     }
 
-    /// The transform, for consumers that need `values` of its events: where none needs a
-    /// value built, a program of the text plan's shape runs on the text (see
-    /// [`super::remap_text`]).
-    pub fn build(&self, id: &str, values: Values) -> Result<Remap, BuildError> {
-        let (field, source) = match (&self.source, &self.file) {
-            (Some(source), None) => ("source", source.clone()),
-            (None, Some(file)) => (
+    /// The program's text, and the field it came from (`source`, or the `file` read).
+    fn program(&self) -> Result<(&'static str, String), BuildError> {
+        match (&self.source, &self.file) {
+            (Some(source), None) => Ok(("source", source.clone())),
+            (None, Some(file)) => Ok((
                 "file",
                 std::fs::read_to_string(file).map_err(|e| {
                     BuildError::new("file", format!("cannot read {}: {e}", file.display()))
                 })?,
-            ),
-            _ => {
-                return Err(BuildError::new(
-                    "source",
-                    "set exactly one of `source` and `file`",
-                ))
-            }
-        };
+            )),
+            _ => Err(BuildError::new(
+                "source",
+                "set exactly one of `source` and `file`",
+            )),
+        }
+    }
+
+    /// Whether the program is of the text plan's shape and edits events as they come (no
+    /// `parse_json`; see [`super::remap_text`]): then, where its own consumers need no values,
+    /// its input is best kept as text with its fields noted.
+    pub fn edits_text(&self) -> bool {
+        let program = self.program().ok();
+        program
+            .and_then(|(_, source)| TextPlan::of(&source))
+            .is_some_and(|plan| plan.edits_text())
+    }
+
+    /// The transform, for consumers that need `values` of its events: where none needs a
+    /// value built, a program of the text plan's shape runs on the text (see
+    /// [`super::remap_text`]).
+    pub fn build(&self, id: &str, values: Values) -> Result<Remap, BuildError> {
+        let (field, source) = self.program()?;
         let program = compile(id, &source).map_err(|message| BuildError::new(field, message))?;
         let info = program.info();
         // Keeping a copy of the original is only needed when the program can fail or abort
@@ -111,11 +124,17 @@ impl Transform for Remap {
         let kept = &mut kept[0];
         let mut dropped = rest.first_mut();
         kept.reserve(events.len());
-        for mut event in events {
-            if let Some(made) = self.text_plan.as_ref().and_then(|plan| plan.apply(&event)) {
-                kept.push(made);
-                continue;
-            }
+        for event in events {
+            let mut event = match &self.text_plan {
+                Some(plan) => match plan.apply(event) {
+                    Ok(made) => {
+                        kept.push(made);
+                        continue;
+                    }
+                    Err(event) => event,
+                },
+                None => event,
+            };
             let original = self.keep_original.then(|| event.clone());
             match self.runner.run(&self.program, event.value_mut()) {
                 Ok(_) => kept.push(event),
@@ -235,6 +254,37 @@ mod tests {
         assert_eq!(by_plan, by_program);
         assert_eq!(by_plan[0].len(), 3);
         assert_eq!(by_plan[1], vec![Event::from_message("not json".into())]);
+    }
+
+    /// A program that edits events as they come keeps a source's text events as text for
+    /// consumers that write JSON; others (here one the source built) run the program.
+    #[test]
+    fn for_json_writers_a_text_editing_program_keeps_text() {
+        use crate::event::json::{read, Reading};
+        let build = |values: Values| {
+            let config: RemapConfig =
+                serde_yaml::from_str("inputs: [x]\nsource: '.p = 1; del(.t)'").unwrap();
+            config.build("test", values).unwrap()
+        };
+        let events = || {
+            [
+                (r#"{"a":1,"t":"x"}"#, Reading::TextAndFields),
+                (r#"{"a":2,"t":"y"}"#, Reading::Value),
+            ]
+            .map(|(line, reading)| Event::from_document(read(line.as_bytes(), reading).unwrap()))
+            .to_vec()
+        };
+        let by_program = run(&mut build(Values::Built), events());
+        let by_plan = run(&mut build(Values::Fields), events());
+        let kept_as_text = |events: &[Event]| -> Vec<bool> {
+            events.iter().map(|e| e.fields().is_some()).collect()
+        };
+        assert_eq!(kept_as_text(&by_plan[0]), vec![true, false]);
+        assert_eq!(kept_as_text(&by_program[0]), vec![false, false]);
+        assert_eq!(by_plan, by_program);
+        let mut written = Vec::new();
+        by_plan[0][0].write_json(&mut written);
+        assert_eq!(String::from_utf8(written).unwrap(), r#"{"a":1,"p":1}"#);
     }
 
     #[test]

@@ -1,27 +1,30 @@
-//! The remap transform's text plan: the most common program of all,
+//! The remap transform's text plan: the commonest programs of all,
 //!
 //! ```text
-//! . = parse_json!(.message)
-//! .pipeline = "bench"
-//! del(.trace_id)
+//! . = parse_json!(.message)        # optional: a field's JSON text made the event
+//! .pipeline = "bench"              # top-level fields set to literals
+//! del(.trace_id)                   # and deleted, in any number and order
 //! ```
 //!
-//! (a field's JSON text made the event, then top-level fields set to literals and top-level
-//! fields deleted, in any number and order), run on the JSON text itself where every consumer
-//! of the transform writes events as JSON or reads top-level fields from the text: the text is
-//! checked and its fields found by the event reader, the fields the program sets or deletes
-//! are cut from it, and the ones it sets are added after it. No value is built unless
-//! something asks for it, just as a source's `json` decoding keeps events as text for such
-//! consumers (see `codec::decoding::Values`).
+//! run on JSON text where every consumer of the transform writes events as JSON or reads
+//! top-level fields from the text: the fields the program sets or deletes are cut from the
+//! text, and the ones it sets are added after it. No value is built unless something asks for
+//! it, just as a source's `json` decoding keeps events as text for such consumers (see
+//! `codec::decoding::Values`). With `parse_json`, the message is checked and its fields found
+//! by the event reader; without, the plan edits events their source kept as text with their
+//! fields noted, and the topology asks the source for those (`topology::build`,
+//! `values_needed`).
 //!
 //! **What runs is still VRL's program.** The plan is read from the program's syntax tree (VRL's
 //! parser) and only in that exact shape; the program is compiled as always, and every event the
 //! plan cannot take with certainty runs through it: a field that is missing or not a string,
-//! or a text that is not a one-line object the event reader reads (not UTF-8, a byte-order
-//! mark, big integers, `-0`, nesting past serde_json's limit, a key with escapes, a syntax
-//! error: the same reader and checks as our `parse_json`, declining where they decline). So
+//! a text that is not a one-line object the event reader reads (not UTF-8, a byte-order mark,
+//! big integers, `-0`, nesting past serde_json's limit, a key with escapes, a syntax error:
+//! the same reader and checks as our `parse_json`, declining where they decline), an object
+//! of more than 64 fields, an event not kept as text or whose value is already built. So
 //! every error is VRL's, and every event the plan makes is equal, as a value, to what the
-//! program makes (the tests compare both on the same inputs).
+//! program makes (the unit tests and the `remap_text` fuzz target compare both on the same
+//! inputs).
 //!
 //! What differs is only the JSON written: the text's fields in the text's order and spacing,
 //! then the fields set, where a value is written with its keys sorted; the same as for the
@@ -39,8 +42,10 @@ use vrl::path::{OwnedSegment, PathPrefix};
 /// A program of the plan's shape, as the plan runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextPlan {
-    /// The field whose text becomes the event.
-    parsed: KeyString,
+    /// The field whose JSON text becomes the event (`. = parse_json!(.field)`), if the
+    /// program starts so; else the program edits the event itself, which must be kept as text
+    /// with its fields noted (a source's `json` decoding).
+    parsed: Option<KeyString>,
     /// The keys the program sets or deletes: their fields are cut from the text.
     cut: Vec<KeyString>,
     /// The fields set after the last delete of their key, in the order last set: added after
@@ -52,15 +57,21 @@ impl TextPlan {
     /// The plan of `source`, if the program has its shape.
     pub fn of(source: &str) -> Option<TextPlan> {
         let program = vrl::parser::parse(source).ok()?;
-        let mut expressions = program.iter().map(|root| match root.inner() {
-            RootExpr::Expr(expression) => Some(expression.inner()),
-            RootExpr::Error(_) => None,
-        });
+        let mut expressions = program
+            .iter()
+            .map(|root| match root.inner() {
+                RootExpr::Expr(expression) => Some(expression.inner()),
+                RootExpr::Error(_) => None,
+            })
+            .peekable();
         let mut plan = TextPlan {
-            parsed: parse_json_into_root(expressions.next()??)?,
+            parsed: parse_json_into_root(expressions.peek().copied()??),
             cut: Vec::new(),
             added: Vec::new(),
         };
+        if plan.parsed.is_some() {
+            expressions.next();
+        }
         for expression in expressions {
             let (key, set) = match expression? {
                 Expr::Assignment(assignment) => literal_assignment(assignment.inner())?,
@@ -78,23 +89,32 @@ impl TextPlan {
         Some(plan)
     }
 
+    /// Whether the plan edits the events it takes as they are (no `parse_json`): those kept
+    /// as text with their fields noted, which is what its source should then make.
+    pub fn edits_text(&self) -> bool {
+        self.parsed.is_none()
+    }
+
     /// The event the program makes of `event`, if the plan can make it with certainty; else
-    /// `None`, and the program runs.
-    pub fn apply(&self, event: &Event) -> Option<Event> {
-        let message = match event.field(&self.parsed)? {
+    /// the event back, for the program to run on.
+    pub fn apply(&self, mut event: Event) -> Result<Event, Event> {
+        match &self.parsed {
+            Some(parsed) => self.parse(&event, parsed).ok_or(event),
+            None if event.edit_text(&self.cut, &self.added) => Ok(event),
+            None => Err(event),
+        }
+    }
+
+    /// The event `. = parse_json!(.parsed)` and the edits make of `event`.
+    fn parse(&self, event: &Event, parsed: &str) -> Option<Event> {
+        let message = match event.field(parsed)? {
             Cow::Borrowed(Value::Bytes(bytes)) => ByteString::try_from(bytes.clone()).ok()?,
             Cow::Borrowed(Value::String(text)) => text.clone(),
             _ => return None,
         };
         let (message, fields) = json::object_fields(&message)?;
-        // Which fields go, one bit each (an object of more fields runs the program).
-        if fields.len() > 64 {
-            return None;
-        }
-        let is_cut = |field: &json::FieldAt| self.cut.iter().any(|key| field.key_is(&message, key));
-        let cut = (fields.iter().enumerate())
-            .filter(|(_, field)| is_cut(field))
-            .fold(0u64, |cut, (index, _)| cut | 1 << index);
+        // An object of more than 64 fields runs the program.
+        let cut = json::fields_named(&message, &fields, &self.cut)?;
         // A copy of its own, always: the message is a slice of the source's read buffer.
         let (text, fields) = json::without_fields(&message, &fields, |index| cut & 1 << index == 0);
         let mut made = Event::from_document(Document::Text {
@@ -231,11 +251,21 @@ mod tests {
             ". = parse_json!(.\"the message\")\n.\"a b\" = \"x\"",
             BENCH,
         ] {
-            assert!(TextPlan::of(source).is_some(), "{source}");
+            let plan = TextPlan::of(source).unwrap_or_else(|| panic!("{source}"));
+            assert!(!plan.edits_text(), "{source}");
+        }
+        for source in [
+            ".a = 1",
+            "del(.a)\n.b = \"x\"; del(.c)",
+            ".pipeline = \"p\"; del(.trace_id)",
+        ] {
+            let plan = TextPlan::of(source).unwrap_or_else(|| panic!("{source}"));
+            assert!(plan.edits_text(), "{source}");
         }
         for source in [
             "",
-            ".a = 1",
+            "del(.a); .b = .c",
+            "del(.file); .z = [] == []",
             "del(.a); . = parse_json!(.message)",
             ". = parse_json(.message) ?? {}",
             ". = parse_json!(.message, lossy: false)",
@@ -293,17 +323,52 @@ mod tests {
         "",
     ];
 
-    /// The event `program` makes of `message` (or its error), as VRL runs it.
-    fn by_vrl(source: &str, message: &Value) -> Result<Value, String> {
+    /// Checks what the plan makes of `event` against what the program makes of it, and that
+    /// it takes the event exactly when `taken`.
+    fn check(source: &str, event: Event, taken: bool) {
+        let plan = TextPlan::of(source).expect("of the plan's shape");
+        let mut by_vrl = event.clone();
+        // Not `{event:?}`, which builds the value.
+        let mut input = Vec::new();
+        event.write_json(&mut input);
+        let shown = format!("{source} on {}", String::from_utf8_lossy(&input));
+        let made = plan.apply(event);
+        assert_eq!(made.is_ok(), taken, "{shown}");
+        let Ok(made) = made else { return };
         let program = compile("t", source).unwrap();
-        let mut event = Event::from(Value::from(vrl::value::ObjectMap::from([(
+        Runner::default()
+            .run(&program, by_vrl.value_mut())
+            .expect("the program runs");
+        let expected = by_vrl.into_value();
+        let Value::Object(map) = &expected else {
+            panic!("an object")
+        };
+        // Its fields are where the text has them (the last of a repeated key counts).
+        let fields = made.fields().expect("kept as text, fields noted");
+        for index in 0..fields.len() {
+            let key = fields.key(index);
+            if (index + 1..fields.len()).all(|later| !fields.key_is(later, key)) {
+                assert_eq!(map.get(key), Some(&*fields.value(index)), "{key}: {shown}");
+            }
+        }
+        // Written, it reads back as the same JSON (in another key order).
+        let mut written = Vec::new();
+        made.write_json(&mut written);
+        let read: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(
+            read,
+            serde_json::to_value(&expected).unwrap(),
+            "{shown}: {}",
+            String::from_utf8_lossy(&written)
+        );
+        assert_eq!(made.value(), &expected, "{shown}");
+    }
+
+    fn with_message(message: Value) -> Event {
+        Event::from(Value::from(vrl::value::ObjectMap::from([(
             KeyString::from("message"),
-            message.clone(),
-        )])));
-        let result = Runner::default().run(&program, event.value_mut());
-        result
-            .map(|_| event.into_value())
-            .map_err(|e| e.to_string())
+            message,
+        )])))
     }
 
     #[test]
@@ -317,7 +382,6 @@ mod tests {
         ];
         let non_utf8 = Value::Bytes(bytes::Bytes::from_static(b"{\"a\":\"\xff\"}"));
         for source in programs {
-            let plan = TextPlan::of(source).expect("of the plan's shape");
             let messages = (TAKEN.iter().map(|m| (Value::from(*m), true)))
                 .chain(
                     TAKEN
@@ -327,44 +391,43 @@ mod tests {
                 .chain(DECLINED.iter().map(|m| (Value::from(*m), false)))
                 .chain([(non_utf8.clone(), false), (Value::Integer(1), false)]);
             for (message, taken) in messages {
-                let event = Event::from(Value::from(vrl::value::ObjectMap::from([(
-                    KeyString::from("message"),
-                    message.clone(),
-                )])));
-                let made = plan.apply(&event);
-                assert_eq!(made.is_some(), taken, "{source} on {message:?}");
-                let Some(made) = made else { continue };
-                let expected = by_vrl(source, &message).expect("the program runs");
-                let Value::Object(map) = &expected else {
-                    panic!("an object")
-                };
-                // Its fields are where the text has them (the last of a repeated key counts).
-                let fields = made.fields().expect("kept as text, fields noted");
-                for index in 0..fields.len() {
-                    let key = fields.key(index);
-                    if (index + 1..fields.len()).all(|later| !fields.key_is(later, key)) {
-                        assert_eq!(map.get(key), Some(&*fields.value(index)), "{key}");
-                    }
-                }
-                // Written, it reads back as the same JSON (in another key order).
-                let mut written = Vec::new();
-                made.write_json(&mut written);
-                let read: serde_json::Value = serde_json::from_slice(&written).unwrap();
-                assert_eq!(
-                    read,
-                    serde_json::to_value(&expected).unwrap(),
-                    "{source} on {message:?}: {}",
-                    String::from_utf8_lossy(&written)
-                );
-                assert_eq!(made.value(), &expected, "{source} on {message:?}");
+                check(source, with_message(message), taken);
             }
+            check(
+                source,
+                Event::from(Value::from(vrl::value::ObjectMap::new())),
+                false,
+            );
         }
     }
 
+    /// A program without `parse_json` edits events a source kept as text with their fields
+    /// noted, fields the source added after the text included; any other event runs it.
     #[test]
-    fn leaves_the_event_to_the_program_when_the_field_is_missing() {
-        let plan = TextPlan::of(BENCH).unwrap();
-        let event = Event::from(Value::from(vrl::value::ObjectMap::new()));
-        assert!(plan.apply(&event).is_none());
+    fn edits_events_kept_as_text_and_no_other() {
+        let programs = [
+            ".pipeline = \"p\"; del(.trace_id)",
+            "del(.a); .a = 1; .file = null; del(.e)",
+            "del(.file); del(.n); .z = 2",
+        ];
+        let kept = |text: &str, reading| match json::read(text.as_bytes(), reading) {
+            Ok(document @ Document::Text { .. }) => Event::from_document(document),
+            other => panic!("{text}: {other:?}"),
+        };
+        for source in programs {
+            for text in TAKEN {
+                check(source, kept(text, json::Reading::TextAndFields), true);
+                let mut added = kept(text, json::Reading::TextAndFields);
+                added.insert("file", "/var/log/a.log");
+                added.insert("a", 7);
+                check(source, added, true);
+                // Fields not noted, or a value already built: the program's to run.
+                check(source, kept(text, json::Reading::Text), false);
+                let built = kept(text, json::Reading::TextAndFields);
+                built.value();
+                check(source, built, false);
+            }
+            check(source, with_message(Value::from("{\"a\":1}")), false);
+        }
     }
 }
