@@ -173,9 +173,22 @@ fn remap_text(data: &[u8]) {
         .run(program, by_vrl.value_mut())
         .unwrap_or_else(|error| panic!("the plan made an event, VRL failed: {error}: {shown:?}"));
     let expected = by_vrl.into_value();
-    let Value::Object(map) = &expected else {
-        panic!("the plan made an object, VRL {expected:?}: {shown:?}")
+    assert_made_as_vrl(made, &expected, &shown);
+}
+
+/// Checks an event the remap transform's text plan made against the value the program made of
+/// the same input (`shown` in messages): each field read from its text, its JSON written and
+/// read back, and its value. Also what the plan's unit tests check.
+pub(crate) fn assert_made_as_vrl(
+    made: crate::event::Event,
+    expected: &crate::event::Value,
+    shown: &str,
+) {
+    use crate::event::Value;
+    let Value::Object(map) = expected else {
+        panic!("the plan made an object, VRL {expected:?}: {shown}")
     };
+    // Read before anything builds the value (the last of a repeated key counts).
     let fields = made.fields().expect("kept as text, fields noted");
     for index in 0..fields.len() {
         let key = fields.key(index);
@@ -183,7 +196,7 @@ fn remap_text(data: &[u8]) {
             assert_eq!(
                 map.get(key),
                 Some(&*fields.value(index)),
-                "{key} of {shown:?}"
+                "{key} of {shown}"
             );
         }
     }
@@ -191,12 +204,12 @@ fn remap_text(data: &[u8]) {
     made.write_json(&mut written);
     let read: Value = serde_json::from_slice(&written).expect("written JSON reads");
     assert_eq!(
-        read,
+        &read,
         expected,
-        "written {:?}",
+        "written {:?} of {shown}",
         String::from_utf8_lossy(&written)
     );
-    assert_eq!(made.value(), &expected, "{shown:?}");
+    assert_eq!(made.value(), expected, "{shown}");
 }
 
 /// Newline framing (cut into chunks at arbitrary points, as reads arrive) and JSON decoding

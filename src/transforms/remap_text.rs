@@ -339,29 +339,7 @@ mod tests {
         Runner::default()
             .run(&program, by_vrl.value_mut())
             .expect("the program runs");
-        let expected = by_vrl.into_value();
-        let Value::Object(map) = &expected else {
-            panic!("an object")
-        };
-        // Its fields are where the text has them (the last of a repeated key counts).
-        let fields = made.fields().expect("kept as text, fields noted");
-        for index in 0..fields.len() {
-            let key = fields.key(index);
-            if (index + 1..fields.len()).all(|later| !fields.key_is(later, key)) {
-                assert_eq!(map.get(key), Some(&*fields.value(index)), "{key}: {shown}");
-            }
-        }
-        // Written, it reads back as the same JSON (in another key order).
-        let mut written = Vec::new();
-        made.write_json(&mut written);
-        let read: serde_json::Value = serde_json::from_slice(&written).unwrap();
-        assert_eq!(
-            read,
-            serde_json::to_value(&expected).unwrap(),
-            "{shown}: {}",
-            String::from_utf8_lossy(&written)
-        );
-        assert_eq!(made.value(), &expected, "{shown}");
+        crate::fuzz::assert_made_as_vrl(made, &by_vrl.into_value(), &shown);
     }
 
     fn with_message(message: Value) -> Event {
