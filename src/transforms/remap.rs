@@ -125,15 +125,17 @@ impl Transform for Remap {
         let mut dropped = rest.first_mut();
         kept.reserve(events.len());
         for event in events {
-            let mut event = match &self.text_plan {
-                Some(plan) => match plan.apply(event) {
-                    Ok(made) => {
-                        kept.push(made);
-                        continue;
-                    }
-                    Err(event) => event,
-                },
-                None => event,
+            // The text plan first, where it runs: an event it cannot take comes back.
+            let planned = match &self.text_plan {
+                Some(plan) => plan.apply(event),
+                None => Err(event),
+            };
+            let mut event = match planned {
+                Ok(made) => {
+                    kept.push(made);
+                    continue;
+                }
+                Err(event) => event,
             };
             let original = self.keep_original.then(|| event.clone());
             match self.runner.run(&self.program, event.value_mut()) {

@@ -184,6 +184,34 @@ fn filter_keeps_only_matching_events() {
     assert_eq!(stdout, "keep 1\nkeep 3\n");
 }
 
+/// A remap of the text plan's shape feeding JSON writers runs on the text (fields in the
+/// input's order, the set field last), as do its edits after a `json`-decoding source; an
+/// event the plan cannot take runs the program (keys sorted), and invalid JSON is the
+/// program's error, dropped and counted.
+#[test]
+fn remaps_that_only_set_and_delete_fields_write_the_text_they_were_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "sources:\n  in:\n    type: stdin\ntransforms:\n  parse:\n    type: remap\n    inputs: [in]\n    drop_on_error: true\n    source: '. = parse_json!(.message); .p = \"x\"; del(.t)'\nsinks:\n  out:\n    type: console\n    inputs: [parse]\n    encoding:\n      codec: ndjson\n";
+    let input = "{\"z\":1, \"t\":\"gone\",\"a\":\"b\"}\nnot json\n{\"z\":-0,\"t\":2,\"a\":3}\n";
+    let (agent, stdout) = run_with_input(dir.path(), config, input.as_bytes());
+    assert_eq!(
+        stdout,
+        // `-0` is VRL's float -0.0: that event was built, and is written sorted.
+        "{\"z\":1,\"a\":\"b\",\"p\":\"x\"}\n{\"a\":3,\"p\":\"x\",\"z\":-0.0}\n",
+        "stderr:\n{}",
+        agent.stderr()
+    );
+    assert!(
+        agent.stderr().contains("reason=\"remap_failed\" events=1"),
+        "the invalid line is counted: {}",
+        agent.stderr()
+    );
+    let config = "sources:\n  in:\n    type: stdin\n    decoding:\n      codec: json\ntransforms:\n  edit:\n    type: remap\n    inputs: [in]\n    source: '.p = 1; del(.t)'\nsinks:\n  out:\n    type: console\n    inputs: [edit]\n    encoding:\n      codec: ndjson\n";
+    let input = "{\"z\":1,\"t\":2,\"a\":3}\n";
+    let (_, stdout) = run_with_input(dir.path(), config, input.as_bytes());
+    assert_eq!(stdout, "{\"z\":1,\"a\":3,\"p\":1}\n");
+}
+
 #[test]
 fn many_events_pass_in_order_without_loss() {
     let dir = tempfile::tempdir().unwrap();
