@@ -178,7 +178,7 @@ impl Writer {
     fn record_batch(&self, batch: &EventBatch) -> Result<(RecordBatch, usize), String> {
         let mut rows = self.encoder.start();
         let missed = batch.events.iter().map(|e| rows.add(e)).sum();
-        let (columns, count) = rows.into_columns();
+        let (columns, count) = rows.into_columns()?;
         let mut columns: HashMap<String, ArrayRef> = columns.into_iter().collect();
         let arrays: Vec<ArrayRef> = self
             .arrow_schema
