@@ -101,6 +101,11 @@ impl Template {
                 }
                 Part::Field(name, path) => {
                     let start = out.len();
+                    if let Some(text) = event.plain_str_at(path) {
+                        out.push_str(text);
+                        confine(out, start);
+                        continue;
+                    }
                     let _ = match event.field_at(path).as_deref() {
                         Some(v @ (Value::Bytes(_) | Value::String(_))) => {
                             out.push_str(&v.to_str_lossy().unwrap_or_default());
@@ -179,6 +184,31 @@ mod tests {
             t.render(&with_time).unwrap(),
             "-42_1.5_true/23%a_b_c/date=2025-12-31/"
         );
+    }
+
+    #[test]
+    fn text_with_noted_fields_renders_as_its_value_does() {
+        use crate::event::json::{read, Reading};
+        let t = Template::parse("{{ s }}/{{ n }}/{{ e }}/{{ d }}/{{ .o.k }}").unwrap();
+        let lines = [
+            r#"{"s":"plain","n":7,"e":"tab\there","d":"first","d":"last","o":{"k":"x"}}"#,
+            r#"{"s":"a/b","n":-1.5,"e":"..","d":"..","o":{"k":"y"}}"#,
+        ];
+        for line in lines {
+            let mut text =
+                Event::from_document(read(line.as_bytes(), Reading::TextAndFields).unwrap());
+            let mut value = event(line);
+            assert!(text.fields().is_some(), "{line}: kept as text with fields");
+            assert_eq!(t.render(&text), t.render(&value), "{line}");
+            // A field added since the text was read counts over the text's.
+            text.insert("s", "added");
+            value.insert("s", "added");
+            assert_eq!(t.render(&text), t.render(&value), "{line}");
+            assert!(t.render(&text).unwrap().starts_with("added/"));
+        }
+        let first =
+            Event::from_document(read(lines[0].as_bytes(), Reading::TextAndFields).unwrap());
+        assert_eq!(t.render(&first).unwrap(), "plain/7/tab\there/last/x");
     }
 
     #[test]

@@ -263,6 +263,17 @@ impl Event {
             _ => self.at(path).map(Cow::Borrowed),
         }
     }
+
+    /// The value at `path` if it is a top-level string without escapes in the text the event
+    /// is kept as: a slice of it, where [`Event::field_at`] would make a value sharing the text
+    /// (two atomic counts, and a copy as it is written out). `None` otherwise: read
+    /// [`Event::field_at`].
+    pub fn plain_str_at(&self, path: &OwnedValuePath) -> Option<&str> {
+        match path.segments.as_slice() {
+            [OwnedSegment::Field(key)] => self.fields()?.plain_str_named(key),
+            _ => None,
+        }
+    }
 }
 
 /// The top-level fields of an event kept as text: those of the text in its order, then those
@@ -323,6 +334,17 @@ impl<'a> Fields<'a> {
             .rev()
             .find(|at| at.key_is(text, key))
             .map(|at| Cow::Owned(at.value(&self.text.json)))
+    }
+
+    /// [`Fields::get`] where the value is a string without escapes in the text: a slice of it.
+    /// `None` for any other value, and for a key an added field has (added fields count last).
+    pub fn plain_str_named(&self, key: &str) -> Option<&'a str> {
+        if self.text.added.iter().any(|(k, _)| k == key) {
+            return None;
+        }
+        let text: &'a str = &self.text.json;
+        let at = self.indexed.iter().rev().find(|at| at.key_is(text, key))?;
+        at.plain_str(text)
     }
 }
 
