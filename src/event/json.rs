@@ -132,6 +132,19 @@ impl FieldAt {
         (self.plain_len != NOT_PLAIN).then(|| &text[start..start + self.plain_len as usize])
     }
 
+    /// The value if it is a number [`FieldAt::value`] makes an integer of: read straight from
+    /// the text, no value made.
+    #[inline]
+    pub fn integer(&self, text: &ByteString) -> Option<i64> {
+        let mut reader = Reader::new(text);
+        reader.at = self.value as usize;
+        if !matches!(reader.bytes.get(reader.at), Some(b'-' | b'0'..=b'9')) {
+            return None;
+        }
+        let number = reader.number_token()?;
+        (!number.float).then(|| number.integer())?
+    }
+
     /// The value, read from the text it was found in.
     pub fn value(&self, text: &ByteString) -> Value {
         if let Some(plain) = self.plain_str(text) {
@@ -1052,6 +1065,50 @@ mod tests {
 
     /// Cutting any set of fields leaves an object that reads as the rest, in order, with the
     /// rest where the index says (what the remap transform's text plan keeps).
+    #[test]
+    fn integers_read_from_the_text_are_the_values_integers() {
+        let numbers = [
+            "0",
+            "7",
+            "-7",
+            "42",
+            "-0",
+            "0.0",
+            "1.5",
+            "-1.5e3",
+            "1e3",
+            "1E+2",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "\"7\"",
+            "true",
+            "null",
+            "[1]",
+            "{\"a\":1}",
+        ];
+        for number in numbers {
+            let object = format!(r#"{{"n":{number},"m" : {number} }}"#);
+            let Some((text, fields)) = object_fields(&ByteString::from(object.as_str())) else {
+                // Not kept as text (e.g. `-0`, 19 digits): the value decides, nothing to read.
+                continue;
+            };
+            for field in &fields {
+                let expected = match field.value(&text) {
+                    Value::Integer(integer) => Some(integer),
+                    _ => None,
+                };
+                assert_eq!(field.integer(&text), expected, "{object}");
+            }
+        }
+        let (text, fields) = object_fields(&ByteString::from(r#"{"a":12,"b":-3}"#)).unwrap();
+        assert_eq!(
+            fields.iter().map(|f| f.integer(&text)).collect::<Vec<_>>(),
+            [Some(12), Some(-3)]
+        );
+    }
+
     #[test]
     fn cutting_fields_leaves_the_rest_where_the_index_finds_them() {
         let objects = [

@@ -315,6 +315,13 @@ impl<'a> Fields<'a> {
         self.indexed.get(index)?.plain_str(&self.text.json)
     }
 
+    /// The value of field `index` if it is a number the text makes an integer of (see
+    /// [`json::FieldAt::integer`]).
+    #[inline]
+    pub fn integer(&self, index: usize) -> Option<i64> {
+        self.indexed.get(index)?.integer(&self.text.json)
+    }
+
     /// The value of field `index`, read from the text (strings are slices of it).
     pub fn value(&self, index: usize) -> Cow<'a, Value> {
         match self.indexed.get(index) {

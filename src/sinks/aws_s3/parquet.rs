@@ -488,6 +488,22 @@ impl Rows {
                 builder.append_value(text);
                 continue;
             }
+            // Integers into number columns, read from the text as the value would be.
+            match &mut state.builder {
+                Builder::Int64(builder) => {
+                    if let Some(integer) = fields.integer(index) {
+                        builder.append_value(integer);
+                        continue;
+                    }
+                }
+                Builder::Float64(builder) => {
+                    if let Some(integer) = fields.integer(index) {
+                        builder.append_value(integer as f64);
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             let value = fields.value(index);
             state.widen_for(&value);
             missed += usize::from(!state.builder.append(Some(&value)));
@@ -871,6 +887,8 @@ mod tests {
             r#"{"a":"first","b":5,"a":"last"}"#,
             // Widening: an integer column takes a float, then becomes strings.
             r#"{"b":6.5,"o":{"k":[1,"v"]}}"#,
+            // An integer into the float column.
+            r#"{"b":7,"a":"after a float"}"#,
             r#"{"b":"seven","a":"q\"uote","t":"2026-01-01T00:00:00Z"}"#,
             r#"{}"#,
         ];
@@ -879,7 +897,7 @@ mod tests {
         let mut from_values = encoder.start();
         // Read from the text, not built: all but the lines with a field new to the object or a
         // repeated key.
-        let from_the_text = [false, true, false, true, false, false, false, true];
+        let from_the_text = [false, true, false, true, false, false, true, false, true];
         for (line, expected) in lines.into_iter().zip(from_the_text) {
             let mut text = kept(line);
             let mut value = event(line);
