@@ -1063,8 +1063,7 @@ mod tests {
         }
     }
 
-    /// Cutting any set of fields leaves an object that reads as the rest, in order, with the
-    /// rest where the index says (what the remap transform's text plan keeps).
+    /// An integer read from the text is exactly the value's integer, and nothing else is one.
     #[test]
     fn integers_read_from_the_text_are_the_values_integers() {
         let numbers = [
@@ -1109,6 +1108,8 @@ mod tests {
         );
     }
 
+    /// Cutting any set of fields leaves an object that reads as the rest, in order, with the
+    /// rest where the index says (what the remap transform's text plan keeps).
     #[test]
     fn cutting_fields_leaves_the_rest_where_the_index_finds_them() {
         let objects = [

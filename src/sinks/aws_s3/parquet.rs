@@ -174,12 +174,12 @@ impl ParquetEncoder {
         let schema = Arc::new(Schema::new(fields));
         // Each column's values as the writer meets them first: in its first chunk with any.
         let firsts = (0..schema.fields().len()).map(|at| {
-            let mut arrays = chunks.iter().map(|(arrays, _)| &arrays[at]);
-            let first = arrays.clone().next();
-            arrays.find(|a| a.null_count() < a.len()).or(first)
+            (chunks.iter().map(|(arrays, _)| &arrays[at]))
+                .find(|array| array.null_count() < array.len())
+                .unwrap_or(&chunks[0].0[at])
         });
         let names = schema.fields().iter().map(|f| f.name().as_str());
-        let properties = plain_where_distinct(&self.properties, names.zip(firsts.flatten()));
+        let properties = plain_where_distinct(&self.properties, names.zip(firsts));
         let batches = chunks
             .into_iter()
             .map(|(arrays, count)| {
@@ -302,13 +302,10 @@ impl ColumnState {
         if wanted == self.column.kind {
             return;
         }
-        let rows = self.builder.len();
-        let old = std::mem::replace(&mut self.builder, Builder::new(wanted, rows, 0)).finish();
-        self.builder.append_all(&old);
+        let old = std::mem::replace(&mut self.builder, Builder::new(wanted, 0, 0)).finish();
+        self.builder = Builder::converted(wanted, &old);
         for chunk in &mut self.chunks {
-            let mut widened = Builder::new(wanted, chunk.len(), 0);
-            widened.append_all(chunk);
-            *chunk = widened.finish();
+            *chunk = Builder::converted(wanted, chunk).finish();
         }
         self.column.kind = wanted;
     }
@@ -324,11 +321,15 @@ impl Rows {
             .into_iter()
             .enumerate()
             .map(|(at, field)| {
-                let arrays: Vec<&dyn Array> = chunks.iter().map(|(c, _)| c[at].as_ref()).collect();
-                let array = match arrays[..] {
-                    [_] => chunks[0].0[at].clone(),
-                    _ => arrow_select::concat::concat(&arrays)
-                        .map_err(|e| format!("column `{}`: {e}", field.name()))?,
+                let array = if chunks.len() == 1 {
+                    chunks[0].0[at].clone()
+                } else {
+                    let arrays: Vec<&dyn Array> = chunks
+                        .iter()
+                        .map(|(arrays, _)| arrays[at].as_ref())
+                        .collect();
+                    arrow_select::concat::concat(&arrays)
+                        .map_err(|e| format!("column `{}`: {e}", field.name()))?
                 };
                 Ok((field.name().clone(), array))
             })
@@ -343,8 +344,12 @@ impl Rows {
         if tail > 0 || self.sealed.is_empty() {
             self.seal(tail, 0);
         }
+        // Every column holds an array for each chunk now: the first says its type.
         let fields = (self.columns.iter())
-            .map(|state| Field::new(&state.column.name, state.builder.data_type(), true))
+            .map(|state| {
+                let kind = state.chunks[0].data_type().clone();
+                Field::new(&state.column.name, kind, true)
+            })
             .collect();
         let mut chunks: Vec<(Vec<ArrayRef>, usize)> =
             self.sealed.iter().map(|&rows| (Vec::new(), rows)).collect();
@@ -748,11 +753,13 @@ impl Builder {
         builder.finish()
     }
 
-    /// Appends the values of an array built here (converting them to this column's type).
-    fn append_all(&mut self, array: &ArrayRef) {
+    /// The values of an array built here, converted to `kind` (a widened column's).
+    fn converted(kind: ColumnType, array: &ArrayRef) -> Self {
+        let mut builder = Builder::new(kind, array.len(), 0);
         for row in 0..array.len() {
-            self.append(arrow_value(array, row).as_ref());
+            builder.append(arrow_value(array, row).as_ref());
         }
+        builder
     }
 
     /// Bytes of text so far (0 for columns of other types).
@@ -760,30 +767,6 @@ impl Builder {
         match self {
             Builder::String(b) | Builder::Json(b) => b.values_slice().len(),
             _ => 0,
-        }
-    }
-
-    /// Values so far.
-    fn len(&self) -> usize {
-        use arrow_array::builder::ArrayBuilder;
-        match self {
-            Builder::String(b) | Builder::Json(b) => b.len(),
-            Builder::Int64(b) => b.len(),
-            Builder::Float64(b) => b.len(),
-            Builder::Bool(b) => b.len(),
-            Builder::Timestamp(b) => b.len(),
-        }
-    }
-
-    /// The Arrow type of the array it makes.
-    fn data_type(&self) -> arrow_schema::DataType {
-        use arrow_schema::{DataType, TimeUnit};
-        match self {
-            Builder::String(_) | Builder::Json(_) => DataType::Utf8,
-            Builder::Int64(_) => DataType::Int64,
-            Builder::Float64(_) => DataType::Float64,
-            Builder::Bool(_) => DataType::Boolean,
-            Builder::Timestamp(_) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         }
     }
 
