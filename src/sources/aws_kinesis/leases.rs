@@ -349,7 +349,11 @@ impl Worker {
         let Some(held) = self.held.get(shard) else {
             return;
         };
-        if !stolen || held.awaiting_handoff.is_some() {
+        if stolen && held.awaiting_handoff.is_some() {
+            self.lose_before_reading(shard).await;
+            return;
+        }
+        if !stolen {
             self.lose(shard, "another worker took the lease");
             return;
         }
@@ -415,7 +419,11 @@ impl Worker {
                 }
             };
             if lease.owner.as_deref() != Some(&self.me) {
-                self.lose(&shard, "another worker took the lease");
+                if lease.checkpoint_owner.as_deref() == Some(&self.me) {
+                    self.lose_before_reading(&shard).await;
+                } else {
+                    self.lose(&shard, "another worker took the lease");
+                }
                 continue;
             }
             let lease = if lease.checkpoint_owner.is_none() {
@@ -461,6 +469,22 @@ impl Worker {
                 from,
             });
         }
+    }
+
+    /// A lease stolen from this agent while it still waited for its own handoff: it read
+    /// nothing, so the checkpoint stands and it hands over at once. Before, the new owner
+    /// waited the whole lease duration for a handoff that never came (the kinesis_leases
+    /// suite's fourth-agent test caught it: a steal of a steal).
+    async fn lose_before_reading(&mut self, shard: &str) {
+        let Some(lease) = self.held.get(shard).map(|held| held.lease) else {
+            return;
+        };
+        self.lose(shard, "another worker took the lease before its handoff");
+        let handing = HandingOver {
+            lease,
+            pending: None,
+        };
+        self.hand_over(shard, handing).await;
     }
 
     fn lose(&mut self, shard: &str, why: &str) {
