@@ -67,10 +67,25 @@ pub struct ParquetConfig {
     /// `snappy` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: ParquetCompression,
+    /// Largest data page, in bytes of encoded values before compression (default 65536; the
+    /// writer checks after each 1,024 values). Readers skip data a page at a time (the file
+    /// has a page index); each page costs a header and statistics.
+    #[serde(default = "default_page_bytes")]
+    pub page_bytes: usize,
 }
 
 fn default_row_group_size() -> usize {
     65_536
+}
+
+/// 64 KiB, where the parquet crate's default is 1 MiB. The writer builds each page in buffers
+/// grown by doubling, then compresses it into a buffer sized for the worst case and shrinks
+/// that: per 1 MiB page, allocations of a megabyte and more, which the allocator serves from
+/// fresh memory the kernel must fault in. At 64 KiB they come from the heap's reused pages:
+/// the Parquet load bench's page faults 151 k -> 80 k per million events, system time
+/// 0.35 -> 0.23 s, peak RSS 110 -> 88 MiB; files 0.6% larger (measured, README "Performance").
+fn default_page_bytes() -> usize {
+    64 * 1024
 }
 
 impl Default for ParquetConfig {
@@ -79,6 +94,7 @@ impl Default for ParquetConfig {
             schema: None,
             row_group_size: default_row_group_size(),
             compression: ParquetCompression::default(),
+            page_bytes: default_page_bytes(),
         }
     }
 }
@@ -108,6 +124,9 @@ impl ParquetEncoder {
         if config.row_group_size == 0 {
             return Err("parquet.row_group_size must be greater than 0".into());
         }
+        if config.page_bytes == 0 {
+            return Err("parquet.page_bytes must be greater than 0".into());
+        }
         let fixed = match &config.schema {
             None => None,
             Some(schema) if schema.is_empty() => {
@@ -135,6 +154,7 @@ impl ParquetEncoder {
         let properties = WriterProperties::builder()
             .set_compression(codec)
             .set_max_row_group_row_count(Some(config.row_group_size))
+            .set_data_page_size_limit(config.page_bytes)
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(ParquetEncoder {
@@ -1055,6 +1075,56 @@ mod tests {
             .unwrap();
         assert_eq!(at.value(0), 1_795_514_400_000_000);
         assert!(arrow_array::Array::is_null(at, 1));
+    }
+
+    #[test]
+    fn data_pages_are_cut_at_page_bytes() {
+        use parquet::arrow::arrow_reader::ArrowReaderOptions;
+        use parquet::file::metadata::PageIndexPolicy;
+        // 20,000 distinct 40-byte ids, written plain: ~880 KB of values.
+        let events: Vec<Event> = (0..20_000)
+            .map(|i| event(&format!(r#"{{"id":"{i:0>40}"}}"#)))
+            .collect();
+        // Each data page of the only column, as the file's offset index lists them.
+        let pages = |page_bytes: usize| {
+            let config = ParquetConfig {
+                compression: ParquetCompression::None,
+                page_bytes,
+                ..ParquetConfig::default()
+            };
+            let (bytes, _) = ParquetEncoder::new(&config)
+                .unwrap()
+                .encode(&events)
+                .unwrap();
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new_with_options(Bytes::from(bytes), options)
+                    .unwrap();
+            let index = reader.metadata().offset_index().expect("an offset index");
+            let sizes: Vec<i32> = index[0][0]
+                .page_locations()
+                .iter()
+                .map(|page| page.compressed_page_size)
+                .collect();
+            sizes
+        };
+        let default = pages(ParquetConfig::default().page_bytes);
+        assert_eq!(ParquetConfig::default().page_bytes, 64 * 1024);
+        // The writer checks a page's size after each 1,024 values (~45 KB here): a page ends
+        // within one such step past the limit.
+        assert!(default.len() >= 9, "{default:?}");
+        assert!(
+            default.iter().all(|&size| size < 64 * 1024 + 50_000),
+            "{default:?}"
+        );
+        let large = pages(4 * 1024 * 1024);
+        assert_eq!(large.len(), 1, "{large:?}");
+        assert!(ParquetEncoder::new(&ParquetConfig {
+            page_bytes: 0,
+            ..ParquetConfig::default()
+        })
+        .is_err_and(|e| e.contains("parquet.page_bytes")),);
     }
 
     #[test]
