@@ -255,7 +255,7 @@ fn lines_json(data: &[u8]) {
             };
             assert!(line.len() <= max_line, "a frame longer than max_line_bytes");
             framed_bytes += line.len();
-            let failed = decoder.decode(line.clone(), &mut Vec::new()).is_err();
+            let failed = decoder.decode(&line, &mut Vec::new()).is_err();
             let before = events.len();
             decode_frame(&decoder, on_error, line, &mut events, &metrics);
             for event in &events[before..] {

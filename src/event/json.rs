@@ -39,6 +39,7 @@ use super::{KeyString, ObjectMap, Value};
 use bytes::Bytes;
 use bytestring::ByteString;
 use std::borrow::Cow;
+use std::ops::Range;
 use vrl::compiler::prelude::NotNan;
 
 /// serde_json's nesting limit (127 arrays or objects deep): a deeper document is its error.
@@ -178,7 +179,13 @@ pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Erro
         return serde_json::from_slice(frame).map(Document::Value);
     };
     if reading != Reading::Value {
-        if let Some((text, fields)) = checked_object(&text, reading == Reading::TextAndFields) {
+        if let Some((within, fields)) = checked_object(&text, reading == Reading::TextAndFields) {
+            // Most lines have no whitespace around the object: the copy itself is kept (a
+            // slice of it would share it, an allocation and two atomic counts per event).
+            let text = match within == (0..text.len()) {
+                true => text,
+                false => text.slice_ref(&text[within]),
+            };
             return Ok(Document::Text { text, fields });
         }
     }
@@ -193,28 +200,43 @@ pub fn read(frame: &[u8], reading: Reading) -> Result<Document, serde_json::Erro
 /// object with a key that has escapes (which is not indexed). What the remap transform's text
 /// plan reads a message with; [`without_fields`] makes the copy it keeps.
 pub fn object_fields(text: &ByteString) -> Option<(ByteString, Vec<FieldAt>)> {
-    let (text, fields) = checked_object(text, true)?;
-    Some((text, fields?))
+    let (within, fields) = checked_object(text, true)?;
+    Some((text.slice_ref(&text[within]), fields?))
 }
 
-/// `text` trimmed, if it is a one-line object the reader reads, and where its fields are if
-/// `index` (`Some(None)` for an object with a key that has escapes).
-fn checked_object(text: &ByteString, index: bool) -> Option<(ByteString, Option<Vec<FieldAt>>)> {
+/// Where in `text` the object is, without the whitespace around it, if `text` is a one-line
+/// object the reader reads; and where its fields are (from the object's start) if `index`
+/// (`Some(None)` for an object with a key that has escapes).
+fn checked_object(text: &ByteString, index: bool) -> Option<(Range<usize>, Option<Vec<FieldAt>>)> {
+    let bytes = text.as_bytes();
     // JSON's whitespace only: `trim_ascii` also takes a form feed, which JSON (and VRL's
     // `parse_json`) reject after a document (found by the remap_text fuzz target).
-    let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = bytes.iter().position(|b| !space(b))?;
+    let end = bytes.len() - bytes.iter().rev().position(|b| !space(b))?;
     // A raw line break can only be whitespace between tokens (inside strings JSON escapes it);
     // a text with one could not be written out as one line.
-    if !trimmed.starts_with('{') || memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_some() {
+    if bytes[start] != b'{' || memchr::memchr2(b'\n', b'\r', &bytes[start..end]).is_some() {
         return None;
     }
-    let trimmed = text.slice_ref(trimmed);
-    let mut reader = Reader::new(&trimmed);
+    let mut reader = Reader::new(text);
+    reader.at = start;
     let fields = match index {
         true => reader.index_object(),
         false => reader.skip_value().map(|()| None),
     }?;
-    (reader.at == trimmed.len()).then_some((trimmed, fields))
+    if reader.at != end {
+        return None;
+    }
+    let mut fields = fields;
+    if let Some(fields) = fields.as_mut().filter(|_| start > 0) {
+        // From the object's start, as the object's text is kept.
+        for field in fields {
+            field.key -= start as u32;
+            field.value -= start as u32;
+        }
+    }
+    Some((start..end, fields))
 }
 
 /// Which of `fields` (of `text`) have one of `keys`, one bit each by index; `None` for more
@@ -969,8 +991,21 @@ mod tests {
             for reading in [Reading::Text, Reading::TextAndFields] {
                 let kept = read(object.as_bytes(), reading).map_err(|e| e.to_string());
                 match (kept, &built) {
-                    (Ok(Document::Text { text, .. }), Ok(value)) => {
-                        assert_eq!(&super::build(&text), value, "{object}")
+                    (Ok(Document::Text { text, fields }), Ok(value)) => {
+                        assert_eq!(&super::build(&text), value, "{object}");
+                        // Noted fields are where they are in the text kept (the whitespace
+                        // around the object is not).
+                        for field in fields.iter().flatten() {
+                            let Value::Object(object_value) = value else {
+                                panic!("{object}: kept as text, but not an object");
+                            };
+                            let key = field.key(&text);
+                            assert_eq!(
+                                object_value.get(key),
+                                Some(&field.value(&text)),
+                                "{object}"
+                            );
+                        }
                     }
                     (Ok(Document::Text { .. }), Err(error)) => {
                         panic!("{object}: kept as text, but building it fails: {error}")

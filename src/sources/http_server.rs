@@ -484,7 +484,7 @@ fn decode_body(shared: &Shared, body: Bytes) -> Result<Vec<Event>, String> {
                 &mut events,
                 &shared.metrics,
             );
-        } else if let Err(error) = shared.decoder.decode(frame, &mut events) {
+        } else if let Err(error) = shared.decoder.decode(&frame, &mut events) {
             return Err(format!("frame {}: {error}", index + 1));
         }
     }
