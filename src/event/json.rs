@@ -146,6 +146,22 @@ impl FieldAt {
         (!number.float).then(|| number.integer())?
     }
 
+    /// The value as a float if it is a number (an integer converted): what a float64 column
+    /// holds of [`FieldAt::value`], read straight from the text.
+    #[inline]
+    pub fn float(&self, text: &ByteString) -> Option<f64> {
+        let mut reader = Reader::new(text);
+        reader.at = self.value as usize;
+        if !matches!(reader.bytes.get(reader.at), Some(b'-' | b'0'..=b'9')) {
+            return None;
+        }
+        match reader.number()? {
+            Value::Float(float) => Some(float.into_inner()),
+            Value::Integer(integer) => Some(integer as f64),
+            _ => None,
+        }
+    }
+
     /// The value, read from the text it was found in.
     pub fn value(&self, text: &ByteString) -> Value {
         if let Some(plain) = self.plain_str(text) {
@@ -1111,9 +1127,14 @@ mod tests {
         }
     }
 
-    /// An integer read from the text is exactly the value's integer, and nothing else is one.
+    /// An integer read from the text is exactly the value's integer, and nothing else is one;
+    /// a float read from it is exactly the value's number, and nothing else is one.
     #[test]
-    fn integers_read_from_the_text_are_the_values_integers() {
+    fn numbers_read_from_the_text_are_the_values_numbers() {
+        let long: Vec<String> = [17, 18, 19, 20, 300, 308, 309]
+            .iter()
+            .map(|&digits| format!("9{}.25", "1".repeat(digits - 1)))
+            .collect();
         let numbers = [
             "0",
             "7",
@@ -1134,19 +1155,39 @@ mod tests {
             "null",
             "[1]",
             "{\"a\":1}",
+            "420.51",
+            "0.1",
+            "-0.0",
+            "123456789.123456789",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "5e-324",
+            "1e400",
         ];
-        for number in numbers {
+        for number in numbers.into_iter().chain(long.iter().map(String::as_str)) {
             let object = format!(r#"{{"n":{number},"m" : {number} }}"#);
             let Some((text, fields)) = object_fields(&ByteString::from(object.as_str())) else {
                 // Not kept as text (e.g. `-0`, 19 digits): the value decides, nothing to read.
                 continue;
             };
             for field in &fields {
-                let expected = match field.value(&text) {
+                let value = field.value(&text);
+                let expected = match value {
                     Value::Integer(integer) => Some(integer),
                     _ => None,
                 };
                 assert_eq!(field.integer(&text), expected, "{object}");
+                let expected = match value {
+                    Value::Integer(integer) => Some(integer as f64),
+                    Value::Float(float) => Some(float.into_inner()),
+                    _ => None,
+                };
+                let float = field.float(&text);
+                assert_eq!(
+                    float.map(f64::to_bits),
+                    expected.map(f64::to_bits),
+                    "{object}"
+                );
             }
         }
         let (text, fields) = object_fields(&ByteString::from(r#"{"a":12,"b":-3}"#)).unwrap();

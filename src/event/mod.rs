@@ -322,6 +322,13 @@ impl<'a> Fields<'a> {
         self.indexed.get(index)?.integer(&self.text.json)
     }
 
+    /// The value of field `index` as a float if it is a number in the text (see
+    /// [`json::FieldAt::float`]).
+    #[inline]
+    pub fn float(&self, index: usize) -> Option<f64> {
+        self.indexed.get(index)?.float(&self.text.json)
+    }
+
     /// The value of field `index`, read from the text (strings are slices of it).
     pub fn value(&self, index: usize) -> Cow<'a, Value> {
         match self.indexed.get(index) {

@@ -513,7 +513,7 @@ impl Rows {
                 builder.append_value(text);
                 continue;
             }
-            // Integers into number columns, read from the text as the value would be.
+            // Numbers into number columns, read from the text as the value would be.
             match &mut state.builder {
                 Builder::Int64(builder) => {
                     if let Some(integer) = fields.integer(index) {
@@ -522,8 +522,8 @@ impl Rows {
                     }
                 }
                 Builder::Float64(builder) => {
-                    if let Some(integer) = fields.integer(index) {
-                        builder.append_value(integer as f64);
+                    if let Some(float) = fields.float(index) {
+                        builder.append_value(float);
                         continue;
                     }
                 }
@@ -890,8 +890,9 @@ mod tests {
             r#"{"a":"first","b":5,"a":"last"}"#,
             // Widening: an integer column takes a float, then becomes strings.
             r#"{"b":6.5,"o":{"k":[1,"v"]}}"#,
-            // An integer into the float column.
+            // An integer, then a float, into the float column.
             r#"{"b":7,"a":"after a float"}"#,
+            r#"{"b":-0.25,"a":"a float from the text"}"#,
             r#"{"b":"seven","a":"q\"uote","t":"2026-01-01T00:00:00Z"}"#,
             r#"{}"#,
         ];
@@ -900,7 +901,7 @@ mod tests {
         let mut from_values = encoder.start();
         // Read from the text, not built: all but the lines with a field new to the object or a
         // repeated key.
-        let from_the_text = [false, true, false, true, false, false, true, false, true];
+        let from_the_text = [false, true, false, true, false, false, true, true, false, true];
         for (line, expected) in lines.into_iter().zip(from_the_text) {
             let mut text = kept(line);
             let mut value = event(line);
