@@ -128,7 +128,7 @@ fn main() {
             for batch in frames.chunks(BATCH) {
                 let mut events = Vec::with_capacity(batch.len());
                 for frame in batch {
-                    decoder.decode(frame.clone(), &mut events).unwrap();
+                    decoder.decode(frame, &mut events).unwrap();
                 }
                 count += events.len();
             }
