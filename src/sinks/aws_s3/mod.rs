@@ -7,6 +7,7 @@
 //! random per process>-<6-digit sequence>.<extension>` — unique across instances and
 //! sortable by time within a prefix.
 
+pub mod column_encoding;
 pub mod encode;
 pub mod parquet;
 pub mod store;

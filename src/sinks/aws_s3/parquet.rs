@@ -10,6 +10,7 @@
 //! given column type is written as null and counted (`component_errors_total{error_type=
 //! "schema_mismatch"}`).
 
+use super::column_encoding::column_properties;
 use crate::event::{Event, Value};
 use crate::transforms::support::parse_path;
 use arrow_array::builder::{
@@ -21,7 +22,6 @@ use indexmap::IndexMap;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCodec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
 use std::sync::Arc;
 use vrl::path::OwnedValuePath;
@@ -199,7 +199,7 @@ impl ParquetEncoder {
                 .unwrap_or(&chunks[0].0[at])
         });
         let names = schema.fields().iter().map(|f| f.name().as_str());
-        let properties = plain_where_distinct(&self.properties, names.zip(firsts));
+        let properties = column_properties(&self.properties, names.zip(firsts));
         let batches = chunks
             .into_iter()
             .map(|(arrays, count)| {
@@ -568,71 +568,6 @@ pub(super) fn arrow_value(array: &ArrayRef, row: usize) -> Option<Value> {
     })
 }
 
-/// `base`, with the dictionary turned off for each of `columns` whose values are mostly
-/// distinct. The writer interns every value of a dictionary column (a hash and a compare each)
-/// and writes the values again as the dictionary page, which for unique values (ids, messages,
-/// times) costs time and makes the column larger than plain values would. parquet-mr makes the
-/// same call after a column's first page; the Rust writer only falls back when the dictionary
-/// outgrows its page limit (1 MiB). Decided per aws_s3 object, and per iceberg writer group
-/// from the batch that opens it.
-pub(crate) fn plain_where_distinct<'a>(
-    base: &WriterProperties,
-    columns: impl IntoIterator<Item = (&'a str, &'a ArrayRef)>,
-) -> WriterProperties {
-    let mut plain = columns
-        .into_iter()
-        .filter(|(_, array)| mostly_distinct(array))
-        .peekable();
-    if plain.peek().is_none() {
-        return base.clone();
-    }
-    plain
-        .fold(base.clone().into_builder(), |builder, (name, _)| {
-            let column = ColumnPath::new(vec![name.to_string()]);
-            builder.set_column_dictionary_enabled(column, false)
-        })
-        .build()
-}
-
-/// Whether most of the first values of a column (up to 256, at least 64) differ from each
-/// other: the sign that a dictionary would not pay for itself.
-fn mostly_distinct(array: &ArrayRef) -> bool {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
-    use arrow_schema::DataType;
-    const SAMPLE: usize = 256;
-    fn distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> bool {
-        let mut seen = std::collections::HashSet::with_capacity_and_hasher(
-            SAMPLE,
-            foldhash::fast::RandomState::default(),
-        );
-        let mut sampled = 0;
-        for value in values.take(SAMPLE) {
-            seen.insert(value);
-            sampled += 1;
-        }
-        sampled >= 64 && seen.len() * 2 > sampled
-    }
-    match array.data_type() {
-        DataType::Utf8 => distinct(array.as_string::<i32>().iter().flatten()),
-        DataType::Int64 => distinct(array.as_primitive::<Int64Type>().iter().flatten()),
-        DataType::Float64 => distinct(
-            array
-                .as_primitive::<Float64Type>()
-                .iter()
-                .flatten()
-                .map(f64::to_bits),
-        ),
-        DataType::Timestamp(..) => distinct(
-            array
-                .as_primitive::<TimestampMicrosecondType>()
-                .iter()
-                .flatten(),
-        ),
-        _ => false,
-    }
-}
-
 /// The type a value suggests for its column.
 pub(crate) fn kind_of(value: &Value) -> Option<ColumnType> {
     Some(match value {
@@ -901,7 +836,9 @@ mod tests {
         let mut from_values = encoder.start();
         // Read from the text, not built: all but the lines with a field new to the object or a
         // repeated key.
-        let from_the_text = [false, true, false, true, false, false, true, true, false, true];
+        let from_the_text = [
+            false, true, false, true, false, false, true, true, false, true,
+        ];
         for (line, expected) in lines.into_iter().zip(from_the_text) {
             let mut text = kept(line);
             let mut value = event(line);
@@ -1126,40 +1063,5 @@ mod tests {
             ..ParquetConfig::default()
         })
         .is_err_and(|e| e.contains("parquet.page_bytes")),);
-    }
-
-    #[test]
-    fn mostly_distinct_columns_are_written_without_a_dictionary() {
-        use parquet::basic::Encoding;
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let events: Vec<Event> = (0..1000)
-            .map(|i| {
-                event(&format!(
-                    r#"{{"id":"id-{i}","n":{i},"x":{i}.5,"level":"{}","code":{}}}"#,
-                    ["info", "warn"][i % 2],
-                    200 + i % 3
-                ))
-            })
-            .collect();
-        let encoder = ParquetEncoder::new(&ParquetConfig::default()).unwrap();
-        let (bytes, _) = encoder.encode(&events).unwrap();
-        let reader = SerializedFileReader::new(Bytes::from(bytes.clone())).unwrap();
-        let row_group = reader.metadata().row_group(0);
-        let dictionary = |name: &str| {
-            let column = (0..row_group.num_columns())
-                .map(|i| row_group.column(i))
-                .find(|c| c.column_path().string() == name)
-                .unwrap();
-            column.encodings().any(|e| e == Encoding::RLE_DICTIONARY)
-        };
-        assert!(!dictionary("id") && !dictionary("n") && !dictionary("x"));
-        assert!(dictionary("level") && dictionary("code"));
-        // Every value is there either way.
-        let batch = read(bytes);
-        assert_eq!(batch.num_rows(), 1000);
-        let ids = batch.column_by_name("id").unwrap();
-        assert_eq!(arrow_value(ids, 999), Some(Value::from("id-999")));
-        let codes = batch.column_by_name("code").unwrap();
-        assert_eq!(arrow_value(codes, 4), Some(Value::Integer(201)));
     }
 }

@@ -10,9 +10,8 @@ use super::table::columns;
 use super::IcebergSinkConfig;
 use crate::event::{EventBatch, Finalizers, SourcePosition, Value};
 use crate::exactly_once::position_of;
-use crate::sinks::aws_s3::parquet::{
-    kind_of, merge, plain_where_distinct, ColumnType, ParquetConfig, ParquetEncoder,
-};
+use crate::sinks::aws_s3::column_encoding::column_properties;
+use crate::sinks::aws_s3::parquet::{kind_of, merge, ColumnType, ParquetConfig, ParquetEncoder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
@@ -94,7 +93,7 @@ impl FileSpec {
     /// Rolling data files for one group: a column gets a dictionary unless `sample` (the
     /// group's first batch) shows its values mostly distinct.
     fn rolling<'a>(&self, sample: impl IntoIterator<Item = (&'a str, &'a ArrayRef)>) -> Rolling {
-        let properties = plain_where_distinct(&self.properties, sample);
+        let properties = column_properties(&self.properties, sample);
         RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(properties, self.schema.clone()),
             self.target_size,
