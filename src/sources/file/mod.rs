@@ -30,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use checkpoint::Checkpoints;
 use serde::Deserialize;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -712,21 +712,13 @@ fn read_file(
             break;
         }
         watched.buf.reserve(READ_CHUNK);
-        let spare = watched.buf.capacity() - watched.buf.len();
-        let start = watched.buf.len();
-        watched.buf.resize(start + spare.min(READ_CHUNK), 0);
-        match file.read(&mut watched.buf[start..]) {
+        match read_appending(file, &mut watched.buf, READ_CHUNK) {
             Ok(0) => {
-                watched.buf.truncate(start);
                 at_eof = true;
                 break;
             }
-            Ok(n) => {
-                watched.buf.truncate(start + n);
-                watched.read_pos += n as u64;
-            }
+            Ok(n) => watched.read_pos += n as u64,
             Err(error) => {
-                watched.buf.truncate(start);
                 cx.metrics.error("file_read_failed");
                 tracing::warn!(component_id = %cx.id, path = %watched.path.display(), %error, "read failed");
                 at_eof = true;
@@ -751,6 +743,23 @@ fn read_file(
         }
     }
     at_eof
+}
+
+/// Reads up to `max` bytes from `file` into the spare capacity of `buf`, appending them;
+/// returns how many (0 at the file's end). The room is not zero-filled first, as reading into
+/// a slice needs: zeroing 256 KiB before every read was ~1% of the CPU time of a JSON file
+/// read into Parquet (perf).
+fn read_appending(file: &File, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(max);
+    // SAFETY: the kernel writes at most `room` bytes into `buf`'s spare capacity, which `buf`
+    // owns and nothing refers to; no Rust reference to the unwritten bytes is made.
+    let read = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+    let read = usize::try_from(read).map_err(|_| std::io::Error::last_os_error())?;
+    // SAFETY: the kernel wrote these `read` bytes, right after `buf`'s initialized ones.
+    unsafe { buf.set_len(buf.len() + read) };
+    Ok(read)
 }
 
 /// Turns lines into events: decoding policy plus the file path field.
