@@ -309,10 +309,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The value of field `index` if the text holds it as a string without escapes: the
-    /// string, borrowed from the text (no value made).
+    /// The value of field `index` if it is a plain string, borrowed (no value made): one the
+    /// text holds without escapes, or an added string that is UTF-8 (a file source's path).
     pub fn plain_str(&self, index: usize) -> Option<&'a str> {
-        self.indexed.get(index)?.plain_str(&self.text.json)
+        match self.indexed.get(index) {
+            Some(at) => at.plain_str(&self.text.json),
+            None => match &self.text.added[index - self.indexed.len()].1 {
+                Value::Bytes(bytes) => std::str::from_utf8(bytes).ok(),
+                Value::String(string) => Some(string),
+                _ => None,
+            },
+        }
     }
 
     /// The value of field `index` if it is a number the text makes an integer of (see
