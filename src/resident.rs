@@ -19,7 +19,10 @@
 //! they run out of work. Once the whole runtime has been quiet for a second, each worker is
 //! woken once and returns its free pages as it parks again ([`set_free_memory_collector`];
 //! the binary installs mimalloc's `mi_collect`). Under load nothing is collected: handing
-//! pages back at every pause cost 5-10% more CPU in page faults (measured).
+//! pages back at every pause cost 5-10% more CPU in page faults (measured). The code pages
+//! the burst mapped are dropped again then too, as after startup: an http_server agent idle
+//! 10 s after 100,000 events held 11.8-12.0 MiB, 6.5-6.6 of them its binary's pages, and now
+//! holds 7.7-9.8 MiB (load bench, `BENCH_FILTER=idle`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -128,6 +131,9 @@ async fn nudge_workers_when_quiet() {
         }
     }
     WAKEUPS_AT_NUDGE.store(WAKEUPS.load(Ordering::Relaxed), Ordering::Relaxed);
+    // The code a burst ran is resident too, 64 KiB around each page it touched: dropped
+    // again, as after startup, it is mapped back from the page cache when next run.
+    release_startup_memory();
     NUDGES.fetch_add(1, Ordering::AcqRel);
     WATCHING.store(false, Ordering::Release);
     for _ in 0..workers {
