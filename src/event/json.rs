@@ -137,12 +137,7 @@ impl FieldAt {
     /// the text, no value made.
     #[inline]
     pub fn integer(&self, text: &ByteString) -> Option<i64> {
-        let mut reader = Reader::new(text);
-        reader.at = self.value as usize;
-        if !matches!(reader.bytes.get(reader.at), Some(b'-' | b'0'..=b'9')) {
-            return None;
-        }
-        let number = reader.number_token()?;
+        let number = self.number_reader(text)?.number_token()?;
         (!number.float).then(|| number.integer())?
     }
 
@@ -150,16 +145,19 @@ impl FieldAt {
     /// holds of [`FieldAt::value`], read straight from the text.
     #[inline]
     pub fn float(&self, text: &ByteString) -> Option<f64> {
-        let mut reader = Reader::new(text);
-        reader.at = self.value as usize;
-        if !matches!(reader.bytes.get(reader.at), Some(b'-' | b'0'..=b'9')) {
-            return None;
-        }
-        match reader.number()? {
+        match self.number_reader(text)?.number()? {
             Value::Float(float) => Some(float.into_inner()),
             Value::Integer(integer) => Some(integer as f64),
             _ => None,
         }
+    }
+
+    /// A reader at the value, if the value starts as a number does.
+    #[inline(always)]
+    fn number_reader<'a>(&self, text: &'a ByteString) -> Option<Reader<'a>> {
+        let mut reader = Reader::new(text);
+        reader.at = self.value as usize;
+        matches!(reader.bytes.get(reader.at), Some(b'-' | b'0'..=b'9')).then_some(reader)
     }
 
     /// The value, read from the text it was found in.
